@@ -1,0 +1,80 @@
+"""The RF1M folder layout and the manifest every later stage reads.
+
+A dataset folder (RF1M's release unpacked as far as it needs to be, or RF1M-synth)::
+
+    label.txt          one line per generated image: <image name><sep><label>, label 1-6 or a class name
+    metadata.jsonl     one JSON object per image: image, product_id, prompt, title (+ category, height_cm, split)
+    images/            generated images, or images are members of packages *.zip / *.tar / *.tar.gz
+    products/          RGBA product cut-outs with the generated image's file name
+    depth/, saliency/  optional maps with the same file name
+
+`rad data import` turns it into ``manifest.parquet`` with the columns below; paths are relative to the
+dataset folder and never leave it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+
+LABEL_FILE = "label.txt"
+METADATA_FILE = "metadata.jsonl"
+MANIFEST_FILE = "manifest.parquet"
+REJECTS_FILE = "rejects.jsonl"
+IMAGES_DIR = "images"
+PRODUCTS_DIR = "products"
+DEPTH_DIR = "depth"
+SALIENCY_DIR = "saliency"
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+SPLITS = ("train", "val", "test")
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),  # the generated image's file name without extension
+        ("image", pa.string()),  # file, or archive holding the image (relative to the dataset folder)
+        ("image_member", pa.string()),  # member inside the archive; null for a plain file
+        ("product", pa.string()),
+        ("product_id", pa.string()),
+        ("label_id", pa.int8()),
+        ("label", pa.string()),
+        ("prompt", pa.string()),
+        ("title", pa.string()),
+        ("category", pa.string()),
+        ("height_cm", pa.float32()),
+        ("depth", pa.string()),
+        ("saliency", pa.string()),
+        ("split", pa.string()),
+        ("source_line", pa.int64()),  # line of label.txt the row came from
+    ]
+)
+
+
+class UnsafePath(ValueError):
+    """A path from user input that is absolute or climbs out of the data root."""
+
+
+def safe_relative(name: str, where: str) -> str:
+    """Check that `name` is a relative path staying inside its root; return it in POSIX form.
+
+    `where` says where the name came from (file and line), for the error message.
+    """
+    path = PurePosixPath(name.replace("\\", "/"))
+    if not name or path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafePath(f"{where}: path {name!r} is absolute; paths must be relative to the data root")
+    if any(part == ".." for part in path.parts):
+        raise UnsafePath(f"{where}: path {name!r} escapes the data root ('..')")
+    return str(path)
+
+
+def resolve_inside(root: Path, relative: str, where: str) -> Path:
+    """`root / relative`, refusing anything (symlinks included) that resolves outside `root`."""
+    rel = safe_relative(relative, where)
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root.resolve()):
+        raise UnsafePath(f"{where}: path {relative!r} resolves outside the data root {root}")
+    return full
+
+
+def is_archive(name: str) -> bool:
+    return name.endswith(ARCHIVE_SUFFIXES)

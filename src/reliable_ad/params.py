@@ -1,0 +1,45 @@
+"""`params.yaml`: every knob of the pipeline in one typed tree.
+
+Each section is the config model of the module that uses it, so a typo or a wrong type fails with the field's
+full path (``data.synth.n: Input should be a valid integer``) before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reliable_ad.data.synth.world import SynthConfig
+
+
+class DataParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataParams = Field(default_factory=DataParams)
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, not YAML, or has a field of the wrong name or type."""
+
+
+def load_params(path: Path) -> Params:
+    if not path.exists():
+        raise ParamsError(f"{path}: no such params file")
+    try:
+        raw: Any = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({error})") from error
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+        raise ParamsError(f"{path}: invalid parameters\n  " + "\n  ".join(lines)) from error

@@ -1,0 +1,295 @@
+"""Pre-train the tiny generator of the embedded world on RF1M-synth renders (rendered on the fly).
+
+Stage 1 trains the VAE to reconstruct scenes; stage 2 trains the inpainting UNet, the ControlNet and the
+text encoder together with the usual noise-prediction loss, the VAE frozen. Defective scenes are part of the
+mix on purpose: the base generator should make the paper's kinds of mistakes. Progress, periodic reviewer
+checks of generated samples, checkpoints (resumable) and an EMA of the weights are built in.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from reliable_ad.data.reviewer import product_mask, review
+from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.generation.preprocess import control_inputs
+from reliable_ad.generation.sampler import generate
+from reliable_ad.models.generator import (
+    GeneratorComponents,
+    TinyGeneratorConfig,
+    build_tiny_components,
+    model_card,
+    save_components,
+)
+from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
+
+GENERATOR_MIX = {
+    "available": 0.5,
+    "space_mismatch": 0.125,
+    "size_mismatch": 0.125,
+    "indistinctiveness": 0.125,
+    "shape_hallucination": 0.125,
+}
+
+
+class PretrainConfig(BaseModel):
+    """How the tiny generator is pre-trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    synth: SynthConfig = Field(
+        default_factory=lambda: SynthConfig(seed=1000, class_mix=dict(GENERATOR_MIX), test_categories=[]),
+        description="the RF1M-synth world the scenes are rendered from",
+    )
+    model: TinyGeneratorConfig = Field(default_factory=lambda: TinyGeneratorConfig(unet_channels=(48, 96, 96)))
+    vae_steps: int = Field(3000, ge=0, description="VAE reconstruction steps")
+    vae_batch: int = Field(32, ge=1)
+    vae_lr: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0, description="weight of the VAE's KL term")
+    steps: int = Field(20000, ge=0, description="UNet + ControlNet + text encoder steps")
+    batch: int = Field(16, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup: int = Field(500, ge=0)
+    prompt_dropout: float = Field(0.1, ge=0, le=1, description="share of empty prompts (for guidance)")
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    checkpoint_every: int = Field(500, ge=1)
+    eval_every: int = Field(2000, ge=1, description="steps between reviewer checks of generated samples")
+    eval_samples: int = Field(48, ge=1)
+    eval_steps: int = Field(20, ge=1, description="DDIM steps when sampling for the check")
+    seed: int = 0
+    threads: int = Field(2, ge=1, description="torch CPU threads")
+
+
+def _scene_batch(cfg: SynthConfig, start: int, count: int) -> list[Any]:
+    return [draw_sample(cfg, start + i) for i in range(count)]
+
+
+def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 H x W x C images -> float tensor in [-1, 1], N x C x H x W."""
+    array = np.stack(images).astype(np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def _train_vae(
+    components: GeneratorComponents, cfg: PretrainConfig, start_step: int, save: Any, log: Any
+) -> None:
+    vae = components.vae
+    vae.train()
+    optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
+    bar = tqdm(range(start_step, cfg.vae_steps), desc="vae", initial=start_step, total=cfg.vae_steps)
+    for step in bar:
+        batch = _to_tensor([s.rendering.image for s in _scene_batch(cfg.synth, step * cfg.vae_batch, cfg.vae_batch)])
+        posterior = vae.encode(batch).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(recon, batch) + 0.5 * F.l1_loss(recon, batch) + cfg.kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % 100 == 0:
+            log({"stage": "vae", "step": step + 1, "loss": loss.item()})
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
+            save("vae", step + 1, {"vae": vae}, None)
+    vae.eval()
+
+
+@torch.no_grad()
+def _latent_scale(components: GeneratorComponents, cfg: PretrainConfig) -> float:
+    """SD-style scaling factor: 1 / std of the VAE's latents over a few batches."""
+    latents = []
+    for k in range(4):
+        batch = _to_tensor([s.rendering.image for s in _scene_batch(cfg.synth, 10**8 + k * 64, 64)])
+        latents.append(components.vae.encode(batch).latent_dist.mode())
+    return float(1.0 / torch.cat(latents).std())
+
+
+def _encode_prompts(components: GeneratorComponents, prompts: list[str]) -> torch.Tensor:
+    ids = components.tokenizer(
+        prompts, padding="max_length", max_length=components.tokenizer.model_max_length, truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    return components.text_encoder(ids)[0]
+
+
+def _diffusion_loss(
+    components: GeneratorComponents, noise_scheduler: DDPMScheduler, samples: list[Any], cfg: PretrainConfig,
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    scale = components.vae.config.scaling_factor
+    images, masked, masks, controls, prompts = [], [], [], [], []
+    for sample in samples:
+        inputs = control_inputs(sample.rendering.product)
+        keep = inputs.inpaint_mask < 128
+        images.append(sample.rendering.image)
+        masked.append(sample.rendering.image * keep[..., None])
+        masks.append((~keep).astype(np.float32))
+        controls.append(inputs.control_image)
+        prompts.append("" if rng.random() < cfg.prompt_dropout else sample.rendering.prompt)
+    with torch.no_grad():
+        latents = components.vae.encode(_to_tensor(images)).latent_dist.sample() * scale
+        masked_latents = components.vae.encode(_to_tensor(masked)).latent_dist.mode() * scale
+    latent_size = latents.shape[-1]
+    mask = F.interpolate(torch.from_numpy(np.stack(masks))[:, None], size=(latent_size, latent_size))
+    control = torch.from_numpy(np.stack(controls).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    noise = torch.randn_like(latents)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(samples),))
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    text = _encode_prompts(components, prompts)
+    down, mid = components.controlnet(
+        noisy, timesteps, encoder_hidden_states=text, controlnet_cond=control, return_dict=False
+    )
+    prediction = components.unet(
+        torch.cat([noisy, mask, masked_latents], dim=1),
+        timesteps,
+        encoder_hidden_states=text,
+        down_block_additional_residuals=down,
+        mid_block_additional_residual=mid,
+    ).sample
+    return F.mse_loss(prediction, noise)
+
+
+def reviewer_check(components: GeneratorComponents, cfg: PretrainConfig, count: int, steps: int) -> tuple[float, list[np.ndarray]]:
+    """Generate `count` images for fixed held-out scenes and return the reviewer's available rate."""
+    samples = _scene_batch(cfg.synth, 10**9, count)
+    images: list[np.ndarray] = []
+    for k in range(0, count, 16):
+        chunk = samples[k : k + 16]
+        images += generate(
+            components,
+            [s.rendering.product for s in chunk],
+            [s.rendering.prompt for s in chunk],
+            seeds=list(range(k, k + len(chunk))),
+            steps=steps,
+        )
+    verdicts = [
+        review(img, product_mask(s.rendering.product), s.product.height_cm).available
+        for img, s in zip(images, samples, strict=True)
+    ]
+    return float(np.mean(verdicts)), images
+
+
+def save_grid(images: list[np.ndarray], path: Path, columns: int = 8) -> None:
+    from PIL import Image
+
+    rows = [np.concatenate(images[i : i + columns], axis=1) for i in range(0, len(images) - columns + 1, columns)]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def pretrain_tiny_generator(cfg: PretrainConfig, out: Path, resume: bool = True) -> dict[str, Any]:
+    """Run both stages into `out` (checkpoints in `out/checkpoints`), save the pipeline and its model card."""
+    torch.set_num_threads(cfg.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    fp = fingerprint(cfg.model_dump(mode="json"))
+    components = build_tiny_components(cfg.model, seed=cfg.seed)
+    trainable = {"unet": components.unet, "controlnet": components.controlnet, "text_encoder": components.text_encoder}
+    ema = {name: copy.deepcopy(m).requires_grad_(False) for name, m in trainable.items()}
+    params = [p for m in trainable.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    log_path = out / "train_log.jsonl"
+    started = time.time()
+
+    def log(record: dict[str, Any]) -> None:
+        with log_path.open("a") as f:
+            f.write(json.dumps({**record, "elapsed_s": round(time.time() - started, 1)}) + "\n")
+
+    def save(stage: str, step: int, modules: dict[str, torch.nn.Module], opt: torch.optim.Optimizer | None) -> None:
+        all_modules = {"vae": components.vae, **modules}
+        save_checkpoint(ckpt_dir, all_modules, opt, step, fp, {"stage": stage,
+                        "scaling_factor": components.vae.config.scaling_factor})
+
+    stage, step = "vae", 0
+    latest = latest_checkpoint(ckpt_dir) if resume else None
+    if latest is not None:
+        extra = json.loads((latest / "state.json").read_text())["extra"]
+        stage = extra["stage"]
+        modules: dict[str, torch.nn.Module] = {"vae": components.vae}
+        if stage == "unet":
+            modules.update(trainable)
+            modules.update({f"ema_{k}": v for k, v in ema.items()})
+        state = load_checkpoint(latest, modules, optimizer if stage == "unet" else None, fp)
+        step = state["step"]
+        components.vae.register_to_config(scaling_factor=extra["scaling_factor"])
+        tqdm.write(f"resumed {stage} stage at step {step} from {latest}")
+
+    if stage == "vae":
+        _train_vae(components, cfg, step, save, log)
+        components.vae.register_to_config(scaling_factor=_latent_scale(components, cfg))
+        stage, step = "unet", 0
+    components.vae.requires_grad_(False).eval()
+
+    noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
+    rng = np.random.default_rng([cfg.seed, step])
+    bar = tqdm(range(step, cfg.steps), desc="unet+controlnet", initial=step, total=cfg.steps)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        samples = _scene_batch(cfg.synth, 10**7 + step * cfg.batch, cfg.batch)
+        loss = _diffusion_loss(components, noise_scheduler, samples, cfg, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            for name, module in trainable.items():
+                for e, p in zip(ema[name].parameters(), module.parameters(), strict=True):
+                    e.lerp_(p, 1.0 - cfg.ema_decay)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % 50 == 0:
+            log({"stage": "unet", "step": step + 1, "loss": loss.item()})
+        if (step + 1) % cfg.checkpoint_every == 0:
+            save("unet", step + 1, {**trainable, **{f"ema_{k}": v for k, v in ema.items()}}, optimizer)
+        if (step + 1) % cfg.eval_every == 0:
+            rate, images = reviewer_check(_with(components, ema), cfg, cfg.eval_samples, cfg.eval_steps)
+            save_grid(images[:32], out / f"grid-{step + 1:06d}.png")
+            log({"stage": "eval", "step": step + 1, "reviewer_available_rate": rate})
+            tqdm.write(f"step {step + 1}: reviewer available rate {rate:.3f}")
+
+    final = _with(components, ema)
+    rate, images = reviewer_check(final, cfg, max(cfg.eval_samples, 64), cfg.eval_steps)
+    save_grid(images[:32], out / "sample_grid.png")
+    for module in (final.vae, final.unet, final.controlnet, final.text_encoder):
+        module.to(torch.float16)
+    save_components(final, out / "model")
+    card = {
+        "what": "tiny SD-style inpainting generator + canny ControlNet for RF1M-synth",
+        "synth_seed": cfg.synth.seed,
+        "vae_steps": cfg.vae_steps,
+        "steps": cfg.steps,
+        "batch": cfg.batch,
+        "train_seconds": round(time.time() - started, 1),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
+        "reviewer_available_rate": rate,
+        "eval_samples": max(cfg.eval_samples, 64),
+        "eval_steps": cfg.eval_steps,
+        "config": cfg.model_dump(mode="json"),
+        "sample_grid": "sample_grid.png",
+    }
+    model_card(out / "model_card.json", card)
+    return card
+
+
+def _with(components: GeneratorComponents, ema: dict[str, torch.nn.Module]) -> GeneratorComponents:
+    return GeneratorComponents(
+        components.vae, ema["unet"], ema["controlnet"], ema["text_encoder"], components.tokenizer, components.scheduler
+    )
+
+
+def iterate_forever(start: int = 0) -> Iterator[int]:
+    step = start
+    while True:
+        yield step
+        step += 1
