@@ -1,10 +1,18 @@
-"""`rad`: the command line of ReliableAD. Each command is a thin call into the package's API."""
+"""`rad`: the command line of ReliableAD. Each command is a thin call into the package's API.
+
+Every command reads its defaults from a section of params.yaml (``--params``); options given on the command
+line win. Errors in the user's inputs end the command with one clear line and exit code 1 (set
+``RAD_DEBUG=1`` for the traceback).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -12,11 +20,30 @@ from reliable_ad.params import Params, ParamsError, load_params
 
 app = typer.Typer(help="ReliableAD: judge, regenerate and fine-tune ad image generation.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: synthesise, import, validate, prepare.", no_args_is_help=True)
+rfnet_app = typer.Typer(help="RFNet, the judge: train, evaluate, ablate, register.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(rfnet_app, name="rfnet")
 
 ParamsOption = Annotated[
     Path | None, typer.Option("--params", help="params.yaml to read defaults from (options given here win)")
 ]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Turn the package's input errors into one line on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as error:
+            if os.environ.get("RAD_DEBUG"):
+                raise
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from error
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _params(path: Path | None) -> Params:
@@ -38,7 +65,17 @@ def _print(summary: dict[str, Any]) -> None:
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
+def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
 @data_app.command("synth")
+@user_errors
 def data_synth(
     out: Annotated[Path, typer.Option(help="dataset folder to create")],
     n: Annotated[int | None, typer.Option(help="number of samples")] = None,
@@ -46,7 +83,7 @@ def data_synth(
     seed: Annotated[int | None, typer.Option(help="dataset seed")] = None,
     difficulty: Annotated[float | None, typer.Option(help="defect strength 0..1 (1 = clearest)")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
-    archives: Annotated[int, typer.Option(help="pack the generated images into this many zip packages")] = 0,
+    archives: Annotated[int, typer.Option(help="pack the samples into this many zip packages")] = 0,
     force: Annotated[bool, typer.Option(help="replace an existing folder")] = False,
     params: ParamsOption = None,
 ) -> None:
@@ -54,12 +91,105 @@ def data_synth(
     from reliable_ad.data.synth.writer import write_synth
 
     cfg = _override(_params(params).data.synth, n=n, size=size, seed=seed, difficulty=difficulty)
-    try:
-        summary = write_synth(cfg, out, workers=workers, archives=archives, overwrite=force)
-    except FileExistsError as error:
-        raise typer.BadParameter(str(error), param_hint="--out") from error
+    summary = write_synth(cfg, out, workers=workers, archives=archives, overwrite=force)
     _print({k: summary[k] for k in ("n", "samples_per_s", "labels", "splits")})
 
 
+@data_app.command("import")
+@user_errors
+def data_import(
+    root: Annotated[Path, typer.Argument(help="dataset folder in the RF1M layout")],
+    out: Annotated[Path | None, typer.Option(help="manifest to write (default ROOT/manifest.parquet)")] = None,
+    separator: Annotated[str | None, typer.Option(help="label.txt separator (one character)")] = None,
+    quarantine: Annotated[bool | None, typer.Option(help="bad lines go to rejects.jsonl instead of stopping")] = None,
+    summary_json: Annotated[Path | None, typer.Option("--summary", help="write the summary here (JSON)")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Read label.txt, metadata and packages (in place) into one manifest; strict about every line."""
+    from reliable_ad.data.rf1m import import_dataset
+
+    cfg = _override(_params(params).data.import_, separator=separator, quarantine=quarantine)
+    summary = import_dataset(root, cfg, out).model_dump(mode="json")
+    _write_json(summary_json, summary)
+    _print(summary)
+
+
+@data_app.command("validate")
+@user_errors
+def data_validate(
+    root: Annotated[Path, typer.Argument(help="dataset folder in the RF1M layout")],
+    manifest: Annotated[Path | None, typer.Option(help="manifest (default ROOT/manifest.parquet)")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="reports folder (default ROOT/validation)")] = None,
+    workers: Annotated[int | None, typer.Option(help="processes of the file pass")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="write the headline counts here (DVC metrics)")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Great Expectations suite over the manifest plus a file pass; non-zero exit when anything fails."""
+    from reliable_ad.data.validate import validate_dataset
+
+    cfg = _override(_params(params).data.validate_, workers=workers)
+    result = validate_dataset(root, cfg, out_dir or root / "validation", manifest)
+    counts = ("success", "rows_in", "rows_accepted", "rows_quarantined", "seconds")
+    _write_json(metrics, {k: getattr(result, k) for k in counts})
+    typer.echo(result.summary)
+    if not result.success:
+        raise typer.Exit(1)
+
+
+@data_app.command("prepare")
+@user_errors
+def data_prepare(
+    root: Annotated[Path, typer.Argument(help="dataset folder in the RF1M layout")],
+    out: Annotated[Path, typer.Option(help="shard folder to write")],
+    manifest: Annotated[Path | None, typer.Option(help="manifest (default ROOT/manifest.parquet)")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Turn the manifest into a few large Parquet shards plus index.json (what DVC tracks and training reads)."""
+    from reliable_ad.data.shards import prepare_shards
+
+    summary = prepare_shards(root, manifest or root / "manifest.parquet", out, _params(params).data.prepare)
+    _print(summary.model_dump(mode="json"))
+
+
+# ------------------------------------------------------------------------------------------------ rfnet
+
+
+@rfnet_app.command("train")
+@user_errors
+def rfnet_train(
+    shards: Annotated[Path, typer.Option(help="prepared shard folder")],
+    out: Annotated[Path, typer.Option(help="run folder: model/, checkpoints/, train_summary.json")],
+    init_from: Annotated[Path | None, typer.Option(help="warm-start from this RFNet folder")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs")] = None,
+    fresh: Annotated[bool, typer.Option(help="ignore existing checkpoints in OUT")] = False,
+    params: ParamsOption = None,
+) -> None:
+    """Train RFNet (runs under `accelerate launch` unchanged); resumes from OUT/checkpoints."""
+    from reliable_ad.training.rfnet import train_rfnet
+
+    cfg = _override(_params(params).rfnet.train, epochs=epochs)
+    _print(train_rfnet(cfg, shards, out, init_from=init_from, resume=not fresh))
+
+
+@rfnet_app.command("evaluate")
+@user_errors
+def rfnet_evaluate(
+    model: Annotated[Path, typer.Option(help="RFNet folder")],
+    shards: Annotated[Path, typer.Option(help="prepared shard folder")],
+    metrics: Annotated[Path, typer.Option(help="metrics JSON to write (DVC metrics)")] = Path("metrics/rfnet.json"),
+    plots: Annotated[Path, typer.Option(help="folder for plot data and PNGs (DVC plots)")] = Path("plots/rfnet"),
+    split: Annotated[str, typer.Option(help="split to evaluate")] = "test",
+) -> None:
+    """Accuracy, per-class P/R/F1, macro-F1, AP(available), confusion matrix, ECE + reliability diagram."""
+    from reliable_ad.training.rfnet_eval import evaluate_rfnet
+
+    result = evaluate_rfnet(model, shards, metrics, plots, split)
+    _print({k: result[k] for k in ("n", "accuracy", "macro_f1", "ap_available", "ece")})
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="rad")
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -12,19 +12,33 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reliable_ad.data.rf1m import ImportConfig
+from reliable_ad.data.shards import PrepareConfig
 from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.validate import ValidationConfig
+from reliable_ad.training.rfnet import RFNetTrainConfig
 
 
 class DataParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     synth: SynthConfig = Field(default_factory=SynthConfig)
+    import_: ImportConfig = Field(default_factory=ImportConfig, alias="import")
+    validate_: ValidationConfig = Field(default_factory=ValidationConfig, alias="validate")
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+
+
+class RFNetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train: RFNetTrainConfig = Field(default_factory=RFNetTrainConfig)
 
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: DataParams = Field(default_factory=DataParams)
+    rfnet: RFNetParams = Field(default_factory=RFNetParams)
 
 
 class ParamsError(ValueError):

@@ -30,8 +30,14 @@ def decode(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Im
             image.load()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as error:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:
         raise ImageDecodeError(f"{source}: cannot decode image ({error})") from error
     return image
 

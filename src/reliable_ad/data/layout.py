@@ -4,12 +4,18 @@ A dataset folder (RF1M's release unpacked as far as it needs to be, or RF1M-synt
 
     label.txt          one line per generated image: <image name><sep><label>, label 1-6 or a class name
     metadata.jsonl     one JSON object per image: image, product_id, prompt, title (+ category, height_cm, split)
-    images/            generated images, or images are members of packages *.zip / *.tar / *.tar.gz
+    images/            generated images
     products/          RGBA product cut-outs with the generated image's file name
     depth/, saliency/  optional maps with the same file name
+    *.zip, *.tar, *.tar.gz, *.tgz
+                       packages in the root holding any of the above as members (images/<name>,
+                       products/<name>, depth/<name>, saliency/<name>, optionally under one more folder),
+                       read in place; a folder is looked in before the packages
 
-`rad data import` turns it into ``manifest.parquet`` with the columns below; paths are relative to the
-dataset folder and never leave it.
+`rad data import` turns it into ``manifest.parquet`` with the columns below. Each file of a row has two
+columns: its location, and its member. For a plain file the location is its path and the member is null; for
+a package member the location is the package's file name and the member is the path inside the package.
+Locations are relative to the dataset folder and never leave it.
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ DEPTH_DIR = "depth"
 SALIENCY_DIR = "saliency"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 SPLITS = ("train", "val", "test")
+FILE_KINDS = ("image", "product", "depth", "saliency")  # the files of a row, each a location + member column
+KIND_DIRS = {"image": IMAGES_DIR, "product": PRODUCTS_DIR, "depth": DEPTH_DIR, "saliency": SALIENCY_DIR}
 
 MANIFEST_SCHEMA = pa.schema(
     [
         ("id", pa.string()),  # the generated image's file name without extension
-        ("image", pa.string()),  # file, or archive holding the image (relative to the dataset folder)
-        ("image_member", pa.string()),  # member inside the archive; null for a plain file
-        ("product", pa.string()),
+        ("image", pa.string()),  # file, or package holding the image (relative to the dataset folder)
+        ("image_member", pa.string()),  # member inside the package; null for a plain file
+        ("product", pa.string()),  # the RGBA product cut-out: file or package, as for the image
+        ("product_member", pa.string()),
         ("product_id", pa.string()),
         ("label_id", pa.int8()),
         ("label", pa.string()),
@@ -42,8 +51,10 @@ MANIFEST_SCHEMA = pa.schema(
         ("title", pa.string()),
         ("category", pa.string()),
         ("height_cm", pa.float32()),
-        ("depth", pa.string()),
+        ("depth", pa.string()),  # optional maps: file or package, or null when the dataset has none
+        ("depth_member", pa.string()),
         ("saliency", pa.string()),
+        ("saliency_member", pa.string()),
         ("split", pa.string()),
         ("source_line", pa.int64()),  # line of label.txt the row came from
     ]
@@ -78,3 +89,8 @@ def resolve_inside(root: Path, relative: str, where: str) -> Path:
 
 def is_archive(name: str) -> bool:
     return name.endswith(ARCHIVE_SUFFIXES)
+
+
+def member_column(kind: str) -> str:
+    """The manifest column with the package member of a file kind ("image" -> "image_member")."""
+    return f"{kind}_member"

@@ -49,7 +49,7 @@ def frequency_tuned_saliency(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """Frequency-tuned saliency (uint8, salient = bright) of an RGB image."""
     size = image.shape[0]
     k = max(3, (size // 32) | 1)
-    lab = to_lab(cv2.GaussianBlur(image, (k, k), 0))
+    lab = to_lab(np.asarray(cv2.GaussianBlur(image, (k, k), 0), np.uint8))
     distance = np.linalg.norm(lab - lab.reshape(-1, 3).mean(axis=0), axis=-1)
     peak = float(distance.max())
     scaled = distance / peak * 255.0 if peak > 0 else distance

@@ -189,7 +189,7 @@ def _grown_area(
 ) -> int:
     """Product-coloured pixels connected to the silhouette, beyond the halo of edge blending."""
     coloured = (delta_e(lab, product_lab) < cfg.product_colour_de) | mask
-    count, labels = cv2.connectedComponents(coloured.astype(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents(coloured.astype(np.uint8), connectivity=8)
     touching = np.unique(labels[mask])
     attached = np.isin(labels, touching[touching > 0])
     return int((attached & (distance > cfg.halo_px * s)).sum())

@@ -17,7 +17,9 @@ class ProductImageError(ValueError):
     """A product image that cannot be turned into a cut-out."""
 
 
-def ensure_alpha(image: NDArray[np.uint8], source: str = "product image", white_tolerance: int = 0) -> NDArray[np.uint8]:
+def ensure_alpha(
+    image: NDArray[np.uint8], source: str = "product image", white_tolerance: int = 0
+) -> NDArray[np.uint8]:
     """RGBA as is; RGB gets alpha = 0 where the pixel is white (the sampler's rule for white backgrounds).
 
     An RGB image with no white pixel on its border has no background to remove: that is an error, because
@@ -29,7 +31,7 @@ def ensure_alpha(image: NDArray[np.uint8], source: str = "product image", white_
         return image
     if image.ndim != 3 or image.shape[2] != 3:
         raise ProductImageError(f"{source}: expected RGB or RGBA, got shape {image.shape}")
-    white = (image >= 255 - white_tolerance).all(axis=2)
+    white: NDArray[np.bool_] = np.all(image >= 255 - white_tolerance, axis=2)
     border = np.concatenate([white[0], white[-1], white[:, 0], white[:, -1]])
     if not border.any():
         raise ProductImageError(f"{source}: RGB without alpha and without a white background to remove")
@@ -76,7 +78,7 @@ def control_inputs(rgba: NDArray[np.uint8], low_threshold: int = 100, high_thres
     alpha = rgba[..., 3]
     paste = alpha >= 128
     kernel = max(1, round(DILATE_AT_512 * size / 512))
-    inpaint = cv2.dilate((255 - alpha).astype(np.uint8), np.ones((kernel, kernel), np.uint8))
+    inpaint = np.asarray(cv2.dilate((255 - alpha).astype(np.uint8), np.ones((kernel, kernel), np.uint8)), np.uint8)
     product_only = rgba[..., :3].copy()
     product_only[~paste] = 0
     edges = cv2.Canny(product_only, low_threshold, high_threshold)

@@ -27,10 +27,38 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 from reliable_ad.data.synth.catalog import PRODUCT_COLOURS, TABLE_COLOURS, WALL_COLOURS
 
 SPECIAL_TOKENS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
-PROMPT_WORDS = (
-    "front view of a product placed on desktop table walls wall soft light commercial photography striped "
-    "minimalist bright indoor scene the an with and in background photo studio white grey"
-).split()
+PROMPT_WORDS = [
+    "front",
+    "view",
+    "of",
+    "a",
+    "product",
+    "placed",
+    "on",
+    "desktop",
+    "table",
+    "walls",
+    "wall",
+    "soft",
+    "light",
+    "commercial",
+    "photography",
+    "striped",
+    "minimalist",
+    "bright",
+    "indoor",
+    "scene",
+    "the",
+    "an",
+    "with",
+    "and",
+    "in",
+    "background",
+    "photo",
+    "studio",
+    "white",
+    "grey",
+]
 
 
 class TinyGeneratorConfig(BaseModel):
@@ -105,8 +133,8 @@ def controlnet_for_inpainting(unet: UNet2DConditionModel, conditioning_channels:
     """
     cfg = unet.config
     levels = len(cfg.block_out_channels)
-    cond_channels = tuple([16, 32, 96, 256][: levels - 1] + [cfg.block_out_channels[-1]])
-    vae_factor_levels = levels  # one more entry than downsamplings
+    # one stride-2 step per UNet level after the first: the control image reaches the latents' size
+    cond_channels = (*[16, 32, 96, 256][: levels - 1], cfg.block_out_channels[-1])
     controlnet = ControlNetModel(
         in_channels=4,
         conditioning_channels=conditioning_channels,
@@ -117,7 +145,7 @@ def controlnet_for_inpainting(unet: UNet2DConditionModel, conditioning_channels:
         attention_head_dim=cfg.attention_head_dim,
         norm_num_groups=cfg.norm_num_groups,
         use_linear_projection=cfg.use_linear_projection,
-        conditioning_embedding_out_channels=cond_channels[:vae_factor_levels],
+        conditioning_embedding_out_channels=cond_channels,
     )
     state = {k: v for k, v in unet.state_dict().items() if not k.startswith("conv_in.")}
     missing, _ = controlnet.load_state_dict(state, strict=False)
@@ -205,7 +233,9 @@ def save_components(components: GeneratorComponents, out: Path) -> None:
     components.pipeline().save_pretrained(out, safe_serialization=True)
 
 
-def load_components(base: str | Path, controlnet: str | Path | None = None, local_only: bool = True) -> GeneratorComponents:
+def load_components(
+    base: str | Path, controlnet: str | Path | None = None, local_only: bool = True
+) -> GeneratorComponents:
     """Load a pipeline folder or hub id (SD1.5-style), with its ControlNet from `controlnet` or `base/controlnet`.
 
     `local_only` (the default) forbids any download: a missing path is a clear error, never a hub request.
@@ -221,9 +251,7 @@ def load_components(base: str | Path, controlnet: str | Path | None = None, loca
         base, controlnet=cn, safety_checker=None, local_files_only=local_only, use_safetensors=True
     )
     check_controlnet_matches(pipe.unet, pipe.controlnet)
-    return GeneratorComponents(
-        pipe.vae, pipe.unet, pipe.controlnet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler
-    )
+    return GeneratorComponents(pipe.vae, pipe.unet, pipe.controlnet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
 
 
 def model_card(path: Path, fields: dict[str, object]) -> None:

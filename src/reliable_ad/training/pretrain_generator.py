@@ -83,9 +83,7 @@ def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
-def _train_vae(
-    components: GeneratorComponents, cfg: PretrainConfig, start_step: int, save: Any, log: Any
-) -> None:
+def _train_vae(components: GeneratorComponents, cfg: PretrainConfig, start_step: int, save: Any, log: Any) -> None:
     vae = components.vae
     vae.train()
     optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
@@ -118,14 +116,20 @@ def _latent_scale(components: GeneratorComponents, cfg: PretrainConfig) -> float
 
 def _encode_prompts(components: GeneratorComponents, prompts: list[str]) -> torch.Tensor:
     ids = components.tokenizer(
-        prompts, padding="max_length", max_length=components.tokenizer.model_max_length, truncation=True,
+        prompts,
+        padding="max_length",
+        max_length=components.tokenizer.model_max_length,
+        truncation=True,
         return_tensors="pt",
     ).input_ids
     return components.text_encoder(ids)[0]
 
 
 def _diffusion_loss(
-    components: GeneratorComponents, noise_scheduler: DDPMScheduler, samples: list[Any], cfg: PretrainConfig,
+    components: GeneratorComponents,
+    noise_scheduler: DDPMScheduler,
+    samples: list[Any],
+    cfg: PretrainConfig,
     rng: np.random.Generator,
 ) -> torch.Tensor:
     scale = components.vae.config.scaling_factor
@@ -161,7 +165,9 @@ def _diffusion_loss(
     return F.mse_loss(prediction, noise)
 
 
-def reviewer_check(components: GeneratorComponents, cfg: PretrainConfig, count: int, steps: int) -> tuple[float, list[np.ndarray]]:
+def reviewer_check(
+    components: GeneratorComponents, cfg: PretrainConfig, count: int, steps: int
+) -> tuple[float, list[np.ndarray]]:
     """Generate `count` images for fixed held-out scenes and return the reviewer's available rate."""
     samples = _scene_batch(cfg.synth, 10**9, count)
     images: list[np.ndarray] = []
@@ -208,8 +214,14 @@ def pretrain_tiny_generator(cfg: PretrainConfig, out: Path, resume: bool = True)
 
     def save(stage: str, step: int, modules: dict[str, torch.nn.Module], opt: torch.optim.Optimizer | None) -> None:
         all_modules = {"vae": components.vae, **modules}
-        save_checkpoint(ckpt_dir, all_modules, opt, step, fp, {"stage": stage,
-                        "scaling_factor": components.vae.config.scaling_factor})
+        save_checkpoint(
+            ckpt_dir,
+            all_modules,
+            opt,
+            step,
+            fp,
+            {"stage": stage, "scaling_factor": components.vae.config.scaling_factor},
+        )
 
     stage, step = "vae", 0
     latest = latest_checkpoint(ckpt_dir) if resume else None

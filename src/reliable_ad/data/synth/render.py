@@ -104,31 +104,61 @@ def _silhouette_polygons(category: str, rng: np.random.Generator) -> list[Polygo
 
     if category == "bottle":
         cap, neck = j(0.3), j(0.38)
-        return [[(cap, 0), (1 - cap, 0), (1 - cap, 0.12), (1 - neck, 0.12), (1 - neck, 0.3), (1, j(0.42)),
-                 (1, 1), (0, 1), (0, j(0.42)), (neck, 0.3), (neck, 0.12), (cap, 0.12)]]
+        return [
+            [
+                (cap, 0),
+                (1 - cap, 0),
+                (1 - cap, 0.12),
+                (1 - neck, 0.12),
+                (1 - neck, 0.3),
+                (1, j(0.42)),
+                (1, 1),
+                (0, 1),
+                (0, j(0.42)),
+                (neck, 0.3),
+                (neck, 0.12),
+                (cap, 0.12),
+            ]
+        ]
     if category == "box":
         return [[(0, 0), (1, 0), (1, 1), (0, 1)]]
     if category == "jar":
         lid = j(0.08)
-        return [[(lid, 0), (1 - lid, 0), (1 - lid, 0.25), (lid, 0.25)],
-                [(0, 0.3), (0.05, 0.25), (0.95, 0.25), (1, 0.3), (1, 0.92), (0.93, 1), (0.07, 1), (0, 0.92)]]
+        return [
+            [(lid, 0), (1 - lid, 0), (1 - lid, 0.25), (lid, 0.25)],
+            [(0, 0.3), (0.05, 0.25), (0.95, 0.25), (1, 0.3), (1, 0.92), (0.93, 1), (0.07, 1), (0, 0.92)],
+        ]
     if category == "lamp":
         top = j(0.15)
-        return [[(top, 0), (1 - top, 0), (1, 0.45), (0, 0.45)],
-                [(0.44, 0.45), (0.56, 0.45), (0.56, 0.9), (0.44, 0.9)],
-                [(j(0.2), 0.9), (1 - j(0.2), 0.9), (1, 1), (0, 1)]]
+        return [
+            [(top, 0), (1 - top, 0), (1, 0.45), (0, 0.45)],
+            [(0.44, 0.45), (0.56, 0.45), (0.56, 0.9), (0.44, 0.9)],
+            [(j(0.2), 0.9), (1 - j(0.2), 0.9), (1, 1), (0, 1)],
+        ]
     if category == "sneaker":
-        return [[(0, 0.78), (j(0.05), 0.3), (0.3, 0), (0.45, j(0.05)), (0.55, j(0.4)), (0.85, j(0.5)),
-                 (1, 0.7), (1, 1), (0, 1)]]
+        return [
+            [
+                (0, 0.78),
+                (j(0.05), 0.3),
+                (0.3, 0),
+                (0.45, j(0.05)),
+                (0.55, j(0.4)),
+                (0.85, j(0.5)),
+                (1, 0.7),
+                (1, 1),
+                (0, 1),
+            ]
+        ]
     if category == "speaker":
         return [[(0.1, 0), (0.9, 0), (1, 0.08), (1, 0.92), (0.9, 1), (0.1, 1), (0, 0.92), (0, 0.08)]]
     if category == "mug":
-        return [[(0, 0), (0.8, 0), (0.8, 1), (0, 1)],
-                [(0.78, 0.2), (0.93, 0.22), (1, 0.4), (0.95, 0.62), (0.78, 0.7)]]
+        return [[(0, 0), (0.8, 0), (0.8, 1), (0, 1)], [(0.78, 0.2), (0.93, 0.22), (1, 0.4), (0.95, 0.62), (0.78, 0.7)]]
     if category == "toaster":
-        return [[(0.2, 0), (0.42, 0), (0.42, 0.14), (0.2, 0.14)],
-                [(0.58, 0), (0.8, 0), (0.8, 0.14), (0.58, 0.14)],
-                [(0.06, 0.12), (0.94, 0.12), (1, 0.2), (1, 1), (0, 1), (0, 0.2)]]
+        return [
+            [(0.2, 0), (0.42, 0), (0.42, 0.14), (0.2, 0.14)],
+            [(0.58, 0), (0.8, 0), (0.8, 0.14), (0.58, 0.14)],
+            [(0.06, 0.12), (0.94, 0.12), (1, 0.2), (1, 1), (0, 1), (0, 0.2)],
+        ]
     raise ValueError(f"no silhouette for category {category!r}")
 
 
@@ -165,7 +195,7 @@ def _pick(rng: np.random.Generator, palette: dict[str, RGB], ok: Any) -> tuple[s
 def _shade(base: RGB, lightness: NDArray[np.float32]) -> NDArray[np.uint8]:
     """Colour `base` with a per-pixel L offset (H x W) -> H x W x 3 RGB."""
     lab = to_lab(np.array(base, np.uint8)[None, None, :]).reshape(3)
-    field_ = np.empty(lightness.shape + (3,), np.float32)
+    field_ = np.empty((*lightness.shape, 3), np.float32)
     field_[..., 0] = np.clip(lab[0] + lightness, 0, 100)
     field_[..., 1] = lab[1]
     field_[..., 2] = lab[2]
@@ -277,8 +307,10 @@ def render(
         table_name, table = _pick(
             rng,
             TABLE_COLOURS,
-            lambda c: colour_delta(c, product_rgb_base) >= MIN_BACKGROUND_CONTRAST
-            and colour_delta(c, wall) >= MIN_WALL_TABLE_CONTRAST,
+            lambda c: (
+                colour_delta(c, product_rgb_base) >= MIN_BACKGROUND_CONTRAST
+                and colour_delta(c, wall) >= MIN_WALL_TABLE_CONTRAST
+            ),
         )
     params.update(wall=wall_name, table=table_name)
 
@@ -341,9 +373,7 @@ def render(
     scene = np.where((yy < line)[..., None], _shade(wall, wall_l), _shade(table, table_l))
     if variant == "busy":
         period = max(2, round(rng.uniform(2, 4) * s))
-        second_name, second = _pick(
-            rng, WALL_COLOURS, lambda c: colour_delta(c, wall) >= 15.0 + 15.0 * d
-        )
+        second_name, second = _pick(rng, WALL_COLOURS, lambda c: colour_delta(c, wall) >= 15.0 + 15.0 * d)
         pattern = (xx // period).astype(int) % 2 == 1
         if rng.random() < 0.5:
             pattern ^= (yy // period).astype(int) % 2 == 1
@@ -363,10 +393,14 @@ def render(
         # A reference object never fills most of the free background, so the support line stays visible.
         max_w = 0.4 * (size - (p_right - p_left))
         for kind, ref in REFERENCES.items():
-            factors = [1.0] if label != "size_mismatch" else [
-                f := 1.9 + 0.4 * d + rng.uniform(0, 0.4),
-                1.0 / f,
-            ]
+            factors = (
+                [1.0]
+                if label != "size_mismatch"
+                else [
+                    f := 1.9 + 0.4 * d + rng.uniform(0, 0.4),
+                    1.0 / f,
+                ]
+            )
             for factor in factors:
                 rh = ref.height_cm * px_per_cm * factor
                 rw = rh * ref.aspect
@@ -389,9 +423,11 @@ def render(
             _, ref_rgb = _pick(
                 rng,
                 REFERENCE_COLOURS,
-                lambda c: colour_delta(c, product_rgb_base) >= MIN_REFERENCE_CONTRAST
-                and colour_delta(c, wall) >= 22.0
-                and colour_delta(c, table) >= 22.0,
+                lambda c: (
+                    colour_delta(c, product_rgb_base) >= MIN_REFERENCE_CONTRAST
+                    and colour_delta(c, wall) >= 22.0
+                    and colour_delta(c, table) >= 22.0
+                ),
             )
             ref_mask = np.zeros((size, size), np.uint8)
             _fill(ref_mask, _reference_polygons(kind), rx, ref_base + 1 - rh, rw, rh)

@@ -74,10 +74,8 @@ def product_for(cfg: SynthConfig, product_index: int) -> tuple[ProductSpec, str]
     rng = np.random.default_rng([cfg.seed, 0, product_index])
     categories = sorted(set(cfg.categories) | set(cfg.test_categories))
     product = make_product(rng, f"p{cfg.seed}-{product_index:07d}", categories)
-    if product.category in cfg.test_categories:
-        split = "test"
-    else:
-        split = "val" if rng.random() < cfg.val_fraction else "train"
+    held_out = product.category in cfg.test_categories
+    split = "test" if held_out else ("val" if rng.random() < cfg.val_fraction else "train")
     return product, split
 
 
@@ -90,9 +88,7 @@ def draw_sample(cfg: SynthConfig, index: int) -> SynthSample:
     label = labels[int(rng.choice(len(labels), p=shares / shares.sum()))]
     for _ in range(50):
         try:
-            rendering = render(
-                product, label, cfg.size, rng, cfg.difficulty, cfg.image_scale, cfg.reference_prob
-            )
+            rendering = render(product, label, cfg.size, rng, cfg.difficulty, cfg.image_scale, cfg.reference_prob)
             break
         except NoRoomForReference:
             continue

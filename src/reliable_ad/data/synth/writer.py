@@ -1,9 +1,13 @@
 """Write RF1M-synth to disk in the RF1M layout (see `reliable_ad.data.layout`).
 
 Samples are rendered in worker processes over contiguous index ranges; the result does not depend on the
-number of workers. The dataset is written into a temporary sibling folder and moved into place at the end,
-so an interrupted run never leaves a half-written dataset behind, and an existing folder is never overwritten
-unless asked.
+number of workers. With ``archives=K`` every per-sample file goes into K zip packages (``samples_00.zip``, ...;
+members ``images/<name>``, ``products/<name>``, ``depth/<name>``, ``saliency/<name>``, a sample's four files
+one after the other), so the folder holds only label.txt, metadata.jsonl, synth.json and the packages, and DVC
+tracks a few large files. Members get a fixed time, so the same config gives the same package bytes.
+
+The dataset is written into a temporary sibling folder and moved into place at the end, so an interrupted run
+never leaves a half-written dataset behind, and an existing folder is never overwritten unless asked.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,12 @@ from reliable_ad.data.synth.world import SynthConfig, draw_sample
 from reliable_ad.labels import RF1M_LABELS
 
 LABEL_IDS = {name: i for i, name in RF1M_LABELS.items()}
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: members do not carry the writing time
+
+
+def package_name(number: int) -> str:
+    """File name of the `number`-th package that `write_synth(..., archives=K)` writes."""
+    return f"samples_{number:02d}.zip"
 
 
 @dataclass(frozen=True)
@@ -36,17 +47,24 @@ class SynthJob:
     start: int
     stop: int
     root: Path
-    archive: str | None  # write the generated images into this zip instead of images/
+    archive: str | None  # write every file of the samples into this zip instead of the folders
 
 
 def _png(array: NDArray[np.uint8]) -> bytes:
     if array.ndim == 3:
         code = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
-        array = cv2.cvtColor(array, code)
+        array = np.asarray(cv2.cvtColor(array, code), np.uint8)
     ok, encoded = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return encoded.tobytes()
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    """A zip member with a fixed time (reproducible bytes) and read/write permissions like `writestr` gives."""
+    info = zipfile.ZipInfo(name, _ZIP_TIME)
+    info.external_attr = 0o644 << 16
+    return info
 
 
 def _render_range(job: SynthJob) -> list[dict[str, Any]]:
@@ -57,13 +75,17 @@ def _render_range(job: SynthJob) -> list[dict[str, Any]]:
             sample = draw_sample(job.cfg, index)
             name = f"{sample.sample_id}.png"
             image = sample.rendering.image
-            if archive is not None:
-                archive.writestr(f"{layout.IMAGES_DIR}/{name}", _png(image))
-            else:
-                (job.root / layout.IMAGES_DIR / name).write_bytes(_png(image))
-            (job.root / layout.PRODUCTS_DIR / name).write_bytes(_png(sample.rendering.product))
-            (job.root / layout.DEPTH_DIR / name).write_bytes(_png(ground_depth(image)))
-            (job.root / layout.SALIENCY_DIR / name).write_bytes(_png(frequency_tuned_saliency(image)))
+            files = {
+                layout.IMAGES_DIR: image,
+                layout.PRODUCTS_DIR: sample.rendering.product,
+                layout.DEPTH_DIR: ground_depth(image),
+                layout.SALIENCY_DIR: frequency_tuned_saliency(image),
+            }
+            for folder, pixels in files.items():
+                if archive is not None:
+                    archive.writestr(_member(f"{folder}/{name}"), _png(pixels))
+                else:
+                    (job.root / folder / name).write_bytes(_png(pixels))
             product = sample.product
             rows.append(
                 {
@@ -92,17 +114,20 @@ def write_synth(
     """Render `cfg.n` samples into `out`; returns a summary (counts per label and split, samples/s)."""
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; use --force to replace it")
+    if archives > cfg.n:
+        raise ValueError(f"archives={archives} is more than the {cfg.n} samples: a package would be empty")
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    for sub in (layout.PRODUCTS_DIR, layout.DEPTH_DIR, layout.SALIENCY_DIR) + (() if archives else (layout.IMAGES_DIR,)):
-        (tmp / sub).mkdir(parents=True)
+    tmp.mkdir(parents=True)
+    for sub in () if archives else (layout.IMAGES_DIR, layout.PRODUCTS_DIR, layout.DEPTH_DIR, layout.SALIENCY_DIR):
+        (tmp / sub).mkdir()
     chunks = max(archives, workers * 4, 1)
     bounds = np.linspace(0, cfg.n, min(chunks, cfg.n) + 1).astype(int)
     if archives:
         bounds = np.linspace(0, cfg.n, archives + 1).astype(int)
     jobs = [
-        SynthJob(cfg, int(a), int(b), tmp, f"images_{k:02d}.zip" if archives else None)
-        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+        SynthJob(cfg, int(a), int(b), tmp, package_name(k) if archives else None)
+        for k, (a, b) in enumerate(pairwise(bounds))
     ]
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []

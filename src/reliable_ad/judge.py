@@ -1,0 +1,131 @@
+"""The judge API: RFNet behind one call, used by recurrent generation, RFFT and evaluation.
+
+``Judge.from_path(folder)`` or ``Judge.from_registry("rfnet@champion")``, then
+``judge(images, products, captions) -> JudgeOutput(labels, p_available, logits)``.
+Depth and saliency maps are computed here with the extractors named in the model's config, exactly as the
+training data's maps were made. Images whose size differs from the model's input size are resized
+(bilinear, antialiased); images of the wrong mode are refused. Without ``grad=True`` nothing is tracked; with
+it, gradients flow from the logits back into the generated images (the maps are treated as constants).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from reliable_ad.data.maps import extractor
+from reliable_ad.labels import AVAILABLE
+from reliable_ad.models.rfnet import RFNet
+
+ImageBatch = Sequence[NDArray[np.uint8]] | torch.Tensor
+
+
+class JudgeInputError(ValueError):
+    """Inputs the judge cannot read faithfully: wrong mode, mismatched counts, missing modality."""
+
+
+@dataclass
+class JudgeOutput:
+    labels: list[str]
+    p_available: torch.Tensor  # B
+    logits: torch.Tensor  # B x classes
+
+
+class Judge:
+    def __init__(self, model: RFNet, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+        if AVAILABLE not in model.config.labels:
+            raise JudgeInputError(f"the judge's label set {model.config.labels} lacks '{AVAILABLE}'")
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.config = model.config
+        self._depth = extractor("depth", self.config.depth_extractor) if "depth" in self.config.modalities else None
+        self._saliency = (
+            extractor("saliency", self.config.saliency_extractor) if "saliency" in self.config.modalities else None
+        )
+
+    @classmethod
+    def from_path(cls, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 64) -> Judge:
+        return cls(RFNet.load(Path(folder), device), device, batch_size)
+
+    @classmethod
+    def from_registry(cls, uri: str, device: str | torch.device = "cpu", batch_size: int = 64) -> Judge:
+        """`uri` is "<registered name>@<alias>" or "<name>/<version>", resolved in the MLflow registry."""
+        from reliable_ad.registry.models import download_model
+
+        return cls.from_path(download_model(uri), device, batch_size)
+
+    def requires_grad_check(self) -> None:
+        """Refuse to be used as a differentiable reward when no parameter path leads to the logits."""
+        probe = torch.rand(1, 3, self.config.image_size, self.config.image_size, requires_grad=True)
+        product = np.zeros((self.config.image_size, self.config.image_size, 4), np.uint8)
+        product[2:-2, 2:-2, 3] = 255
+        out = self(probe, [product], ["probe"], grad=True)
+        if not out.logits.requires_grad:
+            raise JudgeInputError("this judge cannot backpropagate into the generated image")
+
+    def __call__(
+        self, images: ImageBatch, products: Sequence[NDArray[np.uint8]], captions: Sequence[str], grad: bool = False
+    ) -> JudgeOutput:
+        count = len(images)
+        if not (count == len(products) == len(captions)):
+            raise JudgeInputError(f"{count} images, {len(products)} products and {len(captions)} captions differ")
+        logits = []
+        with torch.set_grad_enabled(grad):
+            for start in range(0, count, self.batch_size):
+                stop = min(count, start + self.batch_size)
+                batch = self._inputs(images[start:stop], products[start:stop], captions[start:stop])
+                logits.append(self.model(batch))
+        all_logits = torch.cat(logits)
+        probabilities = all_logits.softmax(dim=-1)
+        names = [self.config.labels[i] for i in probabilities.argmax(dim=-1).tolist()]
+        return JudgeOutput(names, probabilities[:, self.model.available_index], all_logits)
+
+    def _inputs(
+        self, images: ImageBatch, products: Sequence[NDArray[np.uint8]], captions: Sequence[str]
+    ) -> dict[str, object]:
+        generated = self._generated_tensor(images)
+        size = self.config.image_size
+        inputs: dict[str, object] = {"generated": _resize(generated, size)}
+        pixels = (generated.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        if "product" in self.config.modalities:
+            for i, product in enumerate(products):
+                if product.ndim != 3 or product.shape[2] != 4:
+                    raise JudgeInputError(f"product {i}: expected RGBA (H x W x 4), got shape {product.shape}")
+            inputs["product"] = _resize(_stack(products).to(self.device), size)
+        if self._depth is not None:
+            inputs["depth"] = _resize(_stack([self._depth(p)[..., None] for p in pixels]).to(self.device), size)
+        if self._saliency is not None:
+            inputs["saliency"] = _resize(_stack([self._saliency(p)[..., None] for p in pixels]).to(self.device), size)
+        if "caption" in self.config.modalities:
+            inputs["caption"] = list(captions)
+        return inputs
+
+    def _generated_tensor(self, images: ImageBatch) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            if images.dim() != 4 or images.shape[1] != 3:
+                raise JudgeInputError(f"generated images must be B x 3 x H x W in [0, 1], got {tuple(images.shape)}")
+            return images.to(self.device)
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise JudgeInputError(f"generated image {i}: expected RGB (H x W x 3), got shape {image.shape}")
+        return _stack(list(images)).to(self.device)
+
+
+def _stack(arrays: Sequence[NDArray[np.uint8]]) -> torch.Tensor:
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise JudgeInputError(f"images in one batch have different shapes: {sorted(shapes)}")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

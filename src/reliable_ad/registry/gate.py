@@ -1,0 +1,144 @@
+"""Promotion gates: a candidate becomes champion only when it measurably beats the champion.
+
+Both are evaluated in the same run on the same held-out items; the difference is a paired bootstrap interval
+(resampling whole products) and the candidate wins when the interval's lower end lies above the margin.
+With no champion, the first valid candidate is promoted and the tags say so. Every decision, with the
+numbers of both sides, is written onto the candidate's model version (tags ``gate.*``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reliable_ad.registry.models import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryError,
+    by_alias,
+    get_version,
+    set_alias,
+    tag_version,
+)
+from reliable_ad.stats import PairedDelta
+
+
+class GateConfig(BaseModel):
+    """How sure a promotion must be."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    margin: float = Field(0.0, description="the interval's lower end must exceed this improvement")
+    confidence: float = Field(0.95, gt=0, lt=1, description="two-sided confidence of the bootstrap interval")
+    resamples: int = Field(2000, ge=100, description="bootstrap resamples")
+    seed: int = 0
+
+
+@dataclass
+class Decision:
+    name: str
+    version: str
+    promoted: bool
+    reason: str
+    metric: str
+    candidate: float
+    champion_version: str | None = None
+    champion: float | None = None
+    delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    margin: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def tags(self) -> dict[str, str]:
+        return {f"gate.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in asdict(self).items()}
+
+
+def decide(
+    name: str,
+    version: str,
+    metric: str,
+    candidate_value: float,
+    paired: PairedDelta | None,
+    champion_version: str | None,
+    cfg: GateConfig,
+    extra: dict[str, Any] | None = None,
+    guard_ok: bool = True,
+) -> Decision:
+    """Apply the gate, record it on the version, move the aliases. `paired` is None when there is no champion."""
+    extra = extra or {}
+    if not guard_ok:
+        decision = Decision(
+            name, version, False, "quality guard failed", metric, candidate_value, margin=cfg.margin, extra=extra
+        )
+    elif paired is None or champion_version is None:
+        valid = candidate_value == candidate_value  # NaN is never valid
+        reason = "first valid candidate: no champion to compare with" if valid else "candidate metric is NaN"
+        decision = Decision(name, version, valid, reason, metric, candidate_value, margin=cfg.margin, extra=extra)
+    else:
+        wins = paired.beats(cfg.margin)
+        reason = (
+            f"{metric} +{paired.delta:.4f}, {cfg.confidence:.0%} interval [{paired.low:.4f}, {paired.high:.4f}] "
+            f"{'excludes' if wins else 'does not exclude'} the margin {cfg.margin}"
+        )
+        decision = Decision(
+            name,
+            version,
+            wins,
+            reason,
+            metric,
+            paired.candidate,
+            champion_version,
+            paired.baseline,
+            paired.delta,
+            paired.low,
+            paired.high,
+            cfg.margin,
+            {**extra, "n": paired.n},
+        )
+    tag_version(name, version, decision.tags())
+    set_alias(name, CHALLENGER, version)
+    if decision.promoted:
+        if champion_version is not None:
+            tag_version(name, version, {"gate.previous_champion": champion_version})
+        set_alias(name, CHAMPION, version)
+    return decision
+
+
+def promote(name: str, version: str) -> Decision:
+    """Promote a version by hand; refused (with its numbers) when its gate did not pass."""
+    found = get_version(name, version)
+    if found.tags.get("gate.promoted") != "true":
+        reason = found.tags.get("gate.reason", "it was never gated")
+        raise RegistryError(
+            f"{name} version {version} failed its gate and cannot be promoted: {reason} "
+            f"(candidate {found.tags.get('gate.candidate')}, champion {found.tags.get('gate.champion')})"
+        )
+    current = by_alias(name, CHAMPION)
+    if current is not None and current.version != version:
+        tag_version(name, version, {"gate.previous_champion": current.version})
+    set_alias(name, CHAMPION, version)
+    return Decision(
+        name,
+        version,
+        True,
+        "promoted by hand after a passed gate",
+        found.tags.get("gate.metric", ""),
+        float(found.tags.get("gate.candidate", "nan")),
+    )
+
+
+def rollback(name: str) -> str:
+    """Make the previous champion champion again; returns its version."""
+    current = by_alias(name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no champion to roll back")
+    previous = current.tags.get("gate.previous_champion")
+    if not previous:
+        raise RegistryError(f"{name} champion version {current.version} has no previous champion to roll back to")
+    set_alias(name, CHAMPION, previous)
+    tag_version(name, current.version, {"gate.rolled_back": "true"})
+    return previous

@@ -1,0 +1,112 @@
+"""Log, register and gate an RFNet: candidate and champion judged on the same test split in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reliable_ad.models.rfnet import RFNet
+from reliable_ad.registry.gate import Decision, GateConfig, decide
+from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
+from reliable_ad.registry.tracking import lineage, setup
+from reliable_ad.stats import paired_bootstrap
+from reliable_ad.training.rfnet_eval import Predictions, classification_metrics, macro_f1, predict_split, write_reports
+
+REGISTERED_NAME = "rfnet"
+
+
+class LabelSetMismatch(ValueError):
+    """Candidate and champion classify over different label sets: their scores are not comparable."""
+
+
+def _aligned(candidate: Predictions, champion: Predictions) -> tuple[np.ndarray, np.ndarray]:
+    if candidate.ids != champion.ids:
+        raise RuntimeError("candidate and champion were not evaluated on the same items in the same order")
+    return candidate.predicted, champion.predicted
+
+
+def register_rfnet(
+    candidate_dir: Path,
+    shards: Path,
+    gate: GateConfig,
+    experiment: str = "reliable-ad",
+    name: str = REGISTERED_NAME,
+    split: str = "test",
+    metrics_file: Path | None = None,
+    plots_dir: Path | None = None,
+    run_params: dict[str, Any] | None = None,
+) -> Decision:
+    """Evaluate the candidate (and the champion, if any) on `split`, log everything, register, gate."""
+    import mlflow
+
+    experiment_id = setup(experiment)
+    candidate = RFNet.load(candidate_dir)
+    champion_version = by_alias(name, CHAMPION)
+    champion = RFNet.load(download_model(f"{name}@{CHAMPION}", experiment)) if champion_version else None
+    if champion_version is not None and champion is not None and champion.config.labels != candidate.config.labels:
+        raise LabelSetMismatch(
+            f"candidate labels {candidate.config.labels} differ from champion v{champion_version.version}'s "
+            f"{champion.config.labels}: refusing to compare; register under another name or retrain"
+        )
+    tags = lineage({"shards": shards}) | {"model.kind": "rfnet"}
+    if champion_version is not None:
+        tags["parent.champion_version"] = champion_version.version
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):
+        mlflow.log_params({f"model.{k}": v for k, v in candidate.config.model_dump(exclude={"vocabulary"}).items()})
+        if run_params:
+            mlflow.log_params(run_params)
+        ours = predict_split(candidate, shards, split)
+        metrics = classification_metrics(ours)
+        mlflow.log_metrics(_flat("candidate", metrics))
+        if metrics_file is not None and plots_dir is not None:
+            write_reports(ours, metrics, metrics_file, plots_dir)
+            mlflow.log_artifacts(str(plots_dir), "plots")
+        paired = None
+        if champion is not None:
+            theirs = predict_split(champion, shards, split)
+            mlflow.log_metrics(_flat("champion", classification_metrics(theirs)))
+            a, b = _aligned(ours, theirs)
+            classes = len(candidate.config.labels)
+
+            def statistic(idx: np.ndarray) -> tuple[float, float]:
+                return macro_f1(ours.target[idx], a[idx], classes), macro_f1(ours.target[idx], b[idx], classes)
+
+            groups = np.unique(np.array(ours.product_ids), return_inverse=True)[1]
+            paired = paired_bootstrap(
+                a.astype(float),
+                b.astype(float),
+                statistic=statistic,
+                groups=groups,
+                resamples=gate.resamples,
+                confidence=gate.confidence,
+                seed=gate.seed,
+            )
+            mlflow.log_metrics(
+                {"delta_macro_f1": paired.delta, "delta_ci_low": paired.low, "delta_ci_high": paired.high}
+            )
+        version = log_model_folder("rfnet", candidate_dir, name)
+        decision = decide(
+            name,
+            version.version,
+            "macro_f1",
+            metrics["macro_f1"],
+            paired,
+            champion_version.version if champion_version else None,
+            gate,
+            extra={"data_hash": tags.get("data.shards.dvc_hash"), "ap_available": metrics["ap_available"]},
+        )
+        mlflow.log_dict(decision.__dict__, "gate_decision.json")
+        mlflow.set_tag("gate.promoted", str(decision.promoted).lower())
+    if metrics_file is not None:
+        gate_file = metrics_file.with_name(metrics_file.stem + "_gate.json")
+        gate_file.write_text(json.dumps(decision.__dict__, indent=2, default=str) + "\n")
+    return decision
+
+
+def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
+    flat = {f"{prefix}.{k}": float(metrics[k]) for k in ("accuracy", "macro_f1", "ap_available", "ece")}
+    flat.update({f"{prefix}.f1.{k}": float(v["f1"]) for k, v in metrics["per_class"].items()})
+    return flat

@@ -1,0 +1,95 @@
+"""MLflow tracking setup and lineage: where runs go, and what every run records about its inputs.
+
+Default store: SQLite + local artifacts under ``.tracking/`` in the project (override with
+``MLFLOW_TRACKING_URI``, e.g. a server backed by PostgreSQL). The SQLite database is created once, under a
+file lock, before anything else touches it: several processes creating a new database at the same moment
+corrupt it (measured, see STACK_NOTES).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+TRACKING_DIR = Path(".tracking")
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(TRACKING_DIR / 'mlflow.db').resolve()}"
+
+
+def artifact_root() -> str:
+    return os.environ.get("RAD_ARTIFACT_ROOT") or (TRACKING_DIR / "artifacts").resolve().as_uri()
+
+
+def setup(experiment: str) -> str:
+    """Point MLflow at the store (creating a SQLite store safely) and return the experiment id."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(database) + ".lock"):
+            return _experiment_id(experiment)
+    return _experiment_id(experiment)
+
+
+def _experiment_id(name: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    return str(client.create_experiment(name, artifact_location=f"{artifact_root()}/{name}"))
+
+
+def git_commit(repo: Path = Path(".")) -> dict[str, str]:
+    """The commit the code ran at, and whether the tree had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
+
+
+def dvc_hash(path: Path) -> str:
+    """The DVC content hash of a tracked output, from dvc.lock (or a .dvc file); 'untracked' otherwise."""
+    import yaml
+
+    target = path.as_posix().rstrip("/")
+    lock = Path("dvc.lock")
+    if lock.exists():
+        stages: dict[str, Any] = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if str(out.get("path", "")).rstrip("/") == target:
+                    return str(out.get("md5") or out.get("hash") or "unknown")
+    dvc_file = Path(target + ".dvc")
+    if dvc_file.exists():
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])
+        if outs:
+            return str(outs[0].get("md5", "unknown"))
+    return "untracked"
+
+
+def lineage(data: dict[str, Path]) -> dict[str, str]:
+    """Tags every run carries: code version and the DVC hash of each named input."""
+    tags = git_commit()
+    for name, path in data.items():
+        tags[f"data.{name}.path"] = path.as_posix()
+        tags[f"data.{name}.dvc_hash"] = dvc_hash(path)
+    return tags

@@ -1,0 +1,208 @@
+"""Train RFNet on prepared shards, with accelerate (CPU processes, GPUs, mixed precision: the same code).
+
+The default schedule is the paper's: AdamW, lr 1e-4 divided by 10 halfway, 10 epochs; the loss is
+class-weighted cross-entropy (weights from the training split's label counts). Checkpoints are written every
+``checkpoint_every`` steps and a restarted run resumes from the newest one. A non-finite loss stops training:
+the model of the last good checkpoint is what the run leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from reliable_ad.data.dataset import ShardDataset, read_column, read_index
+from reliable_ad.models.rfnet import RFNet, RFNetConfig, build_vocabulary
+from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
+from reliable_ad.training.rfnet_eval import model_inputs, shard_modalities
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class RFNetTrainConfig(BaseModel):
+    """How RFNet is trained. Defaults follow the paper; params.yaml sets what suits the tiny CPU model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: RFNetConfig = Field(default_factory=RFNetConfig)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1, description="per process")
+    lr: float = Field(1e-4, gt=0, description="the paper: 1e-4")
+    lr_drop_at: float = Field(0.5, gt=0, le=1, description="share of training after which lr is divided by 10")
+    weight_decay: float = Field(0.01, ge=0)
+    class_weighted: bool = Field(True, description="weight the loss by inverse class frequency")
+    seed: int = 0
+    workers: int = Field(1, ge=0, description="DataLoader worker processes")
+    shuffle_buffer: int = Field(2048, ge=1)
+    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
+    mixed_precision: str = Field("no", description="'no', 'fp16' or 'bf16' (GPU)")
+    threads: int = Field(0, ge=0, description="torch CPU threads per process (0: torch's default)")
+
+
+def _class_weights(index: dict[str, Any], labels: list[str]) -> torch.Tensor:
+    counts = index["label_counts"]["train"]
+    totals = torch.tensor([float(counts.get(name, 0)) for name in labels])
+    present = totals > 0
+    weights = torch.zeros_like(totals)
+    weights[present] = totals[present].sum() / (present.sum() * totals[present])
+    return weights
+
+
+def _check_maps(index: dict[str, Any], model: RFNetConfig, shards: Path) -> None:
+    """Never train on one kind of depth/saliency map and judge with another."""
+    maps = index.get("maps", {})
+    for kind, wanted in (("depth", model.depth_extractor), ("saliency", model.saliency_extractor)):
+        if kind in model.modalities and maps.get(kind) != wanted:
+            raise ValueError(
+                f"{shards}: the dataset's {kind} maps were made by {maps.get(kind)!r}, the model judges with "
+                f"{wanted!r}; set rfnet.model.{kind}_extractor to match, or remake the maps"
+            )
+
+
+def train_rfnet(
+    cfg: RFNetTrainConfig, shards: Path, out: Path, init_from: Path | None = None, resume: bool = True
+) -> dict[str, Any]:
+    """Train into `out` (`out/model` is the result, `out/checkpoints` the resumable state)."""
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    index = read_index(shards)
+    model_cfg = cfg.model
+    _check_maps(index, model_cfg, shards)
+    if init_from is not None:  # warm start: the champion's architecture and vocabulary
+        model = RFNet.load(init_from)
+        if model.config.labels != model_cfg.labels:
+            raise ValueError(f"warm start {init_from} has labels {model.config.labels}, config has {model_cfg.labels}")
+        model.train()
+    else:
+        if model_cfg.text_encoder == "tiny" and not model_cfg.vocabulary:
+            model_cfg = model_cfg.model_copy(
+                update={"vocabulary": build_vocabulary(read_column(shards, "train", "title"))}
+            )
+        model = RFNet(model_cfg)
+    model_cfg = model.config
+    run_fp = fingerprint(
+        {**cfg.model_dump(mode="json", exclude={"workers", "threads"}), "model": model_cfg.model_dump(mode="json")}
+    )
+
+    dataset = ShardDataset(
+        shards,
+        "train",
+        model_cfg.label_set,
+        modalities=shard_modalities(model),
+        shuffle_buffer=cfg.shuffle_buffer,
+        seed=cfg.seed,
+    )
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=dataset.collate)
+    steps_per_epoch = max(1, index["rows"]["train"] // (cfg.batch_size * accelerator.num_processes))
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    drop_step = math.ceil(total_steps * cfg.lr_drop_at)
+
+    def lr_factor(s: int) -> float:
+        return 1.0 if s < drop_step else 0.1
+
+    weights = _class_weights(index, model_cfg.labels) if cfg.class_weighted else None
+
+    ckpt_dir = out / "checkpoints"
+    step = 0
+    latest = latest_checkpoint(ckpt_dir) if resume else None
+    if latest is not None:
+        step = load_checkpoint(latest, {"rfnet": model}, optimizer, run_fp)["step"]
+        accelerator.print(f"resumed from {latest} at step {step}")
+    for group in optimizer.param_groups:  # the schedule is a function of the step alone
+        group["lr"] = group["initial_lr"] = cfg.lr
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor, last_epoch=step - 1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if weights is not None:
+        weights = weights.to(accelerator.device)
+
+    started = time.time()
+    last_good = latest
+    losses: list[float] = []
+    bar = tqdm(total=total_steps, initial=step, desc="rfnet", disable=not accelerator.is_main_process)
+    model.train()
+    while step < total_steps:
+        epoch, skip = divmod(step, steps_per_epoch)
+        for batch in islice(_epoch_batches(loader, dataset, epoch, skip), steps_per_epoch - skip):
+            inputs = model_inputs(batch, accelerator.unwrap_model(model), accelerator.device)
+            labels = batch["label"].to(accelerator.device)
+            with accelerator.autocast():
+                logits = model(inputs)
+                loss = F.cross_entropy(logits.float(), labels, weight=weights)
+            if not torch.isfinite(loss):
+                _keep_last_good(accelerator, model, last_good, run_fp, out)
+                raise NonFiniteLoss(
+                    f"non-finite loss {loss.item()} at step {step}; {out / 'model'} holds the last good "
+                    f"checkpoint ({last_good or 'none: no checkpoint was written yet'})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            if step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
+                last_good = save_checkpoint(
+                    ckpt_dir, {"rfnet": accelerator.unwrap_model(model)}, optimizer, step, run_fp
+                )
+        accelerator.wait_for_everyone()
+    bar.close()
+    summary = {
+        "steps": step,
+        "epochs": cfg.epochs,
+        "train_rows": index["rows"]["train"],
+        "processes": accelerator.num_processes,
+        "seconds": round(time.time() - started, 1),
+        "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4) if losses else None,
+    }
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save(out / "model")
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _epoch_batches(loader: DataLoader[Any], dataset: ShardDataset, epoch: int, skip: int) -> Iterator[Any]:
+    """The epoch's batches after the first `skip` (a resumed run), wrapping around when this process's share
+    runs out, so that every process takes the same number of steps (DDP needs it)."""
+    dataset.set_epoch(epoch)
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            if skip > 0:
+                skip -= 1
+                continue
+            yield batch
+        if empty:
+            raise RuntimeError("the training split yields no batches for this process")
+
+
+def _keep_last_good(
+    accelerator: Accelerator, model: torch.nn.Module, last_good: Path | None, run_fp: str, out: Path
+) -> None:
+    """Leave the weights of the last good checkpoint as the run's model."""
+    if last_good is None or not accelerator.is_main_process:
+        return
+    network = accelerator.unwrap_model(model)
+    load_checkpoint(last_good, {"rfnet": network}, None, run_fp)
+    network.save(out / "model")

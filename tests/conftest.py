@@ -1,0 +1,39 @@
+"""Settings every test run shares (no telemetry, no hub access, quiet progress bars) and shared fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small RF1M-synth dataset, imported and prepared: the input of training and evaluation tests."""
+    from reliable_ad.data.rf1m import ImportConfig, import_dataset
+    from reliable_ad.data.shards import PrepareConfig, prepare_shards
+    from reliable_ad.data.synth.world import SynthConfig
+    from reliable_ad.data.synth.writer import write_synth
+
+    root = tmp_path_factory.mktemp("tiny-shards")
+    write_synth(SynthConfig(n=240, seed=5), root / "ds")
+    import_dataset(root / "ds", ImportConfig())
+    prepare_shards(root / "ds", root / "ds" / "manifest.parquet", root / "shards", PrepareConfig(samples_per_shard=80))
+    return root / "shards"
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh MLflow store (SQLite + local artifacts) for one test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RAD_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
+    return tmp_path

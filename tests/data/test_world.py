@@ -1,0 +1,39 @@
+import collections
+
+import pytest
+from pydantic import ValidationError
+
+from reliable_ad.data.synth.world import SynthConfig, draw_sample
+
+
+def test_holdout_by_category_and_no_product_across_splits() -> None:
+    cfg = SynthConfig(n=400, test_categories=["lamp", "jar"])
+    splits_of = collections.defaultdict(set)
+    for i in range(cfg.n):
+        sample = draw_sample(cfg, i)
+        splits_of[sample.product.product_id].add(sample.split)
+        assert (sample.split == "test") == (sample.product.category in {"lamp", "jar"})
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert {"train", "val", "test"} <= {s for v in splits_of.values() for s in v}
+
+
+def test_class_mix_is_followed() -> None:
+    cfg = SynthConfig(n=600, class_mix={"available": 3, "size_mismatch": 1})
+    counts = collections.Counter(draw_sample(cfg, i).label for i in range(cfg.n))
+    assert set(counts) == {"available", "size_mismatch"}
+    assert 0.68 < counts["available"] / cfg.n < 0.82
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("class_mix", {"avail": 1.0}, "unknown labels"),
+        ("categories", ["spaceship"], "unknown category"),
+        ("size", 60, "multiple of 8"),
+        ("size", 1024, "less than or equal"),
+        ("difficulty", -0.1, "greater than or equal"),
+    ],
+)
+def test_bad_synth_config(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        SynthConfig(**{field: value})

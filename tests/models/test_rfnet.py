@@ -1,0 +1,154 @@
+import numpy as np
+import pytest
+import torch
+
+from reliable_ad.judge import Judge, JudgeInputError
+from reliable_ad.models.rfnet import RFNet, RFNetConfig, TinyTextEncoder, build_vocabulary
+
+CAPTIONS = ["red perfume bottle, 24 cm", "blue coffee mug, 9 cm"]
+
+
+def _inputs(batch: int = 2, size: int = 64) -> dict:
+    torch.manual_seed(0)
+    return {
+        "product": torch.rand(batch, 4, size, size),
+        "generated": torch.rand(batch, 3, size, size),
+        "depth": torch.rand(batch, 1, size, size),
+        "saliency": torch.rand(batch, 1, size, size),
+        "caption": CAPTIONS[:batch],
+    }
+
+
+def _config(**kw) -> RFNetConfig:
+    return RFNetConfig(vocabulary=build_vocabulary(CAPTIONS), width=32, tiny_channels=[8, 16, 32], **kw)
+
+
+@pytest.mark.parametrize(
+    "modalities",
+    [
+        ["product", "generated", "depth", "saliency", "caption"],
+        ["generated", "depth", "saliency", "caption"],
+        ["product", "depth", "saliency", "caption"],
+        ["product", "generated", "saliency", "caption"],
+        ["product", "generated", "depth", "caption"],
+        ["product", "generated", "depth", "saliency"],
+        ["generated"],
+    ],
+)
+def test_every_modality_can_be_switched_off(modalities) -> None:
+    model = RFNet(_config(modalities=modalities)).eval()
+    logits = model({k: v for k, v in _inputs().items() if k in modalities})
+    assert logits.shape == (2, 6)
+    assert not any(name.startswith("encoders.depth") for name, _ in model.named_parameters()) or "depth" in modalities
+
+
+def test_missing_modality_is_named() -> None:
+    model = RFNet(_config())
+    inputs = _inputs()
+    del inputs["saliency"]
+    with pytest.raises(KeyError, match="saliency"):
+        model(inputs)
+
+
+def test_five_way_label_set() -> None:
+    five = ["available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination"]
+    model = RFNet(_config(labels=five))
+    assert model(_inputs()).shape == (2, 5)
+    assert model.available_index == 0
+
+
+def test_bad_configs() -> None:
+    with pytest.raises(ValueError, match="unknown modalities"):
+        _config(modalities=["generated", "thermal"])
+    with pytest.raises(ValueError, match="needs the product or the generated"):
+        _config(modalities=["depth", "caption"])
+    with pytest.raises(ValueError, match="unknown label"):
+        _config(labels=["available", "meh"])
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    model = RFNet(_config()).eval()
+    model.save(tmp_path / "rf")
+    loaded = RFNet.load(tmp_path / "rf")
+    inputs = _inputs()
+    with torch.no_grad():
+        assert torch.allclose(model(inputs), loaded(inputs), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="not an RFNet folder"):
+        RFNet.load(tmp_path)
+
+
+def test_numbers_are_values_not_words() -> None:
+    encoder = TinyTextEncoder(["red", "cm"], width=16, max_tokens=6, heads=2)
+    ids, values = encoder.tokenize(["red thing, 24 cm"])
+    assert ids[0, :4].tolist() == [2, 1, encoder.number_id, 3]
+    assert values[0, 2, 0] == pytest.approx(np.log1p(24.0))
+
+
+def test_pretrained_encoders_by_path_load_without_network(tmp_path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast, ResNetConfig, ResNetModel
+
+    ResNetModel(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    ).save_pretrained(tmp_path / "resnet")
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "red", "mug", "cm"])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(
+        tmp_path / "bert"
+    )
+    BertModel(
+        BertConfig(vocab_size=5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path / "bert")
+    config = _config(image_encoder=str(tmp_path / "resnet"), text_encoder=str(tmp_path / "bert"))
+    model = RFNet(config).eval()
+    model.save(tmp_path / "rf")
+    loaded = RFNet.load(tmp_path / "rf")
+    with torch.no_grad():
+        assert torch.allclose(model(_inputs()), loaded(_inputs()), atol=1e-5)
+
+
+def _judge(**kw) -> Judge:
+    return Judge(RFNet(_config(**kw)))
+
+
+def _arrays(size: int = 64):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(2)]
+    products = [np.zeros((size, size, 4), np.uint8) for _ in range(2)]
+    for p in products:
+        p[20:40, 20:40] = 200
+    return images, products
+
+
+def test_judge_outputs_and_resizing() -> None:
+    judge = _judge()
+    images, products = _arrays()
+    out = judge(images, products, CAPTIONS)
+    assert len(out.labels) == 2 and out.p_available.shape == (2,)
+    assert torch.all((out.p_available >= 0) & (out.p_available <= 1))
+    big_images, big_products = _arrays(128)  # another size is resized, not misread
+    assert judge(big_images, big_products, CAPTIONS).logits.shape == (2, 6)
+
+
+def test_judge_refuses_what_it_cannot_read() -> None:
+    judge = _judge()
+    images, products = _arrays()
+    with pytest.raises(JudgeInputError, match="RGBA"):
+        judge(images, [p[..., :3] for p in products], CAPTIONS)
+    with pytest.raises(JudgeInputError, match="RGB"):
+        judge([np.dstack([i, i[..., :1]]) for i in images], products, CAPTIONS)
+    with pytest.raises(JudgeInputError, match="differ"):
+        judge(images, products, CAPTIONS[:1])
+    with pytest.raises(JudgeInputError, match="lacks 'available'"):
+        _judge(labels=["space_mismatch", "size_mismatch"])
+
+
+def test_judge_is_differentiable_on_request() -> None:
+    judge = _judge()
+    _, products = _arrays()
+    generated = torch.rand(2, 3, 64, 64, requires_grad=True)
+    judge(generated, products, CAPTIONS, grad=True).logits[:, 0].sum().backward()
+    assert generated.grad is not None and generated.grad.abs().sum() > 0
+    assert not judge(generated, products, CAPTIONS).logits.requires_grad
+    judge.requires_grad_check()

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.registry.gate import GateConfig, decide, promote, rollback
+from reliable_ad.registry.models import CHALLENGER, CHAMPION, RegistryError, by_alias, list_versions
+from reliable_ad.registry.rfnet import LabelSetMismatch, register_rfnet
+from reliable_ad.registry.tracking import setup
+from reliable_ad.stats import PairedDelta
+
+SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1, "vocabulary": ["red", "cm"]}
+GATE = GateConfig(resamples=200)
+
+
+def _model(tmp_path: Path, name: str, **kw) -> Path:
+    folder = tmp_path / name
+    RFNet(RFNetConfig(**SMALL, **kw)).save(folder)
+    return folder
+
+
+def test_first_candidate_is_promoted_and_an_equal_one_is_not(tiny_shards, tracking, tmp_path) -> None:
+    first = register_rfnet(
+        _model(tmp_path, "a"),
+        tiny_shards,
+        GATE,
+        metrics_file=tmp_path / "m" / "rfnet.json",
+        plots_dir=tmp_path / "plots",
+    )
+    assert first.promoted and "first valid candidate" in first.reason
+    assert (tmp_path / "m" / "rfnet_gate.json").exists()
+    champion = by_alias("rfnet", CHAMPION)
+    assert champion is not None and champion.version == first.version
+    assert champion.tags["gate.promoted"] == "true"
+    assert champion.tags["gate.metric"] == "macro_f1" and float(champion.tags["gate.candidate"]) >= 0
+
+    # the same weights again: no improvement, so the interval cannot exclude zero
+    second = register_rfnet(tmp_path / "a", tiny_shards, GATE)
+    assert not second.promoted
+    assert second.delta == pytest.approx(0.0) and second.ci_low <= 0.0 <= second.ci_high
+    assert by_alias("rfnet", CHAMPION).version == first.version
+    assert by_alias("rfnet", CHALLENGER).version == second.version
+    with pytest.raises(RegistryError, match="failed its gate"):
+        promote("rfnet", second.version)
+    with pytest.raises(RegistryError, match="no previous champion"):
+        rollback("rfnet")
+    assert [v.version for v in list_versions("rfnet")] == [first.version, second.version]
+
+
+def test_a_candidate_with_another_label_set_is_refused(tiny_shards, tracking, tmp_path) -> None:
+    register_rfnet(_model(tmp_path, "six"), tiny_shards, GATE)
+    five = ["available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination"]
+    with pytest.raises(LabelSetMismatch, match="refusing to compare"):
+        register_rfnet(_model(tmp_path, "five", labels=five), tiny_shards, GATE)
+
+
+def test_winner_is_promoted_and_can_be_rolled_back(tiny_shards, tracking, tmp_path) -> None:
+    register_rfnet(_model(tmp_path, "a"), tiny_shards, GATE)
+    candidate = register_rfnet(tmp_path / "a", tiny_shards, GATE)  # registered, not promoted
+    better = PairedDelta(delta=0.1, low=0.05, high=0.15, candidate=0.8, baseline=0.7, n=100, confidence=0.95)
+    setup("reliable-ad")
+    decision = decide("rfnet", candidate.version, "macro_f1", 0.8, better, "1", GateConfig(margin=0.01))
+    assert decision.promoted and "excludes the margin" in decision.reason
+    assert by_alias("rfnet", CHAMPION).version == candidate.version
+    assert rollback("rfnet") == "1"
+    assert by_alias("rfnet", CHAMPION).version == "1"

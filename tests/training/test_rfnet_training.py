@@ -1,0 +1,147 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reliable_ad.data.dataset import read_index
+from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.training import rfnet as rfnet_training
+from reliable_ad.training.rfnet import NonFiniteLoss, RFNetTrainConfig, train_rfnet
+from reliable_ad.training.rfnet_eval import evaluate_rfnet
+
+SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1}
+
+
+def _cfg(**kw) -> RFNetTrainConfig:
+    return RFNetTrainConfig(model=RFNetConfig(**SMALL), batch_size=16, lr=1e-3, threads=1, **kw)
+
+
+def test_train_and_evaluate(tiny_shards: Path, tmp_path: Path) -> None:
+    summary = train_rfnet(_cfg(epochs=2, checkpoint_every=5), tiny_shards, tmp_path / "run")
+    assert summary["steps"] > 0 and summary["processes"] == 1
+    model = RFNet.load(tmp_path / "run" / "model")
+    assert model.config.vocabulary, "the tiny text encoder's vocabulary comes from the training captions"
+    metrics = evaluate_rfnet(tmp_path / "run" / "model", tiny_shards, tmp_path / "m.json", tmp_path / "plots")
+    assert 0.0 <= metrics["macro_f1"] <= 1.0 and metrics["n"] > 0
+    headline = json.loads((tmp_path / "m.json").read_text())
+    assert {"macro_f1", "accuracy", "ap_available", "ece"} <= set(headline)
+    assert (tmp_path / "plots" / "rfnet_evaluation.png").stat().st_size > 1000
+    assert sum(sum(row) for row in metrics["confusion"]) == metrics["n"]
+
+
+def test_maps_of_another_kind_are_refused(tiny_shards: Path, tmp_path: Path) -> None:
+    cfg = RFNetTrainConfig(model=RFNetConfig(**SMALL, depth_extractor="dpt"), epochs=1)
+    with pytest.raises(ValueError, match="depth maps were made by 'ground'"):
+        train_rfnet(cfg, tiny_shards, tmp_path / "run")
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_shards: Path, tmp_path: Path, monkeypatch) -> None:
+    real = torch.nn.functional.cross_entropy
+    calls = {"n": 0}
+
+    class PoisonedF:
+        """torch.nn.functional whose loss turns NaN at the 5th step."""
+
+        def __getattr__(self, name: str):
+            return getattr(torch.nn.functional, name)
+
+        @staticmethod
+        def cross_entropy(*args, **kwargs):
+            calls["n"] += 1
+            loss = real(*args, **kwargs)
+            return loss * float("nan") if calls["n"] >= 5 else loss
+
+    monkeypatch.setattr(rfnet_training, "F", PoisonedF())
+    with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
+        train_rfnet(_cfg(epochs=3, checkpoint_every=2), tiny_shards, tmp_path / "run")
+    kept = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    checkpoint = load_file(str(tmp_path / "run" / "checkpoints" / "step-00000004" / "model-rfnet.safetensors"))
+    assert all(torch.equal(kept[k], checkpoint[k]) for k in checkpoint)
+
+
+def _train_rows(shards: Path) -> int:
+    return read_index(shards)["rows"]["train"]
+
+
+def _train_command(shards: Path, out: Path, params: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "reliable_ad.cli",
+        "rfnet",
+        "train",
+        "--shards",
+        str(shards),
+        "--out",
+        str(out),
+        "--params",
+        str(params),
+    ]
+
+
+def _params(tmp_path: Path, **train) -> Path:
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    body = {"model": SMALL, "batch_size": 16, "lr": 1e-3, "threads": 1, **train}
+    path.write_text(yaml.safe_dump({"rfnet": {"train": body}}))
+    return path
+
+
+def test_resume_after_the_process_is_killed(tiny_shards: Path, tmp_path: Path) -> None:
+    params = _params(tmp_path, epochs=6, checkpoint_every=3)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        _train_command(tiny_shards, out, params), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    while not list((out / "checkpoints").glob("step-00000006")) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "model").exists(), "the killed run must not have finished"
+    done = subprocess.run(_train_command(tiny_shards, out, params), env=env, capture_output=True, text=True, check=True)
+    assert "resumed from" in done.stdout + done.stderr
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 6 * (_train_rows(tiny_shards) // 16)  # all steps, those before the kill included
+
+
+def test_two_cpu_processes_under_accelerate_launch(tiny_shards: Path, tmp_path: Path) -> None:
+    params = _params(tmp_path, epochs=1)
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",  # torchrun under the hood; on a machine without GPUs the processes use gloo on CPU
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "reliable_ad.cli",
+        "rfnet",
+        "train",
+        "--shards",
+        str(tiny_shards),
+        "--out",
+        str(tmp_path / "run"),
+        "--params",
+        str(params),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=300)
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["processes"] == 2
+    assert summary["steps"] == _train_rows(tiny_shards) // (16 * 2)
