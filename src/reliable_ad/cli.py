@@ -21,7 +21,9 @@ from reliable_ad.params import Params, ParamsError, load_params
 app = typer.Typer(help="ReliableAD: judge, regenerate and fine-tune ad image generation.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: synthesise, import, validate, prepare.", no_args_is_help=True)
 rfnet_app = typer.Typer(help="RFNet, the judge: train, evaluate, ablate, register.", no_args_is_help=True)
+feedback_app = typer.Typer(help="Human feedback: ingest labelled batches as new data versions.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(feedback_app, name="feedback")
 app.add_typer(rfnet_app, name="rfnet")
 
 ParamsOption = Annotated[
@@ -142,13 +144,64 @@ def data_prepare(
     root: Annotated[Path, typer.Argument(help="dataset folder in the RF1M layout")],
     out: Annotated[Path, typer.Option(help="shard folder to write")],
     manifest: Annotated[Path | None, typer.Option(help="manifest (default ROOT/manifest.parquet)")] = None,
+    feedback: Annotated[
+        list[Path] | None, typer.Option(help="feedback dataset(s) to add (each with its manifest.parquet)")
+    ] = None,
     params: ParamsOption = None,
 ) -> None:
     """Turn the manifest into a few large Parquet shards plus index.json (what DVC tracks and training reads)."""
+    from reliable_ad.data.layout import MANIFEST_FILE
     from reliable_ad.data.shards import prepare_shards
 
-    summary = prepare_shards(root, manifest or root / "manifest.parquet", out, _params(params).data.prepare)
+    more = [(folder, folder / MANIFEST_FILE) for folder in feedback or []]
+    cfg = _params(params).data.prepare
+    summary = prepare_shards(root, manifest or root / MANIFEST_FILE, out, cfg, more=more)
     _print(summary.model_dump(mode="json"))
+
+
+# --------------------------------------------------------------------------------------------- feedback
+
+
+@feedback_app.command("ingest")
+@user_errors
+def feedback_ingest(
+    batch: Annotated[Path, typer.Argument(help="a batch of new labels in the RF1M layout")],
+    dataset: Annotated[Path, typer.Option(help="the feedback dataset it joins")] = Path("data/feedback"),
+    reports: Annotated[Path, typer.Option(help="where each batch's validation report and rejects go")] = Path(
+        "reports/feedback"
+    ),
+    dvc: Annotated[bool, typer.Option(help="`dvc add` the feedback dataset afterwards (a new data version)")] = False,
+    params: ParamsOption = None,
+) -> None:
+    """Validate a batch with the dataset's suite and append what passes; the same batch twice adds nothing."""
+    from reliable_ad.data.feedback import ingest
+
+    p = _params(params)
+    result = ingest(
+        batch,
+        dataset,
+        p.data.import_,
+        p.data.validate_,
+        reports,
+        p.data.prepare.depth_maps,
+        p.data.prepare.saliency_maps,
+        dvc_add=dvc,
+    )
+    _print(result.model_dump())
+    if result.status == "rejected":
+        raise typer.Exit(1)
+
+
+@feedback_app.command("init")
+@user_errors
+def feedback_init(
+    dataset: Annotated[Path, typer.Argument(help="folder of the feedback dataset")] = Path("data/feedback"),
+) -> None:
+    """Create an empty feedback dataset (then `dvc add` it once)."""
+    from reliable_ad.data.feedback import init_feedback
+
+    init_feedback(dataset)
+    typer.echo(f"empty feedback dataset at {dataset}")
 
 
 # ------------------------------------------------------------------------------------------------ rfnet

@@ -52,7 +52,8 @@ def test_rows_per_split_and_shard_layout(synth_manifest_root: Path, tmp_path: Pa
             assert max(shard["row_groups"]) <= 4
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == sorted([INDEX_FILE] + [s["file"] for p in index["splits"].values() for s in p["shards"]])
-    assert index["manifest"]["rows"] == len(manifest) and len(index["manifest"]["sha256"]) == 64
+    (source,) = index["manifests"]
+    assert source["rows"] == len(manifest) and len(source["sha256"]) == 64
 
 
 def _members(root: Path) -> dict[str, bytes]:

@@ -22,7 +22,7 @@ import json
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -300,8 +300,12 @@ class _ShardSet:
         self.writers = {split: _SplitWriter(folder, split, schema, cfg) for split in cfg.splits}
         self.skipped: dict[str, int] = {}
         self.resized = 0
+        self.seen: dict[str, str] = {}  # id -> where it was first stored: ids are unique across sources
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], where: str) -> None:
+        first = self.seen.setdefault(row["id"], where)
+        if first != where:
+            raise PrepareError(f"{where}: id {row['id']!r} was already stored from {first}")
         self.writers[row["split"]].add(row)
 
     def close(self) -> None:
@@ -394,7 +398,7 @@ class _Run:
             for kind in self.cfg.modalities():
                 out[kind], resized = png_for(data[kind], kind, f"{where}: {files[position][kind]}", self.cfg)
                 self.shards.resized += resized
-            self.shards.add(out)
+            self.shards.add(out, where)
 
     def _locations(self, table: pa.Table) -> list[dict[str, Location]]:
         """Per row, where each stored modality lies; a row without one of them is an error naming it."""
@@ -450,11 +454,23 @@ class _Run:
             self.write_rows(pa.concat_tables(parts))
 
 
-def prepare_shards(root: Path, manifest: Path, out: Path, cfg: PrepareConfig | None = None) -> PrepareSummary:
-    """Pack the manifest's rows (files read from `root`) into shards in `out`, replacing it only on success."""
+def prepare_shards(
+    root: Path,
+    manifest: Path,
+    out: Path,
+    cfg: PrepareConfig | None = None,
+    more: Sequence[tuple[Path, Path]] = (),
+) -> PrepareSummary:
+    """Pack the manifest's rows (files read from `root`) into shards in `out`, replacing it only on success.
+
+    `more` adds further (root, manifest) sources, e.g. the ingested human-feedback batches; ids must be
+    unique over all sources.
+    """
     cfg = cfg or PrepareConfig()
-    _check_manifest(manifest, _required_columns(cfg))
-    rows_in = pq.ParquetFile(manifest).metadata.num_rows
+    sources = [(root, manifest), *more]
+    for _, source_manifest in sources:
+        _check_manifest(source_manifest, _required_columns(cfg))
+    rows_in = sum(pq.ParquetFile(m).metadata.num_rows for _, m in sources)
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -462,11 +478,12 @@ def prepare_shards(root: Path, manifest: Path, out: Path, cfg: PrepareConfig | N
     try:
         shards = _ShardSet(tmp, cfg)
         with tqdm(total=rows_in, desc="prepare", unit="row") as bar:
-            run = _Run(root, manifest, shards, cfg, bar)
-            for package in run.plain_rows():
-                run.package_rows(package)
+            for source_root, source_manifest in sources:
+                run = _Run(source_root, source_manifest, shards, cfg, bar)
+                for package in run.plain_rows():
+                    run.package_rows(package)
         shards.close()
-        index = _index(manifest, rows_in, shards, cfg)
+        index = _index([m for _, m in sources], rows_in, shards, cfg)
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -486,11 +503,15 @@ def prepare_shards(root: Path, manifest: Path, out: Path, cfg: PrepareConfig | N
     )
 
 
-def _index(manifest: Path, rows_in: int, shards: _ShardSet, cfg: PrepareConfig) -> dict[str, Any]:
+def _index(manifests: list[Path], rows_in: int, shards: _ShardSet, cfg: PrepareConfig) -> dict[str, Any]:
     """index.json: everything a reader needs without opening a shard. No paths or times, so it is reproducible."""
+    described = [
+        {"file": m.name, "sha256": sha256_of(m), "rows": pq.ParquetFile(m).metadata.num_rows} for m in manifests
+    ]
     return {
         "schema_version": SCHEMA_VERSION,
-        "manifest": {"file": manifest.name, "sha256": sha256_of(manifest), "rows": rows_in},
+        "manifests": described,
+        "rows_in": rows_in,
         "image_size": cfg.image_size,
         "modalities": list(cfg.modalities()),
         "columns": shard_schema(cfg.modalities()).names,

@@ -53,6 +53,11 @@ class RFNetConfig(BaseModel):
     text_encoder: str = Field("tiny", description="'tiny' or a transformers text model path / hub id")
     vocabulary: list[str] = Field(default_factory=list, description="caption words of the tiny text encoder")
     max_caption_tokens: int = Field(16, ge=2)
+    mask_generated: bool = Field(
+        True,
+        description="give the generated-image encoder the product's alpha as a 4th channel, so it sees which "
+        "pixels are the pasted product and which the model grew (needs the product modality)",
+    )
     depth_extractor: str = Field("ground", description="how depth maps are made, at training and judge time")
     saliency_extractor: str = Field("frequency_tuned", description="how saliency maps are made")
 
@@ -76,6 +81,13 @@ class RFNetConfig(BaseModel):
     @property
     def label_set(self) -> LabelSet:
         return LabelSet(tuple(self.labels))
+
+    @property
+    def masks_generated(self) -> bool:
+        return self.mask_generated and "product" in self.modalities and "generated" in self.modalities
+
+    def channels(self, modality: str) -> int:
+        return CHANNELS[modality] + (1 if modality == "generated" and self.masks_generated else 0)
 
     @property
     def image_modalities(self) -> list[str]:
@@ -222,6 +234,8 @@ class RFNet(nn.Module):
         tokens = []
         for modality in self.config.image_modalities:
             x = inputs[modality]
+            if modality == "generated" and self.config.masks_generated:
+                x = torch.cat([x, inputs["product"][:, 3:4]], dim=1)
             encoded = self.encoders[modality](x) + self.position + self.modality_embedding[modality]
             if modality == "product" and self.uses_caption:
                 text, padding = self.encoders["caption"](list(inputs["caption"]))
@@ -265,7 +279,9 @@ def _tiny_encoders(config: RFNetConfig) -> dict[str, nn.Module]:
     encoders: dict[str, nn.Module] = {}
     for modality in config.image_modalities:
         if config.image_encoder == "tiny":
-            encoders[modality] = TinyImageEncoder(CHANNELS[modality], config.tiny_channels, config.width, config.grid)
+            encoders[modality] = TinyImageEncoder(
+                config.channels(modality), config.tiny_channels, config.width, config.grid
+            )
         else:
             encoders[modality] = _pretrained_image(config.image_encoder, config, from_config=False)
     if "caption" in config.modalities:

@@ -113,10 +113,8 @@ def write_reports(
     """metrics JSON (DVC metrics), plot data JSON (DVC plots) and PNG figures."""
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
-    headline = {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "ap_available", "ece")}
-    headline["per_class_f1"] = {k: v["f1"] for k, v in metrics["per_class"].items()}
+    headline = {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "ap_available", "ece", "per_class")}
     metrics_file.write_text(json.dumps(headline, indent=2) + "\n")
-    (plots_dir / f"{prefix}_details.json").write_text(json.dumps(metrics, indent=2) + "\n")
     pairs = [{"actual": p.labels[t], "predicted": p.labels[q]} for t, q in zip(p.target, p.predicted, strict=True)]
     (plots_dir / f"{prefix}_confusion.json").write_text(json.dumps(pairs) + "\n")
     available = p.labels.index(AVAILABLE)

@@ -1,0 +1,281 @@
+"""Human feedback intake: a batch of new labels joins the dataset as a new version, or nothing happens.
+
+A batch is a folder in the RF1M layout (label.txt, metadata.jsonl, images, products). Ingesting it:
+
+1. hashes its content; a batch already in the ledger adds nothing;
+2. imports it (bad lines quarantined with their reasons) and validates it with the same expectation suite as
+   the main dataset; a batch that fails validation changes nothing and leaves its report and rejects under
+   ``reports/``;
+3. computes the depth and saliency maps of each accepted image with the configured extractors (reviewers
+   send images, not maps), packs the accepted rows into one package ``batch-<hash>.zip`` and appends them
+   to the feedback dataset's label.txt and metadata.jsonl;
+4. re-imports the whole feedback folder into its manifest and swaps the new folder in; the old one is
+   removed only after the new one is in place. ``dvc add`` then records the new version.
+
+The feedback folder is itself an RF1M-layout dataset, so `rad data import` can always rebuild its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from reliable_ad.data import layout
+from reliable_ad.data.imageio import decode, encode_png, to_rgb
+from reliable_ad.data.maps import extractor
+from reliable_ad.data.rf1m import ImportConfig, import_dataset
+from reliable_ad.data.sources import Location, location_of, read_rows
+from reliable_ad.data.validate import ValidationConfig, validate_dataset
+
+LEDGER = "ingested.jsonl"
+FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # zip member timestamps: the same batch always gives the same bytes
+
+
+class FeedbackError(ValueError):
+    """A batch that cannot be ingested (missing folder, failed validation...)."""
+
+
+class IngestResult(BaseModel):
+    batch: str
+    batch_hash: str
+    status: str  # "ingested", "already ingested" or "rejected"
+    rows_in: int = 0
+    rows_accepted: int = 0
+    rows_quarantined: int = 0
+    report: str | None = None
+    dataset_rows: int = 0
+
+
+def batch_hash(folder: Path) -> str:
+    """SHA-256 over every file's relative path and bytes, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def init_feedback(dataset: Path) -> None:
+    """An empty feedback dataset: empty label.txt and metadata.jsonl, an empty manifest and ledger."""
+    dataset.mkdir(parents=True, exist_ok=True)
+    for name in (layout.LABEL_FILE, layout.METADATA_FILE, LEDGER):
+        (dataset / name).touch()
+    manifest = dataset / layout.MANIFEST_FILE
+    if not manifest.exists():
+        pq.write_table(layout.MANIFEST_SCHEMA.empty_table(), manifest)
+
+
+def ledger(dataset: Path) -> list[dict[str, Any]]:
+    path = dataset / LEDGER
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def ingest(
+    batch: Path,
+    dataset: Path,
+    import_cfg: ImportConfig,
+    validation_cfg: ValidationConfig,
+    reports: Path,
+    depth_maps: str = "ground",
+    saliency_maps: str = "frequency_tuned",
+    dvc_add: bool = False,
+) -> IngestResult:
+    """Ingest one feedback batch into the feedback dataset `dataset` (see the module docstring)."""
+    if not batch.is_dir():
+        raise FeedbackError(f"feedback batch {batch} does not exist or is not a folder")
+    if not (dataset / layout.LABEL_FILE).exists():
+        init_feedback(dataset)
+    _recover(dataset)
+    digest = batch_hash(batch)
+    if any(entry["batch_hash"] == digest for entry in ledger(dataset)):
+        return IngestResult(batch=str(batch), batch_hash=digest, status="already ingested", dataset_rows=_rows(dataset))
+    report = reports / f"batch-{digest[:12]}"
+    shutil.rmtree(report, ignore_errors=True)
+    report.mkdir(parents=True)
+    imported = import_dataset(batch, import_cfg.model_copy(update={"quarantine": True}), report / "manifest.parquet")
+    if imported.rejects:
+        shutil.copy(imported.rejects, report / "import_rejects.jsonl")
+    known = _known_ids(dataset)
+    checked = validate_dataset(batch, validation_cfg, report / "validation", report / "manifest.parquet")
+    result = IngestResult(
+        batch=str(batch),
+        batch_hash=digest,
+        status="rejected",
+        rows_in=imported.rows_in,
+        report=str(report),
+        dataset_rows=len(known),
+    )
+    if not checked.success:
+        result.rows_quarantined = imported.rows_in
+        return result
+    rows = pq.read_table(report / "manifest.parquet").to_pylist()
+    quarantined_ids = _validation_rejects(report / "validation")
+    accepted: list[dict[str, Any]] = []
+    clashes: list[dict[str, Any]] = []
+    for row in rows:
+        if row["id"] in quarantined_ids:
+            continue
+        (clashes if row["id"] in known else accepted).append(row)
+    _write_rejects(report / "clash_rejects.jsonl", clashes)
+    result.rows_accepted = len(accepted)
+    result.rows_quarantined = imported.rows_in - len(accepted)
+    if not accepted:
+        return result
+    staged = _stage(dataset, batch, accepted, digest, depth_maps, saliency_maps, result)
+    import_dataset(staged, import_cfg, staged / layout.MANIFEST_FILE)
+    _swap(staged, dataset)
+    result.status = "ingested"
+    result.dataset_rows = _rows(dataset)
+    if dvc_add:
+        subprocess.run(["dvc", "add", str(dataset)], check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    return result
+
+
+def _rows(dataset: Path) -> int:
+    manifest = dataset / layout.MANIFEST_FILE
+    return pq.ParquetFile(manifest).metadata.num_rows if manifest.exists() else 0
+
+
+def _known_ids(dataset: Path) -> set[str]:
+    manifest = dataset / layout.MANIFEST_FILE
+    return set(pq.read_table(manifest, columns=["id"]).column("id").to_pylist()) if manifest.exists() else set()
+
+
+def _validation_rejects(folder: Path) -> set[str]:
+    path = folder / layout.REJECTS_FILE
+    if not path.exists():
+        return set()
+    return {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
+
+
+def _write_rejects(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w") as handle:
+        for row in rows:
+            handle.write(
+                json.dumps(
+                    {"id": row["id"], "line": row["source_line"], "reason": "id already in the feedback dataset"}
+                )
+                + "\n"
+            )
+
+
+def _stage(
+    dataset: Path,
+    batch: Path,
+    rows: list[dict[str, Any]],
+    digest: str,
+    depth_maps: str,
+    saliency_maps: str,
+    result: IngestResult,
+) -> Path:
+    """A copy of the feedback folder with the batch appended (packages are hard links: no data copied)."""
+    staged = dataset.parent / f".{dataset.name}.staged"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    for path in dataset.iterdir():
+        if path.is_file() and path.name != layout.MANIFEST_FILE:
+            if layout.is_archive(path.name):
+                os.link(path, staged / path.name)
+            else:
+                shutil.copy2(path, staged / path.name)
+    depth, saliency = extractor("depth", depth_maps), extractor("saliency", saliency_maps)
+    metadata = {m["image"]: m for m in _metadata(batch)}
+    package = staged / f"batch-{digest[:12]}.zip"
+    locations = [_located(row) for row in rows]
+    with (
+        zipfile.ZipFile(package, "w", zipfile.ZIP_STORED) as archive,
+        (staged / layout.LABEL_FILE).open("a") as labels,
+        (staged / layout.METADATA_FILE).open("a") as meta,
+    ):
+        for position, data in read_rows(batch, locations):
+            if isinstance(data, Exception):
+                raise FeedbackError(f"{batch}: {data}") from data
+            row = rows[position]
+            name = f"{row['id']}.png"
+            image = to_rgb(decode(data["image"], f"{batch}: {row['id']} image"))
+            members = {
+                f"{layout.IMAGES_DIR}/{name}": encode_png(image),
+                f"{layout.PRODUCTS_DIR}/{name}": _as_png(data["product"]),
+                f"{layout.DEPTH_DIR}/{name}": encode_png(depth(image)),
+                f"{layout.SALIENCY_DIR}/{name}": encode_png(saliency(image)),
+            }
+            for member, payload in members.items():
+                archive.writestr(zipfile.ZipInfo(member, FIXED_TIME), payload)
+            labels.write(f"{name}\t{row['label_id']}\n")
+            entry = dict(metadata.get(Path(row["image_member"] or row["image"]).name, {}))
+            entry.update(
+                image=name,
+                product_id=row["product_id"],
+                prompt=row["prompt"],
+                title=row["title"],
+                split=row["split"],
+                category=row["category"],
+                height_cm=row["height_cm"],
+            )
+            meta.write(json.dumps(entry) + "\n")
+    with (staged / LEDGER).open("a") as handle:
+        handle.write(
+            json.dumps(
+                {
+                    "batch_hash": digest,
+                    "batch": str(batch),
+                    "package": package.name,
+                    "rows_in": result.rows_in,
+                    "rows_accepted": result.rows_accepted,
+                    "rows_quarantined": result.rows_quarantined,
+                    "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
+            + "\n"
+        )
+    return staged
+
+
+def _located(row: dict[str, Any]) -> dict[str, Location]:
+    found = {kind: location_of(row, kind) for kind in ("image", "product")}
+    missing = [kind for kind, where in found.items() if where is None]
+    if missing:
+        raise FeedbackError(f"row {row['id']} (label.txt line {row['source_line']}) has no {missing[0]} file")
+    return {kind: where for kind, where in found.items() if where is not None}
+
+
+def _as_png(data: bytes) -> bytes:
+    """Product bytes as PNG, keeping the alpha channel (or its absence) as it came."""
+    image = decode(data, "product")
+    return encode_png(np.asarray(image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")))
+
+
+def _metadata(batch: Path) -> list[dict[str, Any]]:
+    path = batch / layout.METADATA_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _swap(staged: Path, dataset: Path) -> None:
+    old = dataset.parent / f".{dataset.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    dataset.rename(old)
+    staged.rename(dataset)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(dataset: Path) -> None:
+    """Finish or undo a swap that was interrupted between its two renames."""
+    old = dataset.parent / f".{dataset.name}.old"
+    if old.exists() and not dataset.exists():
+        old.rename(dataset)
+    shutil.rmtree(dataset.parent / f".{dataset.name}.staged", ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)

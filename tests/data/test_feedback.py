@@ -1,0 +1,82 @@
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from reliable_ad.data import layout
+from reliable_ad.data.feedback import FeedbackError, ingest, ledger
+from reliable_ad.data.rf1m import ImportConfig
+from reliable_ad.data.shards import PrepareConfig, prepare_shards
+from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.synth.writer import write_synth
+from reliable_ad.data.validate import ValidationConfig
+
+VALIDATION = ValidationConfig(data_docs=False)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _ingest(batch: Path, dataset: Path, reports: Path):
+    return ingest(batch, dataset, ImportConfig(), VALIDATION, reports)
+
+
+def test_batch_joins_the_dataset_once(tmp_path: Path) -> None:
+    write_synth(SynthConfig(n=20, seed=41), tmp_path / "batch")
+    first = _ingest(tmp_path / "batch", tmp_path / "feedback", tmp_path / "reports")
+    assert first.status == "ingested" and first.rows_accepted == 20 and first.dataset_rows == 20
+    dataset = tmp_path / "feedback"
+    manifest = pq.read_table(dataset / layout.MANIFEST_FILE).to_pylist()
+    assert len(manifest) == 20 and all(row["image_member"] for row in manifest)
+    assert len(ledger(dataset)) == 1
+    before = _tree(dataset)
+    again = _ingest(tmp_path / "batch", dataset, tmp_path / "reports")
+    assert again.status == "already ingested" and _tree(dataset) == before
+
+    write_synth(SynthConfig(n=12, seed=42), tmp_path / "batch2")
+    second = _ingest(tmp_path / "batch2", dataset, tmp_path / "reports")
+    assert second.dataset_rows == 32 and len(ledger(dataset)) == 2
+    # the feedback dataset is a source of the prepared shards beside the main dataset
+    write_synth(SynthConfig(n=16, seed=43), tmp_path / "main")
+    from reliable_ad.data.rf1m import import_dataset
+
+    import_dataset(tmp_path / "main", ImportConfig())
+    summary = prepare_shards(
+        tmp_path / "main",
+        tmp_path / "main" / layout.MANIFEST_FILE,
+        tmp_path / "shards",
+        PrepareConfig(),
+        more=[(dataset, dataset / layout.MANIFEST_FILE)],
+    )
+    assert sum(summary.rows_written.values()) == 16 + 32
+
+
+def test_a_batch_failing_validation_changes_nothing(tmp_path: Path) -> None:
+    write_synth(SynthConfig(n=10, seed=44), tmp_path / "good")
+    _ingest(tmp_path / "good", tmp_path / "feedback", tmp_path / "reports")
+    before = _tree(tmp_path / "feedback")
+    write_synth(SynthConfig(n=10, seed=45), tmp_path / "bad")
+    broken = sorted((tmp_path / "bad" / layout.IMAGES_DIR).iterdir())[5]
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated half-way through the batch
+    result = _ingest(tmp_path / "bad", tmp_path / "feedback", tmp_path / "reports")
+    assert result.status == "rejected" and result.rows_accepted == 0
+    assert _tree(tmp_path / "feedback") == before
+    rejects = (Path(result.report) / "validation" / layout.REJECTS_FILE).read_text()
+    assert broken.stem in rejects and "decode" in rejects
+
+
+def test_ids_already_in_the_dataset_are_rejected_with_a_reason(tmp_path: Path) -> None:
+    write_synth(SynthConfig(n=8, seed=46), tmp_path / "a")
+    _ingest(tmp_path / "a", tmp_path / "feedback", tmp_path / "reports")
+    write_synth(SynthConfig(n=8, seed=46, difficulty=0.5), tmp_path / "b")  # same ids, other pixels
+    result = _ingest(tmp_path / "b", tmp_path / "feedback", tmp_path / "reports")
+    assert result.rows_accepted == 0 and result.rows_quarantined == 8
+    clash = [json.loads(line) for line in (Path(result.report) / "clash_rejects.jsonl").read_text().splitlines()]
+    assert len(clash) == 8 and clash[0]["reason"] == "id already in the feedback dataset"
+
+
+def test_missing_batch(tmp_path: Path) -> None:
+    with pytest.raises(FeedbackError, match="does not exist"):
+        _ingest(tmp_path / "nowhere", tmp_path / "feedback", tmp_path / "reports")
