@@ -240,6 +240,42 @@ def rfnet_evaluate(
     _print({k: result[k] for k in ("n", "accuracy", "macro_f1", "ap_available", "ece")})
 
 
+@rfnet_app.command("ablate")
+@user_errors
+def rfnet_ablate(
+    shards: Annotated[Path, typer.Option(help="prepared shard folder")],
+    out: Annotated[Path, typer.Option(help="one run folder per variant is made under it")] = Path("models/ablation"),
+    metrics: Annotated[Path, typer.Option(help="JSON of every variant's metrics")] = Path(
+        "metrics/rfnet_ablation.json"
+    ),
+    table: Annotated[Path, typer.Option(help="markdown table")] = Path("reports/rfnet_ablation.md"),
+    epochs: Annotated[int | None, typer.Option(help="epochs per variant (default: rfnet.train.epochs)")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """The paper's modality ablation: all inputs, without each one, and the generated image alone."""
+    from reliable_ad.training.rfnet_ablation import ablate, markdown
+
+    cfg = _override(_params(params).rfnet.train, epochs=epochs)
+    typer.echo(markdown(ablate(cfg, shards, out, metrics, table)))
+
+
+@rfnet_app.command("register")
+@user_errors
+def rfnet_register(
+    model: Annotated[Path, typer.Option(help="candidate RFNet folder")],
+    shards: Annotated[Path, typer.Option(help="prepared shard folder (its test split is the fixed held-out set)")],
+    decision: Annotated[Path | None, typer.Option(help="write the gate's decision here (JSON)")] = None,
+    plots: Annotated[Path | None, typer.Option(help="evaluation figures to log with the run")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Log and register the candidate; promote it to champion only if it beats the champion (paired bootstrap)."""
+    from reliable_ad.registry.rfnet import register_rfnet
+
+    p = _params(params)
+    result = register_rfnet(model, shards, p.rfnet.gate, decision_file=decision, plots_dir=plots)
+    _print(result.__dict__)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="rad")
 

@@ -16,6 +16,7 @@ from reliable_ad.data.rf1m import ImportConfig
 from reliable_ad.data.shards import PrepareConfig
 from reliable_ad.data.synth.world import SynthConfig
 from reliable_ad.data.validate import ValidationConfig
+from reliable_ad.registry.gate import GateConfig
 from reliable_ad.training.rfnet import RFNetTrainConfig
 
 
@@ -32,6 +33,7 @@ class RFNetParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     train: RFNetTrainConfig = Field(default_factory=RFNetTrainConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
 
 class Params(BaseModel):

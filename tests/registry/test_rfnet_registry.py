@@ -20,13 +20,7 @@ def _model(tmp_path: Path, name: str, **kw) -> Path:
 
 
 def test_first_candidate_is_promoted_and_an_equal_one_is_not(tiny_shards, tracking, tmp_path) -> None:
-    first = register_rfnet(
-        _model(tmp_path, "a"),
-        tiny_shards,
-        GATE,
-        metrics_file=tmp_path / "m" / "rfnet.json",
-        plots_dir=tmp_path / "plots",
-    )
+    first = register_rfnet(_model(tmp_path, "a"), tiny_shards, GATE, decision_file=tmp_path / "m" / "rfnet_gate.json")
     assert first.promoted and "first valid candidate" in first.reason
     assert (tmp_path / "m" / "rfnet_gate.json").exists()
     champion = by_alias("rfnet", CHAMPION)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 from numpy.typing import NDArray
@@ -27,7 +29,8 @@ def delta_e(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.floa
     return np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32), axis=-1).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=4096)
 def colour_delta(rgb_a: tuple[int, int, int], rgb_b: tuple[int, int, int]) -> float:
-    """Delta E between two RGB colours."""
+    """Delta E between two RGB colours (cached: palettes are small and asked about again and again)."""
     pair = to_lab(np.array([rgb_a, rgb_b], dtype=np.uint8))
     return float(delta_e(pair[0], pair[1]))

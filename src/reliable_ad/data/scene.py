@@ -33,15 +33,19 @@ def window(size: int) -> int:
 
 
 def row_profile(lab: FloatMap, exclude: BoolMap | None) -> FloatMap:
-    """Per-row median Lab colour over the pixels not excluded (the background model of each row)."""
+    """Per-row (lower) median Lab colour over the pixels not excluded: the background model of each row.
+
+    A row with every pixel excluded takes the median of the whole row.
+    """
     if exclude is None or not exclude.any():
         return np.median(lab, axis=1).astype(np.float32)
-    masked = np.where(exclude[..., None], np.nan, lab)
-    profile = np.nanmedian(masked, axis=1)
-    empty = np.isnan(profile[:, 0])
-    if empty.any():  # a row fully excluded borrows its colour from the whole row
-        profile[empty] = np.median(lab[empty], axis=1)
-    return profile.astype(np.float32)
+    counts = (~exclude).sum(axis=1)
+    empty = counts == 0
+    keep = ~exclude | empty[:, None]
+    counts = np.where(empty, lab.shape[1], counts)
+    ordered = np.sort(np.where(keep[..., None], lab, np.inf), axis=1)  # kept pixels first, per channel
+    middle = ((counts - 1) // 2)[:, None, None]
+    return np.take_along_axis(ordered, np.broadcast_to(middle, (lab.shape[0], 1, 3)), axis=1)[:, 0].astype(np.float32)
 
 
 def border_band(size: int, share: float) -> BoolMap:

@@ -13,7 +13,7 @@ from reliable_ad.registry.gate import Decision, GateConfig, decide
 from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
 from reliable_ad.registry.tracking import lineage, setup
 from reliable_ad.stats import paired_bootstrap
-from reliable_ad.training.rfnet_eval import Predictions, classification_metrics, macro_f1, predict_split, write_reports
+from reliable_ad.training.rfnet_eval import Predictions, classification_metrics, macro_f1, predict_split
 
 REGISTERED_NAME = "rfnet"
 
@@ -35,11 +35,14 @@ def register_rfnet(
     experiment: str = "reliable-ad",
     name: str = REGISTERED_NAME,
     split: str = "test",
-    metrics_file: Path | None = None,
+    decision_file: Path | None = None,
     plots_dir: Path | None = None,
     run_params: dict[str, Any] | None = None,
 ) -> Decision:
-    """Evaluate the candidate (and the champion, if any) on `split`, log everything, register, gate."""
+    """Evaluate the candidate (and the champion, if any) on `split`, log everything, register, gate.
+
+    `plots_dir` (the evaluation's figures, if given) is logged with the run; `decision_file` gets the decision.
+    """
     import mlflow
 
     experiment_id = setup(experiment)
@@ -61,8 +64,7 @@ def register_rfnet(
         ours = predict_split(candidate, shards, split)
         metrics = classification_metrics(ours)
         mlflow.log_metrics(_flat("candidate", metrics))
-        if metrics_file is not None and plots_dir is not None:
-            write_reports(ours, metrics, metrics_file, plots_dir)
+        if plots_dir is not None and plots_dir.is_dir():
             mlflow.log_artifacts(str(plots_dir), "plots")
         paired = None
         if champion is not None:
@@ -100,9 +102,9 @@ def register_rfnet(
         )
         mlflow.log_dict(decision.__dict__, "gate_decision.json")
         mlflow.set_tag("gate.promoted", str(decision.promoted).lower())
-    if metrics_file is not None:
-        gate_file = metrics_file.with_name(metrics_file.stem + "_gate.json")
-        gate_file.write_text(json.dumps(decision.__dict__, indent=2, default=str) + "\n")
+    if decision_file is not None:
+        decision_file.parent.mkdir(parents=True, exist_ok=True)
+        decision_file.write_text(json.dumps(decision.__dict__, indent=2, default=str) + "\n")
     return decision
 
 
