@@ -16,6 +16,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no torchvision notices from image processors
+
 from reliable_ad.params import Params, ParamsError, load_params
 
 app = typer.Typer(help="ReliableAD: judge, regenerate and fine-tune ad image generation.", no_args_is_help=True)
@@ -274,6 +276,56 @@ def rfnet_register(
     p = _params(params)
     result = register_rfnet(model, shards, p.rfnet.gate, decision_file=decision, plots_dir=plots)
     _print(result.__dict__)
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+
+def _opt(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help)
+
+
+@app.command("generate")
+@user_errors
+def generate(
+    base_model_path: Annotated[
+        str | None, _opt("--base_model_path", "--base-model-path", help="pipeline folder")
+    ] = None,
+    controlnet_model_path: Annotated[
+        str | None, _opt("--controlnet_model_path", "--controlnet-model-path", help="ControlNet folder")
+    ] = None,
+    lora_model_path: Annotated[str | None, _opt("--lora_model_path", "--lora-model-path", help="LoRA weights")] = None,
+    lora_scale: Annotated[float | None, _opt("--lora_scale", "--lora-scale", help="LoRA scale")] = None,
+    batch_size: Annotated[int | None, _opt("--batch_size", "--batch-size", help="images per batch")] = None,
+    negative_prompt: Annotated[str | None, _opt("--negative_prompt", help="default negative prompt")] = None,
+    guidance_scale: Annotated[float | None, _opt("--guidance_scale", help="classifier-free guidance")] = None,
+    eta: Annotated[float | None, _opt("--eta", help="DDIM eta")] = None,
+    controlnet_conditioning_scale: Annotated[
+        float | None, _opt("--controlnet_conditioning_scale", help="ControlNet residual scale")
+    ] = None,
+    width: Annotated[int | None, _opt("--width", help="canvas width")] = None,
+    height: Annotated[int | None, _opt("--height", help="canvas height")] = None,
+    image_scale: Annotated[float | None, _opt("--image_scale", help="product size share (pool default)")] = None,
+    num_inference_steps: Annotated[int | None, _opt("--num_inference_steps", help="denoising steps")] = None,
+    iterations: Annotated[int | None, _opt("--iterations", help="batches to generate")] = None,
+    low_threshold: Annotated[int | None, _opt("--low_threshold", help="canny low threshold")] = None,
+    high_threshold: Annotated[int | None, _opt("--high_threshold", help="canny high threshold")] = None,
+    keep_loc: Annotated[bool | None, _opt("--keep_loc/--no_keep_loc", help="keep the product where it is")] = None,
+    seed: Annotated[int | None, _opt("--seed", help="seed (images get seed + index)")] = None,
+    sampler_name: Annotated[str | None, _opt("--sampler_name", help="DDIM, 'Euler a' or 'DPM++ SDE Karras'")] = None,
+    save_path: Annotated[Path | None, _opt("--save_path", help="output folder")] = None,
+    data_path: Annotated[Path | None, _opt("--data_path", help="folder of product images")] = None,
+    config: Annotated[Path | None, _opt("--config", help="prompt pool JSON")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Generate ad images like the official sample.py (same flag names), logging product, prompt and seed."""
+    from reliable_ad.generation.official import run_generate
+
+    given = dict(locals())
+    given.pop("params")
+    args = _override(_params(params).generation.generate, **given)
+    records = run_generate(args)
+    _print({"images": len(records), "save_path": str(args.save_path), "log": str(args.save_path / "log.jsonl")})
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -16,6 +16,7 @@ from reliable_ad.data.rf1m import ImportConfig
 from reliable_ad.data.shards import PrepareConfig
 from reliable_ad.data.synth.world import SynthConfig
 from reliable_ad.data.validate import ValidationConfig
+from reliable_ad.generation.config import GenerateArgs
 from reliable_ad.registry.gate import GateConfig
 from reliable_ad.training.rfnet import RFNetTrainConfig
 
@@ -36,11 +37,18 @@ class RFNetParams(BaseModel):
     gate: GateConfig = Field(default_factory=GateConfig)
 
 
+class GenerationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    generate: GenerateArgs = Field(default_factory=GenerateArgs)
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: DataParams = Field(default_factory=DataParams)
     rfnet: RFNetParams = Field(default_factory=RFNetParams)
+    generation: GenerationParams = Field(default_factory=GenerationParams)
 
 
 class ParamsError(ValueError):

@@ -95,7 +95,7 @@ def _non_scenes(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(100))
 def test_non_scenes_are_never_available(seed: int) -> None:
     rng = np.random.default_rng(seed)
     product = make_product(rng, "p", list(CATEGORIES))

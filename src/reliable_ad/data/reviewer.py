@@ -45,10 +45,10 @@ from reliable_ad.data.synth.catalog import REFERENCES
 class ReviewerConfig:
     """Thresholds, in delta E or in pixels at 64 px (scaled with the image)."""
 
-    min_line_step: float = 10.0  # delta E of a support line between wall and table
+    min_line_step: float = 14.0  # delta E of a support line between wall and table
     min_line_consistency: float = 0.45  # share of background columns that must show it
     max_texture: float = 3.0  # median local std of L over the background; above it the background is busy
-    max_clutter: float = 0.3  # share of background pixels that are foreground objects
+    max_clutter: float = 0.25  # share of background pixels that are foreground objects
     min_contrast: float = 18.0  # median delta E between the product and the ring around it
     ring_px: float = 2.0
     product_colour_de: float = 14.0  # a pixel this close to the product's median colour is product-coloured
@@ -114,7 +114,7 @@ def review(
     if line is not None:
         k = window(size)
         near_line[max(0, line.row - k) : line.row + k] = False
-    texture = float(np.median(local_std(lab[..., 0], max(3, round(3 * s)))[near_line])) if background.any() else 0.0
+    texture = float(np.median(local_std(lab[..., 0], max(5, round(5 * s)))[near_line])) if background.any() else 0.0
     profile = row_profile(lab, around | ~border_band(size, 0.1))
     objects = foreground(lab, profile, cfg.foreground_de) & background
     clutter = float(objects.sum() / max(1, background.sum()))

@@ -91,8 +91,7 @@ def control_inputs(rgba: NDArray[np.uint8], low_threshold: int = 100, high_thres
 
 
 def paste_product(image: NDArray[np.uint8], rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Put the original product pixels back over a generated image."""
-    out = image.copy()
-    paste = rgba[..., 3] >= 128
-    out[paste] = rgba[..., :3][paste]
-    return out
+    """Blend the original product back over a generated image through its alpha, as the sampler does."""
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * rgba[..., :3].astype(np.float32)
+    return np.asarray(np.rint(blended), dtype=np.uint8)

@@ -36,6 +36,7 @@ from reliable_ad.models.generator import (
 )
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 
+GENERATOR_CATEGORIES = ("bottle", "box", "jar", "lamp", "sneaker", "speaker", "mug", "toaster")
 GENERATOR_MIX = {
     "available": 0.5,
     "space_mismatch": 0.125,
@@ -51,7 +52,9 @@ class PretrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     synth: SynthConfig = Field(
-        default_factory=lambda: SynthConfig(seed=1000, class_mix=dict(GENERATOR_MIX), test_categories=[]),
+        default_factory=lambda: SynthConfig(
+            seed=1000, class_mix=dict(GENERATOR_MIX), categories=list(GENERATOR_CATEGORIES), test_categories=[]
+        ),
         description="the RF1M-synth world the scenes are rendered from",
     )
     model: TinyGeneratorConfig = Field(default_factory=lambda: TinyGeneratorConfig(unet_channels=(48, 96, 96)))
@@ -133,18 +136,21 @@ def _diffusion_loss(
     rng: np.random.Generator,
 ) -> torch.Tensor:
     scale = components.vae.config.scaling_factor
-    images, masked, masks, controls, prompts = [], [], [], [], []
+    images, keeps, masks, controls, prompts = [], [], [], [], []
     for sample in samples:
         inputs = control_inputs(sample.rendering.product)
         keep = inputs.inpaint_mask < 128
         images.append(sample.rendering.image)
-        masked.append(sample.rendering.image * keep[..., None])
+        keeps.append(keep)
         masks.append((~keep).astype(np.float32))
         controls.append(inputs.control_image)
         prompts.append("" if rng.random() < cfg.prompt_dropout else sample.rendering.prompt)
+    pixels = _to_tensor(images)
+    # as the inpainting pipeline does: the image in [-1, 1], zero (not black) where the background is repainted
+    masked = pixels * torch.from_numpy(np.stack(keeps))[:, None].float()
     with torch.no_grad():
-        latents = components.vae.encode(_to_tensor(images)).latent_dist.sample() * scale
-        masked_latents = components.vae.encode(_to_tensor(masked)).latent_dist.mode() * scale
+        latents = components.vae.encode(pixels).latent_dist.sample() * scale
+        masked_latents = components.vae.encode(masked).latent_dist.sample() * scale
     latent_size = latents.shape[-1]
     mask = F.interpolate(torch.from_numpy(np.stack(masks))[:, None], size=(latent_size, latent_size))
     control = torch.from_numpy(np.stack(controls).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
@@ -199,7 +205,7 @@ def pretrain_tiny_generator(cfg: PretrainConfig, out: Path, resume: bool = True)
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
-    fp = fingerprint(cfg.model_dump(mode="json"))
+    fp = fingerprint(cfg.model_dump(mode="json", exclude={"threads"}))  # threads do not change the result
     components = build_tiny_components(cfg.model, seed=cfg.seed)
     trainable = {"unet": components.unet, "controlnet": components.controlnet, "text_encoder": components.text_encoder}
     ema = {name: copy.deepcopy(m).requires_grad_(False) for name, m in trainable.items()}

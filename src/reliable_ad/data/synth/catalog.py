@@ -19,6 +19,9 @@ class Category:
     aspect: tuple[float, float]  # width / height of the silhouette's bounding box
 
 
+# The first eight are the generator's pre-training world; the rest widen RFNet's training shapes (handles,
+# spouts, legs, random "gadgets"), so that it compares the generated image with the product photo instead of
+# learning what each category looks like.
 CATEGORIES: dict[str, Category] = {
     c.name: c
     for c in (
@@ -30,6 +33,12 @@ CATEGORIES: dict[str, Category] = {
         Category("speaker", "smart speaker", (12, 28), (0.55, 0.8)),
         Category("mug", "coffee mug", (8, 12), (1.0, 1.25)),
         Category("toaster", "toaster", (17, 23), (1.3, 1.6)),
+        Category("kettle", "electric kettle", (20, 28), (1.1, 1.4)),
+        Category("stool", "bar stool", (40, 55), (0.6, 0.8)),
+        Category("candle", "scented candle", (8, 20), (0.4, 0.7)),
+        Category("plant_pot", "plant pot", (12, 25), (0.8, 1.1)),
+        Category("backpack", "backpack", (35, 50), (0.65, 0.8)),
+        Category("gadget", "gadget", (5, 30), (0.5, 1.6)),
     )
 }
 

@@ -159,6 +159,39 @@ def _silhouette_polygons(category: str, rng: np.random.Generator) -> list[Polygo
             [(0.58, 0), (0.8, 0), (0.8, 0.14), (0.58, 0.14)],
             [(0.06, 0.12), (0.94, 0.12), (1, 0.2), (1, 1), (0, 1), (0, 0.2)],
         ]
+    if category == "kettle":  # handle on one side, spout on the other: protrusions that belong to the product
+        return [
+            [(0.18, 0.2), (0.82, 0.2), (0.88, 1), (0.12, 1)],
+            [(0.35, 0.08), (0.65, 0.08), (0.65, 0.2), (0.35, 0.2)],
+            [(0.8, 0.3), (0.95, 0.3), (1, 0.55), (0.95, 0.8), (0.82, 0.8)],
+            [(0.18, 0.45), (0.0, 0.25), (0.04, 0.2), (0.2, 0.35)],
+        ]
+    if category == "stool":  # a seat on four legs
+        leg = j(0.1)
+        seat: Polygon = [(0.0, 0.0), (1.0, 0.0), (1.0, 0.14), (0.0, 0.14)]
+        legs = [[(x, 0.12), (x + leg, 0.12), (x + leg, 1.0), (x, 1.0)] for x in (0.02, 0.3, 0.6, 0.98 - leg)]
+        return [seat, *legs]
+    if category == "candle":
+        return [[(0.45, 0), (0.55, 0), (0.55, 0.1), (0.45, 0.1)], [(0, 0.1), (1, 0.1), (1, 1), (0, 1)]]
+    if category == "plant_pot":
+        rim = j(0.15)
+        return [[(0, 0), (1, 0), (1, rim), (0.9, rim), (0.8, 1), (0.2, 1), (0.1, rim), (0, rim)]]
+    if category == "backpack":
+        return [
+            [(0.35, 0), (0.65, 0), (0.65, 0.1), (0.35, 0.1)],
+            [(0.05, 0.15), (0.2, 0.08), (0.8, 0.08), (0.95, 0.15), (1, 1), (0, 1)],
+            [(0.2, 0.55), (0.8, 0.55), (0.8, 0.9), (0.2, 0.9)],
+        ]
+    if category == "gadget":  # a random union of blocks, each product its own shape
+        parts: list[Polygon] = [[(0.2, 0.3), (0.8, 0.3), (0.8, 1), (0.2, 1)]]
+        for _ in range(int(rng.integers(1, 4))):
+            x0, y0 = rng.uniform(0, 0.6), rng.uniform(0, 0.7)
+            x1, y1 = min(1.0, x0 + rng.uniform(0.2, 0.5)), min(1.0, y0 + rng.uniform(0.15, 0.4))
+            if x1 < 0.25 or x0 > 0.75 or y1 < 0.35:  # keep every block touching the body
+                x0, x1 = max(x0, 0.15), max(x1, 0.35)
+                y1 = max(y1, 0.4)
+            parts.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+        return parts
     raise ValueError(f"no silhouette for category {category!r}")
 
 

@@ -1,0 +1,218 @@
+"""Evaluate a generator under one fixed judge: plain recurrent generation, early rejection and the
+whole-batch loop side by side on the same held-out products and seeds.
+
+Early rejection is calibrated first on separate products: the x0 prediction is judged at a few candidate
+steps, and the (step, threshold) pair that saves the most UNet evaluations while aborting at most
+`max_false_abort` of the attempts that would have been accepted is chosen. In the evaluation itself, the
+false-abort rate is measured exactly: every job is deterministic, so the plain run says what each aborted
+attempt would have become.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.generation.config import GenerationEvalConfig
+from reliable_ad.generation.denoise import Denoiser
+from reliable_ad.generation.prompts import PromptConfig
+from reliable_ad.generation.recurrent import (
+    Product,
+    RunStats,
+    cumulative_by_attempt,
+    job_for,
+    recurrent_generate,
+    summarise,
+    whole_batch_generate,
+)
+from reliable_ad.judge import Judge
+
+
+def held_out_products(count: int, seed: int, categories: list[str] | None = None, offset: int = 0) -> list[Product]:
+    """Product photos of RF1M-synth that are suitable (the "available" renderings' cut-outs) with captions."""
+    synth = SynthConfig(n=offset + count, seed=seed, class_mix={"available": 1.0}, test_categories=[])
+    if categories:
+        synth = synth.model_copy(update={"categories": categories})
+    products = []
+    for i in range(offset, offset + count):
+        sample = draw_sample(synth, i)
+        products.append(
+            Product(
+                sample.product.product_id + f"-{i}",
+                sample.rendering.product,
+                sample.product.title,
+                sample.product.height_cm,
+            )
+        )
+    return products
+
+
+@torch.no_grad()
+def calibrate_early_rejection(
+    denoiser: Denoiser,
+    judge: Judge,
+    products: Sequence[Product],
+    pool: Sequence[PromptConfig],
+    cfg: GenerationEvalConfig,
+) -> dict[str, Any]:
+    """Judge x0 at the probe steps of first attempts, then pick the cheapest (step, threshold) in budget."""
+    rc = cfg.recurrent
+    probes: dict[int, list[float]] = {s: [] for s in cfg.probe_steps if s < rc.steps}
+    finals: list[bool] = []
+    for start in tqdm(range(0, len(products), rc.batch_size), desc="calibrate", unit="batch"):
+        chunk = range(start, min(len(products), start + rc.batch_size))
+        slots = [denoiser.start(job_for(products[i], i, 1, pool, rc)) for i in chunk]
+        while not denoiser.done(slots[0]):
+            denoiser.advance(slots)
+            if slots[0].step in probes:
+                x0 = torch.cat([s.x0 for s in slots if s.x0 is not None])
+                images = Denoiser.to_uint8(Denoiser.paste(denoiser.decode(x0), slots))
+                out = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
+                probes[slots[0].step] += out.p_available.tolist()
+        images = Denoiser.to_uint8(Denoiser.paste(denoiser.decode(torch.cat([s.latents for s in slots])), slots))
+        out = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
+        finals += [p >= rc.threshold for p in out.p_available.tolist()]
+    accepted = np.array(finals)
+    table, best = [], None
+    for step, scores in probes.items():
+        p = np.array(scores)
+        for threshold in cfg.probe_thresholds:
+            abort = p < threshold
+            false_abort = float((abort & accepted).sum() / max(1, accepted.sum()))
+            # expected slot-steps per attempt: aborted ones stop at `step`
+            cost = float(np.where(abort, step, rc.steps).mean())
+            kept_accepts = float((accepted & ~abort).mean())
+            row = {
+                "step": step,
+                "threshold": threshold,
+                "abort_rate": float(abort.mean()),
+                "false_abort_rate": false_abort,
+                "steps_per_attempt": cost,
+                "steps_per_accept": cost / max(kept_accepts, 1e-9),
+            }
+            table.append(row)
+            if false_abort <= cfg.max_false_abort and (
+                best is None or row["steps_per_accept"] < best["steps_per_accept"]
+            ):
+                best = row
+    return {"chosen": best, "table": table, "attempts": len(finals), "accept_rate": float(accepted.mean())}
+
+
+def false_abort_rate(early: RunStats, plain: RunStats) -> float:
+    """Share of early-aborted attempts that the plain run (same job, same seed) accepted."""
+    accepted = {(a.product, a.attempt) for a in plain.attempts if a.status == "accepted"}
+    aborted = [(a.product, a.attempt) for a in early.attempts if a.status == "aborted"]
+    return sum(1 for key in aborted if key in accepted) / max(1, len(aborted))
+
+
+def evaluate_generation(
+    denoiser: Denoiser,
+    judge: Judge,
+    pool: Sequence[PromptConfig],
+    cfg: GenerationEvalConfig,
+    metrics_file: Path,
+    plots_dir: Path,
+    records_file: Path,
+) -> dict[str, Any]:
+    rc = cfg.recurrent
+    products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
+    calibration = held_out_products(cfg.calibration_products, cfg.product_seed, cfg.categories, offset=cfg.products)
+    calibrated = calibrate_early_rejection(denoiser, judge, calibration, pool, cfg)
+    plain = recurrent_generate(denoiser, judge, products, pool, rc.model_copy(update={"early_reject": False}))
+    runs = {"plain": plain}
+    if calibrated["chosen"] is not None:
+        early_cfg = rc.model_copy(
+            update={
+                "early_reject": True,
+                "early_step": calibrated["chosen"]["step"],
+                "early_threshold": calibrated["chosen"]["threshold"],
+            }
+        )
+        runs["early"] = recurrent_generate(denoiser, judge, products, pool, early_cfg)
+    runs["whole_batch"] = whole_batch_generate(denoiser, judge, products, pool, rc)
+    summaries = {name: summarise(stats, len(products), rc.max_attempts) for name, stats in runs.items()}
+    base = summaries["plain"]
+    metrics: dict[str, Any] = {
+        **{
+            k: base[k]
+            for k in (
+                "available_rate_first_rfnet",
+                "available_rate_first_reviewer",
+                "mean_attempts",
+                "unet_evals_per_accept",
+                "abandoned_share",
+                "seconds_per_accept",
+            )
+        },
+        "accepts_per_min_ratio_refill_vs_whole_batch": base["accepts_per_min"]
+        / max(summaries["whole_batch"]["accepts_per_min"], 1e-9),
+        "final_available_rate_rfnet": 1.0 - base["abandoned_share"],
+        "final_reviewer_agrees_with_accepts": base["reviewer_agrees_with_accepts"],
+        "early_rejection": {k: v for k, v in (calibrated["chosen"] or {}).items()},
+        "runs": summaries,
+    }
+    if "early" in runs:
+        early = summaries["early"]
+        metrics["unet_evals_ratio_early_vs_plain"] = early["unet_evals_per_accept"] / max(
+            base["unet_evals_per_accept"], 1e-9
+        )
+        metrics["final_available_rate_early"] = 1.0 - early["abandoned_share"]
+        metrics["false_abort_rate"] = false_abort_rate(runs["early"], plain)
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    _write_records(runs, records_file)
+    _plots(runs, len(products), rc.max_attempts, calibrated, plots_dir)
+    return metrics
+
+
+def _write_records(runs: dict[str, RunStats], path: Path) -> None:
+    rows = [{"run": name, **a.row()} for name, stats in runs.items() for a in stats.attempts]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(path, index=False)
+
+
+def _plots(
+    runs: dict[str, RunStats], products: int, max_attempts: int, calibrated: dict[str, Any], folder: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    curves = []
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, stats in runs.items():
+        curve = cumulative_by_attempt(stats, products, max_attempts)
+        curves += [{"run": name, "attempt": k + 1, "available_rate": v} for k, v in enumerate(curve)]
+        axes[0].plot(range(1, max_attempts + 1), curve, marker="o", label=name)
+    axes[0].set(
+        xlabel="attempts",
+        ylabel="products with an accepted image",
+        ylim=(0, 1.02),
+        title="cumulative available rate (judge)",
+    )
+    axes[0].legend()
+    for step in sorted({row["step"] for row in calibrated["table"]}):
+        rows = [r for r in calibrated["table"] if r["step"] == step]
+        axes[1].plot(
+            [r["false_abort_rate"] for r in rows],
+            [r["steps_per_accept"] for r in rows],
+            marker=".",
+            label=f"check at step {step}",
+        )
+    axes[1].set(xlabel="false-abort rate", ylabel="UNet steps per accepted image", title="early rejection calibration")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "generation_curves.png", dpi=100)
+    plt.close(fig)
+    (folder / "cumulative_available.json").write_text(json.dumps(curves) + "\n")
+    (folder / "early_rejection_calibration.json").write_text(json.dumps(calibrated["table"]) + "\n")

@@ -1,0 +1,254 @@
+"""Recurrent Generation: generate, judge, regenerate what the judge rejects, until accepted or out of attempts.
+
+Two schedulers over the same jobs (same products, seeds and prompts, so their results pair up):
+
+- ``refill`` (the default): a batch of slots; a slot whose job ends (accepted, rejected, or aborted early)
+  takes the next job at once, so the batch stays full. With early rejection the x0 prediction is judged at
+  a calibrated step and a slot predicted to fail stops there, per sample, not per batch.
+- ``whole_batch``: the simple loop for comparison: products go in groups of a batch; the group's images are
+  generated and judged together, and the group's rejected products are regenerated together, round by
+  round, before the next group starts.
+
+Every attempt is recorded (product, attempt, seed, prompt, step reached, judge output and, in the embedded
+world, the reviewer's label): that table is also the queue for human review.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from reliable_ad.data.reviewer import product_mask, review
+from reliable_ad.generation.config import RecurrentConfig
+from reliable_ad.generation.denoise import Denoiser, Job, Slot
+from reliable_ad.generation.prompts import PromptConfig
+from reliable_ad.judge import Judge
+
+
+@dataclass
+class Product:
+    key: str
+    rgba: NDArray[np.uint8]  # on the canvas, as generation takes it
+    caption: str
+    height_cm: float | None = None
+
+
+@dataclass
+class Attempt:
+    product: str
+    attempt: int
+    seed: int
+    prompt: str
+    status: str  # accepted, rejected, aborted
+    step_reached: int
+    p_available: float
+    judge_label: str
+    reviewer_label: str | None
+    wall_s: float  # since the run started, when the attempt ended
+    image: NDArray[np.uint8] | None = None
+
+    def row(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if k != "image"}
+
+
+@dataclass
+class RunStats:
+    attempts: list[Attempt]
+    unet_evals: int  # slot-steps (each a guided UNet + ControlNet evaluation of one image)
+    seconds: float
+    scheduler: str
+
+
+def job_for(product: Product, index: int, attempt: int, pool: Sequence[PromptConfig], cfg: RecurrentConfig) -> Job:
+    """The job of a product's attempt: its seed and prompt are fixed by (run seed, product index, attempt)."""
+    seed = cfg.seed * 1_000_003 + index * 101 + attempt
+    entry = pool[(index + (attempt - 1 if cfg.next_prompt_on_retry else 0)) % len(pool)]
+    prompt = entry.render(np.random.default_rng(seed))
+    return Job(
+        product.key, attempt, seed, prompt, product.rgba, product.caption, entry.negative_prompt, product.height_cm
+    )
+
+
+def _reviewer_label(job: Job, image: NDArray[np.uint8]) -> str | None:
+    if job.height_cm is None:
+        return None
+    return review(image, product_mask(job.product), job.height_cm).label
+
+
+class _Run:
+    """Shared bookkeeping of both schedulers: judging finished or early-checked slots and recording them."""
+
+    def __init__(self, denoiser: Denoiser, judge: Judge, cfg: RecurrentConfig, keep_images: bool) -> None:
+        self.denoiser, self.judge, self.cfg, self.keep_images = denoiser, judge, cfg, keep_images
+        self.attempts: list[Attempt] = []
+        self.unet_evals = 0
+        self.started = time.perf_counter()
+
+    def step(self, slots: list[Slot]) -> None:
+        self.denoiser.advance(slots)
+        self.unet_evals += len(slots)
+
+    @torch.no_grad()
+    def judge_slots(self, slots: list[Slot], use_x0: bool) -> tuple[list[NDArray[np.uint8]], torch.Tensor, list[str]]:
+        latents = torch.cat([s.x0 if use_x0 and s.x0 is not None else s.latents for s in slots])
+        images = Denoiser.to_uint8(Denoiser.paste(self.denoiser.decode(latents), slots))
+        out = self.judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
+        return images, out.p_available, out.labels
+
+    def record(self, slot: Slot, status: str, image: NDArray[np.uint8], p: float, label: str) -> Attempt:
+        attempt = Attempt(
+            product=slot.job.key,
+            attempt=slot.job.attempt,
+            seed=slot.job.seed,
+            prompt=slot.job.prompt,
+            status=status,
+            step_reached=slot.step,
+            p_available=p,
+            judge_label=label,
+            reviewer_label=_reviewer_label(slot.job, image) if status != "aborted" else None,
+            wall_s=time.perf_counter() - self.started,
+            image=image if self.keep_images else None,
+        )
+        self.attempts.append(attempt)
+        return attempt
+
+    def finish(self, slots: list[Slot]) -> list[tuple[Slot, bool]]:
+        """Judge finished slots; returns (slot, accepted)."""
+        images, p, labels = self.judge_slots(slots, use_x0=False)
+        results = []
+        for k, slot in enumerate(slots):
+            accepted = float(p[k]) >= self.cfg.threshold
+            self.record(slot, "accepted" if accepted else "rejected", images[k], float(p[k]), labels[k])
+            results.append((slot, accepted))
+        return results
+
+    def early_check(self, slots: list[Slot]) -> list[Slot]:
+        """Judge the x0 prediction of slots at the early step; returns the slots that were aborted."""
+        images, p, labels = self.judge_slots(slots, use_x0=True)
+        aborted = []
+        for k, slot in enumerate(slots):
+            if float(p[k]) < self.cfg.early_threshold:
+                self.record(slot, "aborted", images[k], float(p[k]), labels[k])
+                aborted.append(slot)
+        return aborted
+
+
+def recurrent_generate(
+    denoiser: Denoiser,
+    judge: Judge,
+    products: Sequence[Product],
+    pool: Sequence[PromptConfig],
+    cfg: RecurrentConfig,
+    keep_images: bool = False,
+    progress: bool = True,
+) -> RunStats:
+    """Slot-refilling recurrent generation (optionally with early rejection)."""
+    run = _Run(denoiser, judge, cfg, keep_images)
+    index = {p.key: i for i, p in enumerate(products)}
+    pending: deque[Job] = deque(job_for(p, i, 1, pool, cfg) for i, p in enumerate(products))
+    slots: list[Slot] = []
+    bar = tqdm(total=len(products), desc="recurrent", unit="product", disable=not progress)
+
+    def retry_or_close(job: Job, accepted: bool) -> None:
+        if not accepted and job.attempt < cfg.max_attempts:
+            i = index[job.key]
+            pending.appendleft(job_for(products[i], i, job.attempt + 1, pool, cfg))
+        else:
+            bar.update(1)
+
+    while pending or slots:
+        while pending and len(slots) < cfg.batch_size:
+            slots.append(denoiser.start(pending.popleft()))
+        run.step(slots)
+        if cfg.early_reject:
+            checking = [s for s in slots if s.step == cfg.early_step and not denoiser.done(s)]
+            for slot in run.early_check(checking) if checking else []:
+                slots.remove(slot)
+                retry_or_close(slot.job, accepted=False)
+        finished = [s for s in slots if denoiser.done(s)]
+        for slot, accepted in run.finish(finished) if finished else []:
+            slots.remove(slot)
+            retry_or_close(slot.job, accepted)
+    bar.close()
+    return RunStats(
+        run.attempts,
+        run.unet_evals,
+        time.perf_counter() - run.started,
+        "refill+early" if cfg.early_reject else "refill",
+    )
+
+
+def whole_batch_generate(
+    denoiser: Denoiser,
+    judge: Judge,
+    products: Sequence[Product],
+    pool: Sequence[PromptConfig],
+    cfg: RecurrentConfig,
+    keep_images: bool = False,
+    progress: bool = True,
+) -> RunStats:
+    """The comparison loop: groups of a batch, each regenerated together until done, no refilling."""
+    run = _Run(denoiser, judge, cfg, keep_images)
+    bar = tqdm(total=len(products), desc="whole batch", unit="product", disable=not progress)
+    for start in range(0, len(products), cfg.batch_size):
+        group = list(range(start, min(len(products), start + cfg.batch_size)))
+        attempt = 1
+        while group:
+            slots = [denoiser.start(job_for(products[i], i, attempt, pool, cfg)) for i in group]
+            while not denoiser.done(slots[0]):
+                run.step(slots)
+            accepted = {slot.job.key for slot, ok in run.finish(slots) if ok}
+            still = [i for i in group if products[i].key not in accepted]
+            bar.update(len(group) - len(still) if attempt < cfg.max_attempts else len(group))
+            group = still if attempt < cfg.max_attempts else []
+            attempt += 1
+    bar.close()
+    return RunStats(run.attempts, run.unet_evals, time.perf_counter() - run.started, "whole_batch")
+
+
+def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, float]:
+    """The figures of one run: first-attempt available rate, attempts and UNet evaluations per accept..."""
+    attempts = stats.attempts
+    accepted = [a for a in attempts if a.status == "accepted"]
+    first = [a for a in attempts if a.attempt == 1 and a.status != "aborted"]
+    first_accepted = {a.product for a in attempts if a.attempt == 1 and a.status == "accepted"}
+    reviewed_first = [a for a in attempts if a.attempt == 1 and a.reviewer_label is not None]
+    finals = {a.product: a for a in accepted}
+    reviewer_final = [a.reviewer_label == "available" for a in finals.values() if a.reviewer_label is not None]
+    return {
+        "products": products,
+        "accepted": len(accepted),
+        "abandoned_share": 1.0 - len(accepted) / max(1, products),
+        "available_rate_first_rfnet": len(first_accepted) / max(1, products),
+        "available_rate_first_reviewer": (
+            float(np.mean([a.reviewer_label == "available" for a in reviewed_first]))
+            if reviewed_first
+            else float("nan")
+        ),
+        "judged_first_attempts": len(first),
+        "reviewer_agrees_with_accepts": float(np.mean(reviewer_final)) if reviewer_final else float("nan"),
+        "mean_attempts": float(np.mean([a.attempt for a in accepted])) if accepted else float("nan"),
+        "attempts_total": len(attempts),
+        "unet_evals": stats.unet_evals,
+        "unet_evals_per_accept": stats.unet_evals / max(1, len(accepted)),
+        "seconds": stats.seconds,
+        "seconds_per_accept": stats.seconds / max(1, len(accepted)),
+        "accepts_per_min": 60.0 * len(accepted) / max(stats.seconds, 1e-9),
+        "max_attempts": max_attempts,
+    }
+
+
+def cumulative_by_attempt(stats: RunStats, products: int, max_attempts: int) -> list[float]:
+    """Share of products with an accepted image after k attempts, k = 1..max_attempts."""
+    best: dict[str, int] = {}
+    for a in stats.attempts:
+        if a.status == "accepted":
+            best[a.product] = min(best.get(a.product, a.attempt), a.attempt)
+    return [sum(1 for v in best.values() if v <= k) / max(1, products) for k in range(1, max_attempts + 1)]

@@ -1,0 +1,121 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.generation.config import GenerateArgs
+from reliable_ad.generation.official import run_generate
+from reliable_ad.generation.preprocess import ProductImageError, centre_zoom, ensure_alpha
+from reliable_ad.generation.prompts import PromptPoolError, load_prompt_pool
+from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
+
+POOL = [
+    {"prompt": "front view of a product placed on a oak desktop, {} walls", "image_scale": 0.5, "flag": 1},
+    {"prompt": "front view of a product placed on a white desktop, grey walls", "image_scale": 0.6, "flag": 0},
+]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("official")
+    components = build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)))
+    save_components(components, root / "gen")
+    products = root / "products"
+    products.mkdir()
+    for i in range(3):
+        Image.fromarray(draw_sample(SynthConfig(), i).rendering.product).save(products / f"p{i}.png")
+    rgb = np.full((64, 64, 3), 255, np.uint8)
+    rgb[20:40, 24:40] = (200, 30, 30)  # an RGB product on white: the white becomes transparent
+    Image.fromarray(rgb).save(products / "white.png")
+    (root / "pool.json").write_text(json.dumps(POOL))
+    return root
+
+
+def _args(setup: Path, out: str, **kw) -> GenerateArgs:
+    return GenerateArgs(
+        base_model_path=str(setup / "gen"),
+        data_path=setup / "products",
+        config=setup / "pool.json",
+        save_path=setup / out,
+        num_inference_steps=2,
+        batch_size=2,
+        seed=5,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "Euler a", "DPM++ SDE Karras"])
+def test_generate_logs_every_output(setup, sampler: str) -> None:
+    records = run_generate(_args(setup, f"out-{sampler}", iterations=2, sampler_name=sampler))
+    assert len(records) == 4
+    log = [json.loads(line) for line in (setup / f"out-{sampler}" / "log.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in log] == [5, 6, 7, 8]
+    assert {r["config_entry"] for r in log} == {0, 1} and "{}" not in log[0]["prompt"]
+    for record in records:
+        image = np.asarray(Image.open(record["output"]))
+        product = Image.open(record["product"])
+        canvas = centre_zoom(
+            ensure_alpha(np.asarray(product.convert(product.mode))),
+            (64, 64),
+            POOL[record["config_entry"]]["image_scale"],
+        )
+        opaque = canvas[..., 3] == 255
+        assert np.abs(image[opaque].astype(int) - canvas[..., :3][opaque].astype(int)).max() <= 1
+
+
+def test_unknown_sampler(setup) -> None:
+    with pytest.raises(ValueError, match="unknown sampler 'PLMS'"):
+        run_generate(_args(setup, "bad", sampler_name="PLMS"))
+
+
+def test_missing_model_path_never_reaches_a_hub(setup, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="offline"):
+        run_generate(_args(setup, "bad").model_copy(update={"base_model_path": "runwayml/stable-diffusion-v1-5"}))
+
+
+def test_product_without_alpha_or_white_background() -> None:
+    with pytest.raises(ProductImageError, match="without a white background"):
+        ensure_alpha(np.full((32, 32, 3), 90, np.uint8), source="p.jpg")
+
+
+@pytest.mark.parametrize(
+    ("pool", "message"),
+    [
+        ("[]", "non-empty JSON list"),
+        ("{not json", "not valid JSON"),
+        ('[{"prompt": "a"}, {"negative_prompt": "x"}]', "entry 1, field 'prompt'"),
+        ('[{"prompt": "a", "image_scale": 2}]', "entry 0, field 'image_scale'"),
+        ('[{"prompt": "no braces", "flag": 1}]', "needs a '{}'"),
+    ],
+)
+def test_malformed_prompt_pool(tmp_path, pool: str, message: str) -> None:
+    path = tmp_path / "pool.json"
+    path.write_text(pool)
+    with pytest.raises(PromptPoolError, match=message):
+        load_prompt_pool(path)
+
+
+def test_lora_with_scale(setup, tmp_path) -> None:
+    """A LoRA file (written here in diffusers' format) changes the images at scale 1 and not at scale 0."""
+    import torch
+    from safetensors.torch import save_file
+
+    unet = build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))).unet
+    generator = torch.Generator().manual_seed(0)
+    weights = {}
+    for name, module in unet.named_modules():
+        if name.endswith(("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn2.to_q")):
+            weights[f"unet.{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=generator)
+            weights[f"unet.{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=generator)
+    (tmp_path / "lora").mkdir()
+    save_file(weights, str(tmp_path / "lora" / "pytorch_lora_weights.safetensors"))
+    outputs = {}
+    for name, kw in {"plain": {}, "zero": {"lora_scale": 0.0}, "one": {"lora_scale": 1.0}}.items():
+        lora = {"lora_model_path": str(tmp_path / "lora")} if kw else {}
+        records = run_generate(_args(setup, f"lora-{name}", **kw, **lora))
+        outputs[name] = [np.asarray(Image.open(r["output"])).astype(int) for r in records]
+    assert all(np.abs(a - b).max() <= 1 for a, b in zip(outputs["plain"], outputs["zero"], strict=True))
+    assert any(np.abs(a - b).max() > 1 for a, b in zip(outputs["plain"], outputs["one"], strict=True))

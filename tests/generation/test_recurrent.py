@@ -1,0 +1,121 @@
+from dataclasses import dataclass
+from itertools import pairwise
+
+import pytest
+import torch
+
+from reliable_ad.generation.denoise import Denoiser
+from reliable_ad.generation.evaluate import held_out_products
+from reliable_ad.generation.prompts import PromptConfig
+from reliable_ad.generation.recurrent import (
+    RecurrentConfig,
+    cumulative_by_attempt,
+    recurrent_generate,
+    summarise,
+    whole_batch_generate,
+)
+from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
+
+POOL = [
+    PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1),
+    PromptConfig(prompt="front view of a product placed on a white desktop, grey walls"),
+]
+
+
+@dataclass
+class Verdict:
+    labels: list
+    p_available: torch.Tensor
+
+
+class StubJudge:
+    """Accepts an image when `rule(call, index)` says so; counts its calls."""
+
+    def __init__(self, rule):
+        self.rule, self.calls = rule, 0
+
+    def __call__(self, images, products, captions):
+        self.calls += 1
+        p = torch.tensor([1.0 if self.rule(self.calls, i) else 0.0 for i in range(len(images))])
+        return Verdict(["available" if v else "space_mismatch" for v in p.tolist()], p)
+
+
+class CountingDenoiser(Denoiser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+
+    def advance(self, slots):
+        self.batches.append(len(slots))
+        super().advance(slots)
+
+
+@pytest.fixture(scope="module")
+def components():
+    return build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)), seed=2)
+
+
+@pytest.fixture(scope="module")
+def products():
+    return held_out_products(5, seed=3)
+
+
+def _cfg(**kw) -> RecurrentConfig:
+    return RecurrentConfig(batch_size=3, max_attempts=3, steps=3, guidance_scale=2.0, **kw)
+
+
+def test_everything_rejected_means_max_attempts_each(components, products) -> None:
+    stats = recurrent_generate(
+        Denoiser(components, steps=3), StubJudge(lambda c, i: False), products, POOL, _cfg(), progress=False
+    )
+    assert len(stats.attempts) == 5 * 3 and all(a.status == "rejected" for a in stats.attempts)
+    assert stats.unet_evals == 5 * 3 * 3
+    summary = summarise(stats, 5, 3)
+    assert summary["abandoned_share"] == 1.0 and summary["available_rate_first_rfnet"] == 0.0
+    assert all(a.reviewer_label is not None for a in stats.attempts)  # the reviewer sees every finished image
+
+
+def test_refilling_keeps_the_batch_full(components, products) -> None:
+    denoiser = CountingDenoiser(components, steps=3)
+    stats = recurrent_generate(denoiser, StubJudge(lambda c, i: c % 2 == 0), products, POOL, _cfg(), progress=False)
+    total = sum(denoiser.batches)
+    assert total == stats.unet_evals
+    # the batch is full while three products are unfinished; after that it only shrinks, one finished product
+    # at a time (a rejected image's retry takes its slot at once)
+    first_partial = next(k for k, b in enumerate(denoiser.batches) if b < 3)
+    assert all(b == 3 for b in denoiser.batches[:first_partial])
+    tail = denoiser.batches[first_partial:]
+    assert all(a >= b for a, b in pairwise(tail))
+
+
+def test_first_attempts_accepted_and_the_attempt_curve(components, products) -> None:
+    stats = recurrent_generate(
+        Denoiser(components, steps=3), StubJudge(lambda c, i: True), products, POOL, _cfg(), progress=False
+    )
+    assert [a.attempt for a in stats.attempts] == [1] * 5 and stats.unet_evals == 5 * 3
+    assert cumulative_by_attempt(stats, 5, 3) == [1.0, 1.0, 1.0]
+
+
+def test_early_rejection_stops_slots_at_the_check(components, products) -> None:
+    cfg = _cfg(early_reject=True, early_step=1, early_threshold=0.5)
+    stats = recurrent_generate(
+        Denoiser(components, steps=3), StubJudge(lambda c, i: False), products, POOL, cfg, progress=False
+    )
+    assert all(a.status == "aborted" and a.step_reached == 1 for a in stats.attempts)
+    assert stats.unet_evals == 5 * 3 * 1
+
+
+def test_whole_batch_runs_the_same_jobs(components, products) -> None:
+    """Same products, attempts, seeds and prompts under both schedulers: their results pair up."""
+    refill = recurrent_generate(
+        Denoiser(components, steps=3), StubJudge(lambda c, i: False), products, POOL, _cfg(), progress=False
+    )
+    whole = whole_batch_generate(
+        Denoiser(components, steps=3), StubJudge(lambda c, i: False), products, POOL, _cfg(), progress=False
+    )
+
+    def key(a):
+        return (a.product, a.attempt, a.seed, a.prompt)
+
+    assert sorted(map(key, refill.attempts)) == sorted(map(key, whole.attempts))
+    assert refill.unet_evals == whole.unet_evals
