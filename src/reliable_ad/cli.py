@@ -328,6 +328,105 @@ def generate(
     _print({"images": len(records), "save_path": str(args.save_path), "log": str(args.save_path / "log.jsonl")})
 
 
+generator_app = typer.Typer(help="The tiny generator of the embedded world.", no_args_is_help=True)
+app.add_typer(generator_app, name="generator")
+
+
+def _judge(judge: str) -> Any:
+    """A judge from a folder, or from the registry when given as name@alias."""
+    from reliable_ad.judge import Judge
+
+    return Judge.from_registry(judge) if "@" in judge and not Path(judge).exists() else Judge.from_path(judge)
+
+
+def _denoiser(generator: Path, controlnet: Path | None, cfg: Any) -> Any:
+    from reliable_ad.generation.denoise import Denoiser
+    from reliable_ad.models.generator import load_components
+
+    components = load_components(generator, controlnet)
+    return Denoiser(components, cfg.steps, cfg.guidance_scale, cfg.controlnet_scale)
+
+
+@app.command("recurrent")
+@user_errors
+def recurrent(
+    generator: Annotated[Path, typer.Option(help="generator pipeline folder")] = Path("models/tiny-generator/model"),
+    controlnet: Annotated[Path | None, typer.Option(help="ControlNet folder (default: GENERATOR/controlnet)")] = None,
+    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias")] = "models/rfnet/model",
+    products: Annotated[int, typer.Option(help="held-out RF1M-synth products to generate for")] = 32,
+    out: Annotated[Path, typer.Option(help="folder for attempts.parquet and the accepted images")] = Path(
+        "reports/recurrent"
+    ),
+    early_reject: Annotated[bool | None, typer.Option(help="judge x0 early and stop predicted failures")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Generate, judge, regenerate the rejected: every attempt recorded (the queue for human review)."""
+    import pandas as pd
+    from PIL import Image
+
+    from reliable_ad.generation.evaluate import held_out_products
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.recurrent import recurrent_generate, summarise
+
+    p = _params(params).generation
+    cfg = _override(p.recurrent, early_reject=early_reject)
+    items = held_out_products(products, p.evaluate.product_seed, p.evaluate.categories)
+    stats = recurrent_generate(
+        _denoiser(generator, controlnet, cfg), _judge(judge), items, load_prompt_pool(p.prompts), cfg, keep_images=True
+    )
+    (out / "accepted").mkdir(parents=True, exist_ok=True)
+    for attempt in stats.attempts:
+        if attempt.status == "accepted" and attempt.image is not None:
+            Image.fromarray(attempt.image).save(out / "accepted" / f"{attempt.product}_a{attempt.attempt}.png")
+    pd.DataFrame([a.row() for a in stats.attempts]).to_parquet(out / "attempts.parquet", index=False)
+    _print(summarise(stats, len(items), cfg.max_attempts))
+
+
+@app.command("evaluate-generation")
+@user_errors
+def evaluate_generation_command(
+    generator: Annotated[Path, typer.Option(help="generator pipeline folder")] = Path("models/tiny-generator/model"),
+    controlnet: Annotated[Path | None, typer.Option(help="ControlNet folder (default: GENERATOR/controlnet)")] = None,
+    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias")] = "models/rfnet/model",
+    metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = Path("metrics/generation.json"),
+    plots: Annotated[Path, typer.Option(help="plots folder (DVC plots)")] = Path("plots/generation"),
+    records: Annotated[Path, typer.Option(help="every attempt of every run")] = Path(
+        "reports/generation/attempts.parquet"
+    ),
+    params: ParamsOption = None,
+) -> None:
+    """Plain recurrent generation, early rejection and the whole-batch loop on the same products and seeds."""
+    from reliable_ad.generation.evaluate import evaluate_generation
+    from reliable_ad.generation.prompts import load_prompt_pool
+
+    p = _params(params).generation
+    result = evaluate_generation(
+        _denoiser(generator, controlnet, p.evaluate.recurrent),
+        _judge(judge),
+        load_prompt_pool(p.prompts),
+        p.evaluate,
+        metrics,
+        plots,
+        records,
+    )
+    _print({k: v for k, v in result.items() if k != "runs"})
+
+
+@generator_app.command("pretrain-tiny")
+@user_errors
+def generator_pretrain_tiny(
+    out: Annotated[Path, typer.Option(help="run folder: model/, checkpoints/, sample grids, model card")],
+    steps: Annotated[int | None, typer.Option(help="UNet + ControlNet steps")] = None,
+    fresh: Annotated[bool, typer.Option(help="ignore existing checkpoints in OUT")] = False,
+    params: ParamsOption = None,
+) -> None:
+    """Pre-train the tiny VAE, UNet, ControlNet and text encoder on RF1M-synth (hours on CPU, resumable)."""
+    from reliable_ad.training.pretrain_generator import pretrain_tiny_generator
+
+    cfg = _override(_params(params).generation.pretrain, steps=steps)
+    _print(pretrain_tiny_generator(cfg, out, resume=not fresh))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="rad")
 

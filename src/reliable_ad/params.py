@@ -16,7 +16,7 @@ from reliable_ad.data.rf1m import ImportConfig
 from reliable_ad.data.shards import PrepareConfig
 from reliable_ad.data.synth.world import SynthConfig
 from reliable_ad.data.validate import ValidationConfig
-from reliable_ad.generation.config import GenerateArgs
+from reliable_ad.generation.config import GenerateArgs, GenerationEvalConfig, PretrainConfig, RecurrentConfig
 from reliable_ad.registry.gate import GateConfig
 from reliable_ad.training.rfnet import RFNetTrainConfig
 
@@ -41,6 +41,10 @@ class GenerationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     generate: GenerateArgs = Field(default_factory=GenerateArgs)
+    prompts: Path = Field(Path("configs/prompts_embedded.json"), description="prompt pool of recurrent generation")
+    recurrent: RecurrentConfig = Field(default_factory=RecurrentConfig)
+    evaluate: GenerationEvalConfig = Field(default_factory=GenerationEvalConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
 
 class Params(BaseModel):

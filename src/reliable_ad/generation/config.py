@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reliable_ad.data.synth.world import SynthConfig
 
 
 class GenerateArgs(BaseModel):
@@ -66,3 +69,89 @@ class GenerationEvalConfig(BaseModel):
     probe_steps: list[int] = Field(default_factory=lambda: [4, 6, 8, 10, 12], description="early-check candidates")
     probe_thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.3, 0.4])
     max_false_abort: float = Field(0.05, ge=0, le=1, description="calibration budget of lost accepts")
+
+
+class TinyGeneratorConfig(BaseModel):
+    """Sizes of the tiny generator built from scratch for the embedded world."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_size: int = Field(64, description="canvas size in pixels (a multiple of 8)")
+    vae_channels: tuple[int, ...] = Field((16, 32, 32), description="AutoencoderKL block widths; 3 -> factor 4")
+    latent_channels: int = Field(4, description="latent channels of the VAE")
+    unet_channels: tuple[int, ...] = Field((32, 64, 64), description="UNet block widths")
+    text_width: int = Field(64, description="hidden size of the tiny CLIP text encoder (= cross-attention dim)")
+    text_layers: int = Field(2, description="transformer layers of the text encoder")
+    max_prompt_tokens: int = Field(32, description="prompt length the tokenizer pads or truncates to")
+
+
+GENERATOR_CATEGORIES = ("bottle", "box", "jar", "lamp", "sneaker", "speaker", "mug", "toaster")
+GENERATOR_MIX = {
+    "available": 0.5,
+    "space_mismatch": 0.125,
+    "size_mismatch": 0.125,
+    "indistinctiveness": 0.125,
+    "shape_hallucination": 0.125,
+}
+
+
+class PretrainConfig(BaseModel):
+    """How the tiny generator is pre-trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    synth: SynthConfig = Field(
+        default_factory=lambda: SynthConfig(
+            seed=1000, class_mix=dict(GENERATOR_MIX), categories=list(GENERATOR_CATEGORIES), test_categories=[]
+        ),
+        description="the RF1M-synth world the scenes are rendered from",
+    )
+    model: TinyGeneratorConfig = Field(default_factory=lambda: TinyGeneratorConfig(unet_channels=(48, 96, 96)))
+    vae_steps: int = Field(3000, ge=0, description="VAE reconstruction steps")
+    vae_batch: int = Field(32, ge=1)
+    vae_lr: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0, description="weight of the VAE's KL term")
+    steps: int = Field(20000, ge=0, description="UNet + ControlNet + text encoder steps")
+    batch: int = Field(16, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup: int = Field(500, ge=0)
+    prompt_dropout: float = Field(0.1, ge=0, le=1, description="share of empty prompts (for guidance)")
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    checkpoint_every: int = Field(500, ge=1)
+    eval_every: int = Field(2000, ge=1, description="steps between reviewer checks of generated samples")
+    eval_samples: int = Field(48, ge=1)
+    eval_steps: int = Field(20, ge=1, description="DDIM steps when sampling for the check")
+    seed: int = 0
+    threads: int = Field(2, ge=1, description="torch CPU threads")
+
+
+class RFFTConfig(BaseModel):
+    """Reliable Feedback Fine-Tuning of the ControlNet (the paper's defaults in the comments)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(300, ge=1, description="optimizer steps")
+    batch_size: int = Field(4, ge=1, description="images per micro-batch (the paper: 4 per GPU)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (the paper: 4)")
+    lr: float = Field(1e-5, gt=0, description="AdamW learning rate (the paper: 1e-5)")
+    weight_decay: float = Field(1e-2, ge=0)
+    inference_steps: int = Field(20, ge=2, description="DDIM steps of the sampled trajectory (the paper: 40)")
+    last_k: int = Field(10, ge=1, description="the gradient step is drawn among the last K (the paper: 10 of 40)")
+    guidance_scale: float = Field(7.5, ge=1)
+    regularizer: Literal["cc", "kl", "none"] = Field("cc", description="Consistent Condition, KL, or nothing")
+    beta: float = Field(1.0, ge=0, description="weight of the regulariser")
+    anchor: float = Field(0.0, ge=0, description="weight of the plain denoising loss on available renders")
+    products: int = Field(512, ge=1, description="training products (RF1M-synth, seed below)")
+    product_seed: int = Field(4242, description="RF1M-synth seed of the training products (not the evaluation's)")
+    categories: list[str] | None = Field(None, description="product categories (default: the generator's)")
+    checkpoint_every: int = Field(50, ge=1)
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory (GPU)")
+    mixed_precision: str = Field("no", description="'no', 'fp16' or 'bf16' (GPU)")
+    seed: int = 0
+    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+
+    @model_validator(mode="after")
+    def _k_within_steps(self) -> RFFTConfig:
+        if self.last_k > self.inference_steps:
+            raise ValueError(f"last_k {self.last_k} is larger than inference_steps {self.inference_steps}")
+        return self

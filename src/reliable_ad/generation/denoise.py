@@ -115,31 +115,19 @@ class Denoiser:
     def timestep(self, step: int) -> int:
         return int(self.timesteps[step])
 
-    def predict_noise(
-        self,
-        latents: torch.Tensor,
-        t: torch.Tensor,
-        slots: list[Slot],
-        controlnet: torch.nn.Module | None = None,
-        guidance: float | None = None,
-        text: bool = True,
-    ) -> torch.Tensor:
-        """Classifier-free-guided noise for a batch of latents at per-sample timesteps `t`.
+    def noise_branches(
+        self, latents: torch.Tensor, t: torch.Tensor, slots: list[Slot], controlnet: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unconditional, text-conditioned) noise predictions in one batched pass, control applied to both.
 
-        `controlnet` replaces the components' ControlNet (RFFT compares the tuned and the frozen one);
-        `guidance` 0 or `text=False` gives the unconditional branch alone (the Consistent Condition loss).
+        `controlnet` replaces the components' ControlNet (RFFT compares the tuned and the frozen one).
         """
-        guidance = self.guidance if guidance is None else guidance
-        controlnet = controlnet or self.c.controlnet
+        controlnet = self.c.controlnet if controlnet is None else controlnet
         mask = torch.cat([s.mask for s in slots])
         masked = torch.cat([s.masked_latents for s in slots])
         control = torch.cat([s.control for s in slots])
         cond = torch.cat([s.text for s in slots])
         uncond = torch.cat([s.uncond for s in slots])
-        if not text:
-            return self._unet(latents, t, mask, masked, control, uncond, controlnet)
-        if guidance == 1.0:
-            return self._unet(latents, t, mask, masked, control, cond, controlnet)
         both = self._unet(
             torch.cat([latents, latents]),
             torch.cat([t, t]),
@@ -150,7 +138,15 @@ class Denoiser:
             controlnet,
         )
         noise_uncond, noise_text = both.chunk(2)
-        return noise_uncond + guidance * (noise_text - noise_uncond)
+        return noise_uncond, noise_text
+
+    def guided(self, noise_uncond: torch.Tensor, noise_text: torch.Tensor) -> torch.Tensor:
+        """Classifier-free guidance."""
+        return noise_uncond + self.guidance * (noise_text - noise_uncond)
+
+    def predict_noise(self, latents: torch.Tensor, t: torch.Tensor, slots: list[Slot]) -> torch.Tensor:
+        """Classifier-free-guided noise for a batch of latents at per-sample timesteps `t`."""
+        return self.guided(*self.noise_branches(latents, t, slots))
 
     def _unet(
         self,

@@ -20,11 +20,11 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from reliable_ad.data.synth.catalog import PRODUCT_COLOURS, TABLE_COLOURS, WALL_COLOURS
+from reliable_ad.generation.config import TinyGeneratorConfig
 
 SPECIAL_TOKENS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
 PROMPT_WORDS = [
@@ -59,20 +59,6 @@ PROMPT_WORDS = [
     "white",
     "grey",
 ]
-
-
-class TinyGeneratorConfig(BaseModel):
-    """Sizes of the tiny generator built from scratch for the embedded world."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image_size: int = Field(64, description="canvas size in pixels (a multiple of 8)")
-    vae_channels: tuple[int, ...] = Field((16, 32, 32), description="AutoencoderKL block widths; 3 -> factor 4")
-    latent_channels: int = Field(4, description="latent channels of the VAE")
-    unet_channels: tuple[int, ...] = Field((32, 64, 64), description="UNet block widths")
-    text_width: int = Field(64, description="hidden size of the tiny CLIP text encoder (= cross-attention dim)")
-    text_layers: int = Field(2, description="transformer layers of the text encoder")
-    max_prompt_tokens: int = Field(32, description="prompt length the tokenizer pads or truncates to")
 
 
 @dataclass

@@ -12,7 +12,6 @@ import copy
 import json
 import platform
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,60 +19,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from reliable_ad.data.reviewer import product_mask, review
 from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.generation.config import PretrainConfig
 from reliable_ad.generation.preprocess import control_inputs
 from reliable_ad.generation.sampler import generate
 from reliable_ad.models.generator import (
     GeneratorComponents,
-    TinyGeneratorConfig,
     build_tiny_components,
     model_card,
     save_components,
 )
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
-
-GENERATOR_CATEGORIES = ("bottle", "box", "jar", "lamp", "sneaker", "speaker", "mug", "toaster")
-GENERATOR_MIX = {
-    "available": 0.5,
-    "space_mismatch": 0.125,
-    "size_mismatch": 0.125,
-    "indistinctiveness": 0.125,
-    "shape_hallucination": 0.125,
-}
-
-
-class PretrainConfig(BaseModel):
-    """How the tiny generator is pre-trained."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    synth: SynthConfig = Field(
-        default_factory=lambda: SynthConfig(
-            seed=1000, class_mix=dict(GENERATOR_MIX), categories=list(GENERATOR_CATEGORIES), test_categories=[]
-        ),
-        description="the RF1M-synth world the scenes are rendered from",
-    )
-    model: TinyGeneratorConfig = Field(default_factory=lambda: TinyGeneratorConfig(unet_channels=(48, 96, 96)))
-    vae_steps: int = Field(3000, ge=0, description="VAE reconstruction steps")
-    vae_batch: int = Field(32, ge=1)
-    vae_lr: float = Field(1e-3, gt=0)
-    kl_weight: float = Field(1e-6, ge=0, description="weight of the VAE's KL term")
-    steps: int = Field(20000, ge=0, description="UNet + ControlNet + text encoder steps")
-    batch: int = Field(16, ge=1)
-    lr: float = Field(3e-4, gt=0)
-    warmup: int = Field(500, ge=0)
-    prompt_dropout: float = Field(0.1, ge=0, le=1, description="share of empty prompts (for guidance)")
-    ema_decay: float = Field(0.999, ge=0, lt=1)
-    checkpoint_every: int = Field(500, ge=1)
-    eval_every: int = Field(2000, ge=1, description="steps between reviewer checks of generated samples")
-    eval_samples: int = Field(48, ge=1)
-    eval_steps: int = Field(20, ge=1, description="DDIM steps when sampling for the check")
-    seed: int = 0
-    threads: int = Field(2, ge=1, description="torch CPU threads")
 
 
 def _scene_batch(cfg: SynthConfig, start: int, count: int) -> list[Any]:
@@ -128,13 +87,15 @@ def _encode_prompts(components: GeneratorComponents, prompts: list[str]) -> torc
     return components.text_encoder(ids)[0]
 
 
-def _diffusion_loss(
+def denoising_loss(
     components: GeneratorComponents,
     noise_scheduler: DDPMScheduler,
     samples: list[Any],
-    cfg: PretrainConfig,
+    prompt_dropout: float,
     rng: np.random.Generator,
 ) -> torch.Tensor:
+    """The noise-prediction loss of the inpainting UNet + ControlNet on rendered scenes (prepared exactly as
+    the inpainting pipeline prepares its inputs)."""
     scale = components.vae.config.scaling_factor
     images, keeps, masks, controls, prompts = [], [], [], [], []
     for sample in samples:
@@ -144,7 +105,7 @@ def _diffusion_loss(
         keeps.append(keep)
         masks.append((~keep).astype(np.float32))
         controls.append(inputs.control_image)
-        prompts.append("" if rng.random() < cfg.prompt_dropout else sample.rendering.prompt)
+        prompts.append("" if rng.random() < prompt_dropout else sample.rendering.prompt)
     pixels = _to_tensor(images)
     # as the inpainting pipeline does: the image in [-1, 1], zero (not black) where the background is repainted
     masked = pixels * torch.from_numpy(np.stack(keeps))[:, None].float()
@@ -256,7 +217,7 @@ def pretrain_tiny_generator(cfg: PretrainConfig, out: Path, resume: bool = True)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         samples = _scene_batch(cfg.synth, 10**7 + step * cfg.batch, cfg.batch)
-        loss = _diffusion_loss(components, noise_scheduler, samples, cfg, rng)
+        loss = denoising_loss(components, noise_scheduler, samples, cfg.prompt_dropout, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -304,10 +265,3 @@ def _with(components: GeneratorComponents, ema: dict[str, torch.nn.Module]) -> G
     return GeneratorComponents(
         components.vae, ema["unet"], ema["controlnet"], ema["text_encoder"], components.tokenizer, components.scheduler
     )
-
-
-def iterate_forever(start: int = 0) -> Iterator[int]:
-    step = start
-    while True:
-        yield step
-        step += 1

@@ -1,0 +1,189 @@
+"""RFFT: fine-tune the ControlNet with RFNet's feedback and a regulariser (the paper's Reliable Feedback
+Fine-Tuning). Only the ControlNet learns; the UNet, VAE, text encoder and the judge are frozen.
+
+Each micro-batch: DDIM-sample without gradients, with the ControlNet being tuned, down to a step drawn among
+the last K; take that step with gradients, predict the clean latents (x0), decode them, paste the product
+back through its alpha and let RFNet judge: the feedback loss is the cross-entropy of its output toward
+"available". The regulariser keeps the model close to where it started:
+
+- ``cc`` (Consistent Condition, the paper's): the text-guidance direction
+  eps(x_t, prompt, control) - eps(x_t, control) of the tuned model stays close (L2) to the frozen one's;
+- ``kl``: the guided noise prediction stays close to the frozen one's (the KL between the two Gaussian
+  DDIM transitions is proportional to it);
+- ``none``: feedback alone (the paper: the available rate climbs to 99.8% and backgrounds collapse).
+
+Total loss = feedback + beta * regulariser (+ anchor * the plain denoising loss on available renders).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler
+from tqdm import tqdm
+
+from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.generation.config import GENERATOR_CATEGORIES, RecurrentConfig, RFFTConfig
+from reliable_ad.generation.denoise import Denoiser, Slot
+from reliable_ad.generation.evaluate import held_out_products
+from reliable_ad.generation.prompts import PromptConfig
+from reliable_ad.generation.recurrent import Product, job_for
+from reliable_ad.judge import Judge
+from reliable_ad.models.generator import load_components
+from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
+from reliable_ad.training.pretrain_generator import denoising_loss
+
+
+def _freeze(module: torch.nn.Module) -> torch.nn.Module:
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def _batch(products: list[Product], pool: list[PromptConfig], cfg: RFFTConfig, rng: np.random.Generator) -> list[Any]:
+    picks = rng.choice(len(products), cfg.batch_size, replace=len(products) < cfg.batch_size)
+    recurrent = RecurrentConfig(seed=int(rng.integers(2**31)), next_prompt_on_retry=True)
+    return [job_for(products[int(i)], int(i), int(rng.integers(1, 4)), pool, recurrent) for i in picks]
+
+
+def rfft_train(
+    cfg: RFFTConfig,
+    generator: Path,
+    judge: Judge,
+    pool: list[PromptConfig],
+    out: Path,
+    controlnet: Path | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune the generator's ControlNet into `out/controlnet` (diffusers format, safetensors)."""
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    judge.requires_grad_check()
+    _freeze(judge.model)
+    components = load_components(generator, controlnet)
+    for module in (components.unet, components.vae, components.text_encoder):
+        _freeze(module)
+    frozen = _freeze(copy.deepcopy(components.controlnet))
+    tuned = components.controlnet.train()
+    if cfg.gradient_checkpointing:
+        tuned.enable_gradient_checkpointing()
+        components.unet.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(tuned.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    run_fp = fingerprint(
+        {
+            **cfg.model_dump(mode="json", exclude={"threads"}),
+            "generator": str(generator),
+            "controlnet": str(controlnet),
+            "judge": judge.config.model_dump(mode="json"),
+        }
+    )
+    ckpt_dir, start = out / "checkpoints", 0
+    latest = latest_checkpoint(ckpt_dir) if resume else None
+    if latest is not None:
+        start = load_checkpoint(latest, {"controlnet": tuned}, optimizer, run_fp)["step"]
+        accelerator.print(f"resumed from {latest} at step {start}")
+    tuned, optimizer = accelerator.prepare(tuned, optimizer)
+    components.controlnet = tuned
+    denoiser = Denoiser(components, cfg.inference_steps, cfg.guidance_scale, device=accelerator.device)
+    products = held_out_products(cfg.products, cfg.product_seed, cfg.categories or list(GENERATOR_CATEGORIES))
+    anchor_world = SynthConfig(
+        seed=cfg.product_seed + 1,
+        class_mix={"available": 1.0},
+        test_categories=[],
+        categories=cfg.categories or list(GENERATOR_CATEGORIES),
+    )
+    noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
+    available = judge.model.available_index
+    log_path = out / "train_log.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    bar = tqdm(total=cfg.steps, initial=start, desc="rfft", disable=not accelerator.is_main_process)
+    for step in range(start, cfg.steps):
+        record: dict[str, float] = {"feedback": 0.0, "regularizer": 0.0, "anchor": 0.0, "p_available": 0.0}
+        for micro in range(cfg.grad_accum):
+            rng = np.random.default_rng([cfg.seed, step, micro, accelerator.process_index])
+            slots = [denoiser.start(job) for job in _batch(products, pool, cfg, rng)]
+            index = int(rng.integers(cfg.inference_steps - cfg.last_k, cfg.inference_steps))
+            for _ in range(index):  # the trajectory so far, on-policy, without gradients
+                denoiser.advance(slots)
+            with accelerator.autocast():
+                losses = _losses(denoiser, judge, slots, index, frozen, cfg, available)
+                if cfg.anchor > 0:
+                    renders = [draw_sample(anchor_world, int(k)) for k in rng.integers(0, 10**6, cfg.batch_size)]
+                    losses["anchor"] = denoising_loss(components, noise_scheduler, renders, 0.1, rng)
+            total = losses["feedback"] + cfg.beta * losses["regularizer"] + cfg.anchor * losses["anchor"]
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"non-finite RFFT loss at step {step}; last checkpoint: {latest}")
+            accelerator.backward(total / cfg.grad_accum)
+            for key in record:
+                record[key] += float(losses[key].detach()) / cfg.grad_accum
+        accelerator.clip_grad_norm_(tuned.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.update(1)
+        bar.set_postfix(feedback=f"{record['feedback']:.3f}", p=f"{record['p_available']:.2f}")
+        if accelerator.is_main_process:
+            with log_path.open("a") as handle:
+                handle.write(
+                    json.dumps({"step": step + 1, **record, "elapsed_s": round(time.time() - started, 1)}) + "\n"
+                )
+            if (step + 1) % cfg.checkpoint_every == 0:
+                latest = save_checkpoint(
+                    ckpt_dir, {"controlnet": accelerator.unwrap_model(tuned)}, optimizer, step + 1, run_fp
+                )
+    bar.close()
+    summary = {
+        "steps": cfg.steps,
+        "seconds": round(time.time() - started, 1),
+        "regularizer": cfg.regularizer,
+        "beta": cfg.beta,
+        "processes": accelerator.num_processes,
+    }
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(tuned).save_pretrained(out / "controlnet", safe_serialization=True)
+        (out / "rfft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _losses(
+    denoiser: Denoiser,
+    judge: Judge,
+    slots: list[Slot],
+    index: int,
+    frozen: torch.nn.Module,
+    cfg: RFFTConfig,
+    available: int,
+) -> dict[str, torch.Tensor]:
+    """Feedback and regulariser losses of one gradient step taken at trajectory step `index`."""
+    latents = torch.cat([s.latents for s in slots])
+    t = torch.full((len(slots),), denoiser.timestep(index), device=latents.device)
+    uncond, text = denoiser.noise_branches(latents, t, slots)
+    noise = denoiser.guided(uncond, text)
+    images = Denoiser.paste(denoiser.decode(denoiser.x0(latents, noise, t)), slots)
+    verdict = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots], grad=True)
+    target = torch.full((len(slots),), available, device=verdict.logits.device)
+    losses = {
+        "feedback": F.cross_entropy(verdict.logits, target),
+        "p_available": verdict.p_available.detach().mean(),
+        "regularizer": torch.zeros((), device=latents.device),
+        "anchor": torch.zeros((), device=latents.device),
+    }
+    if cfg.regularizer != "none":
+        with torch.no_grad():
+            uncond0, text0 = denoiser.noise_branches(latents, t, slots, controlnet=frozen)
+        if cfg.regularizer == "cc":
+            losses["regularizer"] = F.mse_loss(text - uncond, text0 - uncond0)
+        else:
+            losses["regularizer"] = F.mse_loss(noise, denoiser.guided(uncond0, text0))
+    return losses
