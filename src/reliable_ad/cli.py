@@ -427,6 +427,94 @@ def generator_pretrain_tiny(
     _print(pretrain_tiny_generator(cfg, out, resume=not fresh))
 
 
+rfft_app = typer.Typer(help="RFFT: fine-tune the ControlNet with RFNet's feedback.", no_args_is_help=True)
+app.add_typer(rfft_app, name="rfft")
+
+
+@rfft_app.command("train")
+@user_errors
+def rfft_train_command(
+    out: Annotated[Path, typer.Option(help="run folder: controlnet/, checkpoints/, train_log.jsonl")],
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
+    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias (frozen)")] = "models/rfnet/model",
+    regularizer: Annotated[str | None, typer.Option(help="cc (default), kl or none")] = None,
+    beta: Annotated[float | None, typer.Option(help="weight of the regulariser")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+    fresh: Annotated[bool, typer.Option(help="ignore existing checkpoints in OUT")] = False,
+    params: ParamsOption = None,
+) -> None:
+    """Fine-tune the ControlNet: feedback toward "available" + beta * Consistent Condition (or KL, or none)."""
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.training.rfft import rfft_train
+
+    p = _params(params).generation
+    cfg = _override(p.rfft, regularizer=regularizer, beta=beta, steps=steps)
+    _print(rfft_train(cfg, generator, _judge(judge), load_prompt_pool(p.prompts), out, resume=not fresh))
+
+
+@rfft_app.command("evaluate")
+@user_errors
+def rfft_evaluate(
+    controlnet: Annotated[Path, typer.Option(help="fine-tuned ControlNet folder")],
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
+    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias")] = "models/rfnet/model",
+    metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = Path("metrics/rfft.json"),
+    grid: Annotated[Path, typer.Option(help="before/after sample grid PNG")] = Path("plots/rfft/before_after.png"),
+    params: ParamsOption = None,
+) -> None:
+    """Base vs fine-tuned on the same products and seeds: available rates, interval, diversity guard."""
+    from reliable_ad.generation.denoise import Denoiser
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.rfft_eval import compare_generators
+    from reliable_ad.models.generator import load_components
+
+    p = _params(params).generation
+    rc = p.evaluate.recurrent
+
+    def denoiser(cn: Path | None) -> Denoiser:
+        return Denoiser(load_components(generator, cn), rc.steps, rc.guidance_scale, rc.controlnet_scale)
+
+    result = compare_generators(
+        denoiser(None),
+        denoiser(controlnet),
+        _judge(judge),
+        load_prompt_pool(p.prompts),
+        p.evaluate,
+        p.guard,
+        metrics,
+        grid,
+    )
+    _print(result)
+
+
+@rfft_app.command("register")
+@user_errors
+def rfft_register(
+    controlnet: Annotated[Path, typer.Option(help="fine-tuned ControlNet folder")],
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
+    judge: Annotated[str, typer.Option(help="the fixed judge: RFNet folder or name@alias")] = "models/rfnet/model",
+    decision: Annotated[Path | None, typer.Option(help="write the gate's decision here (JSON)")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Register as reliable-controlnet; champion only if it beats the champion (or the base) and the guard holds."""
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.registry.controlnet import register_controlnet
+
+    p = _params(params).generation
+    result = register_controlnet(
+        controlnet,
+        generator,
+        _judge(judge),
+        judge,
+        load_prompt_pool(p.prompts),
+        p.evaluate,
+        p.guard,
+        p.gate,
+        decision_file=decision,
+    )
+    _print(result.__dict__)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="rad")
 

@@ -16,7 +16,14 @@ from reliable_ad.data.rf1m import ImportConfig
 from reliable_ad.data.shards import PrepareConfig
 from reliable_ad.data.synth.world import SynthConfig
 from reliable_ad.data.validate import ValidationConfig
-from reliable_ad.generation.config import GenerateArgs, GenerationEvalConfig, PretrainConfig, RecurrentConfig
+from reliable_ad.generation.config import (
+    GenerateArgs,
+    GenerationEvalConfig,
+    PretrainConfig,
+    RecurrentConfig,
+    RFFTConfig,
+)
+from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.registry.gate import GateConfig
 from reliable_ad.training.rfnet import RFNetTrainConfig
 
@@ -45,6 +52,9 @@ class GenerationParams(BaseModel):
     recurrent: RecurrentConfig = Field(default_factory=RecurrentConfig)
     evaluate: GenerationEvalConfig = Field(default_factory=GenerationEvalConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    rfft: RFFTConfig = Field(default_factory=RFFTConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
 
 class Params(BaseModel):

@@ -68,21 +68,27 @@ def decide(
     extra: dict[str, Any] | None = None,
     guard_ok: bool = True,
 ) -> Decision:
-    """Apply the gate, record it on the version, move the aliases. `paired` is None when there is no champion."""
+    """Apply the gate, record it on the version, move the aliases.
+
+    `paired` compares the candidate with the champion (or another baseline, named in `extra["baseline"]`);
+    None when there is nothing to compare with, and then the first valid candidate is promoted.
+    """
     extra = extra or {}
     if not guard_ok:
         decision = Decision(
             name, version, False, "quality guard failed", metric, candidate_value, margin=cfg.margin, extra=extra
         )
-    elif paired is None or champion_version is None:
+    elif paired is None:
         valid = candidate_value == candidate_value  # NaN is never valid
         reason = "first valid candidate: no champion to compare with" if valid else "candidate metric is NaN"
         decision = Decision(name, version, valid, reason, metric, candidate_value, margin=cfg.margin, extra=extra)
     else:
         wins = paired.beats(cfg.margin)
+        against = f"champion v{champion_version}" if champion_version else extra.get("baseline", "the baseline")
         reason = (
-            f"{metric} +{paired.delta:.4f}, {cfg.confidence:.0%} interval [{paired.low:.4f}, {paired.high:.4f}] "
-            f"{'excludes' if wins else 'does not exclude'} the margin {cfg.margin}"
+            f"{metric} {paired.delta:+.4f} against {against}, {paired.confidence:.0%} interval "
+            f"[{paired.low:.4f}, {paired.high:.4f}] {'excludes' if wins else 'does not exclude'} "
+            f"the margin {cfg.margin}"
         )
         decision = Decision(
             name,

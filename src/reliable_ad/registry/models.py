@@ -16,7 +16,10 @@ from reliable_ad.registry.tracking import setup
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-PYFUNC_FILES = {"rfnet": Path(__file__).with_name("rfnet_pyfunc.py")}
+PYFUNC_FILES = {
+    "rfnet": Path(__file__).with_name("rfnet_pyfunc.py"),
+    "controlnet": Path(__file__).with_name("controlnet_pyfunc.py"),
+}
 
 
 class RegistryError(RuntimeError):

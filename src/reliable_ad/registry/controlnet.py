@@ -1,0 +1,94 @@
+"""Log, register and gate a fine-tuned ControlNet as `reliable-controlnet`.
+
+The candidate and the champion generate for the same held-out products with the same seeds in one run and
+are judged by one fixed judge; the first-attempt available rate must improve with a paired bootstrap
+interval above the margin, and the candidate's quality guard must hold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from reliable_ad.generation.config import GenerationEvalConfig
+from reliable_ad.generation.denoise import Denoiser
+from reliable_ad.generation.guard import GuardConfig
+from reliable_ad.generation.prompts import PromptConfig
+from reliable_ad.generation.rfft_eval import compare_generators
+from reliable_ad.judge import Judge
+from reliable_ad.models.generator import load_components
+from reliable_ad.registry.gate import Decision, GateConfig, decide
+from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
+from reliable_ad.registry.tracking import lineage, setup
+from reliable_ad.stats import PairedDelta
+
+REGISTERED_NAME = "reliable-controlnet"
+
+
+def register_controlnet(
+    candidate: Path,
+    generator: Path,
+    judge: Judge,
+    judge_uri: str,
+    pool: list[PromptConfig],
+    cfg: GenerationEvalConfig,
+    guard: GuardConfig,
+    gate: GateConfig,
+    experiment: str = "reliable-ad",
+    name: str = REGISTERED_NAME,
+    decision_file: Path | None = None,
+    run_params: dict[str, Any] | None = None,
+) -> Decision:
+    """Compare the candidate with the champion (or the base ControlNet when there is none), register, gate."""
+    import mlflow
+
+    experiment_id = setup(experiment)
+    rc = cfg.recurrent
+    champion = by_alias(name, CHAMPION)
+    reference = download_model(f"{name}@{CHAMPION}", experiment) if champion else None
+
+    def denoiser(controlnet: Path | None) -> Denoiser:
+        return Denoiser(load_components(generator, controlnet), rc.steps, rc.guidance_scale, rc.controlnet_scale)
+
+    tags = lineage({"generator": generator}) | {"model.kind": "controlnet", "judge": judge_uri}
+    if champion is not None:
+        tags["parent.champion_version"] = champion.version
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):
+        if run_params:
+            mlflow.log_params(run_params)
+        metrics = compare_generators(denoiser(reference), denoiser(candidate), judge, pool, cfg, guard)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float | bool)})
+        version = log_model_folder("controlnet", candidate, name)
+        paired = PairedDelta(
+            delta=metrics["delta_rfnet"],
+            low=metrics["delta_rfnet_ci_low"],
+            high=metrics["delta_rfnet_ci_high"],
+            candidate=metrics["available_rate_first_rfnet_tuned"],
+            baseline=metrics["available_rate_first_rfnet_base"],
+            n=metrics["products"],
+            confidence=0.95,
+        )
+        decision = decide(
+            name,
+            version.version,
+            "available_rate_first_rfnet",
+            paired.candidate,
+            paired,
+            champion.version if champion else None,
+            gate,
+            extra={
+                "judge": judge_uri,
+                "baseline": "the champion" if champion else "the base ControlNet",
+                "reviewer_delta": metrics["delta"],
+                "guard_ok": metrics["guard_ok"],
+                "diversity_base": metrics["diversity_base"],
+                "diversity_tuned": metrics["diversity_tuned"],
+            },
+            guard_ok=bool(metrics["guard_ok"]),
+        )
+        mlflow.log_dict(decision.__dict__, "gate_decision.json")
+    if decision_file is not None:
+        decision_file.parent.mkdir(parents=True, exist_ok=True)
+        decision_file.write_text(json.dumps(decision.__dict__, indent=2, default=str) + "\n")
+    return decision

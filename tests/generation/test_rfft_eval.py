@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
+from reliable_ad.generation.denoise import Denoiser
+from reliable_ad.generation.guard import GuardConfig
+from reliable_ad.generation.prompts import PromptConfig
+from reliable_ad.generation.rfft_eval import background_descriptor, compare_generators, diversity
+from reliable_ad.judge import Judge
+from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components, save_components
+from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.registry.controlnet import register_controlnet
+from reliable_ad.registry.gate import GateConfig
+from reliable_ad.registry.models import CHAMPION, by_alias
+
+POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
+EVAL = GenerationEvalConfig(
+    products=4, recurrent=RecurrentConfig(batch_size=4, max_attempts=2, steps=3, guidance_scale=2.0)
+)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rfft-eval")
+    components = build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)))
+    save_components(components, root / "gen")
+    with torch.no_grad():
+        for parameter in components.controlnet.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    components.controlnet.save_pretrained(root / "tuned", safe_serialization=True)
+    return root
+
+
+def _judge() -> Judge:
+    torch.manual_seed(1)
+    return Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])))
+
+
+def test_diversity_sees_collapsed_backgrounds() -> None:
+    product = np.zeros((64, 64, 4), np.uint8)
+    product[24:40, 24:40, 3] = 255
+    rng = np.random.default_rng(0)
+    varied = [rng.integers(0, 255, 3, dtype=np.uint8) * np.ones((64, 64, 3), np.uint8) for _ in range(6)]
+    same = [np.full((64, 64, 3), 120, np.uint8) for _ in range(6)]
+    features = {k: np.stack([background_descriptor(i, product, 4) for i in v]) for k, v in (("v", varied), ("s", same))}
+    assert diversity(features["s"]) == 0.0 < diversity(features["v"])
+
+
+def test_base_and_tuned_on_the_same_products_and_seeds(folders, tmp_path) -> None:
+    def denoiser(cn):
+        return Denoiser(load_components(folders / "gen", cn), 3, 2.0)
+
+    metrics = compare_generators(
+        denoiser(None),
+        denoiser(folders / "tuned"),
+        _judge(),
+        POOL,
+        EVAL,
+        GuardConfig(),
+        tmp_path / "rfft.json",
+        tmp_path / "grid.png",
+    )
+    written = json.loads((tmp_path / "rfft.json").read_text())
+    for key in (
+        "available_rate_first_reviewer_base",
+        "available_rate_first_reviewer_tuned",
+        "delta",
+        "delta_ci_low",
+        "delta_ci_high",
+        "diversity_base",
+        "diversity_tuned",
+        "guard_ok",
+    ):
+        assert key in written
+    assert written["delta_ci_low"] <= written["delta"] <= written["delta_ci_high"]
+    assert metrics["guard_ok"] == (metrics["diversity_tuned"] >= 0.75 * metrics["diversity_base"])
+    assert (tmp_path / "grid.png").stat().st_size > 500
+    # the same base against itself: no difference at all
+    same = compare_generators(denoiser(None), denoiser(None), _judge(), POOL, EVAL, GuardConfig())
+    assert same["delta"] == 0.0 and same["base_tuned_distance"] == 0.0
+
+
+def test_registering_a_controlnet_that_does_not_beat_the_base(folders, tracking, tmp_path) -> None:
+    decision = register_controlnet(
+        folders / "gen" / "controlnet",
+        folders / "gen",
+        _judge(),
+        "test-judge",
+        POOL,
+        EVAL,
+        GuardConfig(),
+        GateConfig(resamples=200),
+        decision_file=tmp_path / "d.json",
+    )
+    assert not decision.promoted and "does not exclude" in decision.reason and "base ControlNet" in decision.reason
+    assert by_alias("reliable-controlnet", CHAMPION) is None
+    assert json.loads((tmp_path / "d.json").read_text())["promoted"] is False
