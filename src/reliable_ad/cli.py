@@ -69,12 +69,6 @@ def _print(summary: dict[str, Any]) -> None:
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-
-
 # ------------------------------------------------------------------------------------------------- data
 
 
@@ -110,11 +104,12 @@ def data_import(
     params: ParamsOption = None,
 ) -> None:
     """Read label.txt, metadata and packages (in place) into one manifest; strict about every line."""
+    from reliable_ad.api import write_json
     from reliable_ad.data.rf1m import import_dataset
 
     cfg = _override(_params(params).data.import_, separator=separator, quarantine=quarantine)
     summary = import_dataset(root, cfg, out).model_dump(mode="json")
-    _write_json(summary_json, summary)
+    write_json(summary_json, summary)
     _print(summary)
 
 
@@ -129,12 +124,11 @@ def data_validate(
     params: ParamsOption = None,
 ) -> None:
     """Great Expectations suite over the manifest plus a file pass; non-zero exit when anything fails."""
-    from reliable_ad.data.validate import validate_dataset
+    from reliable_ad.api import validate
 
-    cfg = _override(_params(params).data.validate_, workers=workers)
-    result = validate_dataset(root, cfg, out_dir or root / "validation", manifest)
-    counts = ("success", "rows_in", "rows_accepted", "rows_quarantined", "seconds")
-    _write_json(metrics, {k: getattr(result, k) for k in counts})
+    p = _params(params)
+    p.data.validate_ = _override(p.data.validate_, workers=workers)
+    result = validate(p, root, manifest, out_dir or root / "validation", metrics)
     typer.echo(result.summary)
     if not result.success:
         raise typer.Exit(1)
@@ -192,6 +186,27 @@ def feedback_ingest(
     _print(result.model_dump())
     if result.status == "rejected":
         raise typer.Exit(1)
+
+
+@feedback_app.command("announce")
+@user_errors
+def feedback_announce(
+    batch: Annotated[Path, typer.Argument(help="a batch folder that has arrived")],
+) -> None:
+    """Tell the Prefect server a feedback batch arrived (the retrain-on-feedback deployment listens)."""
+    from prefect.events import emit_event
+
+    from reliable_ad.data.feedback import FeedbackError, batch_hash
+
+    if not batch.is_dir():
+        raise FeedbackError(f"feedback batch {batch} does not exist or is not a folder")
+    digest = batch_hash(batch)
+    event = emit_event(
+        "reliable-ad.feedback.batch",
+        resource={"prefect.resource.id": f"reliable-ad.feedback.{digest[:12]}"},
+        payload={"batch": str(batch.resolve()), "batch_hash": digest},
+    )
+    _print({"event": "reliable-ad.feedback.batch", "sent": event is not None, "batch_hash": digest})
 
 
 @feedback_app.command("init")
@@ -332,21 +347,6 @@ generator_app = typer.Typer(help="The tiny generator of the embedded world.", no
 app.add_typer(generator_app, name="generator")
 
 
-def _judge(judge: str) -> Any:
-    """A judge from a folder, or from the registry when given as name@alias."""
-    from reliable_ad.judge import Judge
-
-    return Judge.from_registry(judge) if "@" in judge and not Path(judge).exists() else Judge.from_path(judge)
-
-
-def _denoiser(generator: Path, controlnet: Path | None, cfg: Any) -> Any:
-    from reliable_ad.generation.denoise import Denoiser
-    from reliable_ad.models.generator import load_components
-
-    components = load_components(generator, controlnet)
-    return Denoiser(components, cfg.steps, cfg.guidance_scale, cfg.controlnet_scale)
-
-
 @app.command("recurrent")
 @user_errors
 def recurrent(
@@ -364,16 +364,18 @@ def recurrent(
     import pandas as pd
     from PIL import Image
 
+    from reliable_ad.api import denoiser_from, judge_from
     from reliable_ad.generation.evaluate import held_out_products
     from reliable_ad.generation.prompts import load_prompt_pool
     from reliable_ad.generation.recurrent import recurrent_generate, summarise
 
-    p = _params(params).generation
+    params_ = _params(params)
+    p = params_.generation
     cfg = _override(p.recurrent, early_reject=early_reject)
+    params_.generation.recurrent = cfg
     items = held_out_products(products, p.evaluate.product_seed, p.evaluate.categories)
-    stats = recurrent_generate(
-        _denoiser(generator, controlnet, cfg), _judge(judge), items, load_prompt_pool(p.prompts), cfg, keep_images=True
-    )
+    denoiser = denoiser_from(generator, controlnet, params_, for_evaluation=False)
+    stats = recurrent_generate(denoiser, judge_from(judge), items, load_prompt_pool(p.prompts), cfg, keep_images=True)
     (out / "accepted").mkdir(parents=True, exist_ok=True)
     for attempt in stats.attempts:
         if attempt.status == "accepted" and attempt.image is not None:
@@ -396,19 +398,9 @@ def evaluate_generation_command(
     params: ParamsOption = None,
 ) -> None:
     """Plain recurrent generation, early rejection and the whole-batch loop on the same products and seeds."""
-    from reliable_ad.generation.evaluate import evaluate_generation
-    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.api import evaluate_generation
 
-    p = _params(params).generation
-    result = evaluate_generation(
-        _denoiser(generator, controlnet, p.evaluate.recurrent),
-        _judge(judge),
-        load_prompt_pool(p.prompts),
-        p.evaluate,
-        metrics,
-        plots,
-        records,
-    )
+    result = evaluate_generation(_params(params), generator, controlnet, judge, metrics, plots, records)
     _print({k: v for k, v in result.items() if k != "runs"})
 
 
@@ -444,12 +436,11 @@ def rfft_train_command(
     params: ParamsOption = None,
 ) -> None:
     """Fine-tune the ControlNet: feedback toward "available" + beta * Consistent Condition (or KL, or none)."""
-    from reliable_ad.generation.prompts import load_prompt_pool
-    from reliable_ad.training.rfft import rfft_train
+    from reliable_ad.api import rfft_train
 
-    p = _params(params).generation
-    cfg = _override(p.rfft, regularizer=regularizer, beta=beta, steps=steps)
-    _print(rfft_train(cfg, generator, _judge(judge), load_prompt_pool(p.prompts), out, resume=not fresh))
+    p = _params(params)
+    p.generation.rfft = _override(p.generation.rfft, regularizer=regularizer, beta=beta, steps=steps)
+    _print(rfft_train(p, generator, judge, out, resume=not fresh))
 
 
 @rfft_app.command("evaluate")
@@ -463,28 +454,9 @@ def rfft_evaluate(
     params: ParamsOption = None,
 ) -> None:
     """Base vs fine-tuned on the same products and seeds: available rates, interval, diversity guard."""
-    from reliable_ad.generation.denoise import Denoiser
-    from reliable_ad.generation.prompts import load_prompt_pool
-    from reliable_ad.generation.rfft_eval import compare_generators
-    from reliable_ad.models.generator import load_components
+    from reliable_ad.api import compare_generators
 
-    p = _params(params).generation
-    rc = p.evaluate.recurrent
-
-    def denoiser(cn: Path | None) -> Denoiser:
-        return Denoiser(load_components(generator, cn), rc.steps, rc.guidance_scale, rc.controlnet_scale)
-
-    result = compare_generators(
-        denoiser(None),
-        denoiser(controlnet),
-        _judge(judge),
-        load_prompt_pool(p.prompts),
-        p.evaluate,
-        p.guard,
-        metrics,
-        grid,
-    )
-    _print(result)
+    _print(compare_generators(_params(params), generator, controlnet, judge, metrics, grid))
 
 
 @rfft_app.command("register")
@@ -497,22 +469,75 @@ def rfft_register(
     params: ParamsOption = None,
 ) -> None:
     """Register as reliable-controlnet; champion only if it beats the champion (or the base) and the guard holds."""
-    from reliable_ad.generation.prompts import load_prompt_pool
-    from reliable_ad.registry.controlnet import register_controlnet
+    from reliable_ad.api import register_controlnet
 
-    p = _params(params).generation
-    result = register_controlnet(
-        controlnet,
-        generator,
-        _judge(judge),
-        judge,
-        load_prompt_pool(p.prompts),
-        p.evaluate,
-        p.guard,
-        p.gate,
-        decision_file=decision,
-    )
-    _print(result.__dict__)
+    _print(register_controlnet(_params(params), controlnet, generator, judge, decision))
+
+
+models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@user_errors
+def models_list(
+    name: Annotated[str, typer.Argument(help="registered model: rfnet or reliable-controlnet")] = "rfnet",
+) -> None:
+    """Every version with its aliases and its gate decision."""
+    from reliable_ad.registry.models import list_versions
+    from reliable_ad.registry.tracking import setup
+
+    setup("reliable-ad")
+    rows = [
+        {
+            "version": v.version,
+            "aliases": list(v.aliases),
+            "promoted": v.tags.get("gate.promoted"),
+            "metric": v.tags.get("gate.metric"),
+            "candidate": v.tags.get("gate.candidate"),
+            "reason": v.tags.get("gate.reason"),
+        }
+        for v in list_versions(name)
+    ]
+    typer.echo(json.dumps(rows, indent=2))
+
+
+@models_app.command("promote")
+@user_errors
+def models_promote(
+    name: Annotated[str, typer.Argument(help="registered model")],
+    version: Annotated[str, typer.Argument(help="version that passed its gate")],
+) -> None:
+    """Make a version champion by hand; refused with its numbers unless it passed its gate."""
+    from reliable_ad.registry.gate import promote
+    from reliable_ad.registry.tracking import setup
+
+    setup("reliable-ad")
+    _print(promote(name, version).__dict__)
+
+
+@models_app.command("rollback")
+@user_errors
+def models_rollback(name: Annotated[str, typer.Argument(help="registered model")]) -> None:
+    """Make the previous champion champion again."""
+    from reliable_ad.registry.gate import rollback
+    from reliable_ad.registry.tracking import setup
+
+    setup("reliable-ad")
+    _print({"name": name, "champion": rollback(name)})
+
+
+@app.command("report")
+@user_errors
+def report(
+    out: Annotated[Path, typer.Option(help="HTML page to write")] = Path("reports/report.html"),
+    root: Annotated[Path, typer.Option(help="project root whose pipeline outputs are read")] = Path("."),
+    registry: Annotated[bool, typer.Option(help="list MLflow registry versions (--no-registry skips MLflow)")] = True,
+) -> None:
+    """One self-contained HTML page: dataset, validation, RFNet, ablation, generation, RFFT, registry decisions."""
+    from reliable_ad.report import build_report
+
+    typer.echo(f"report written to {build_report(root, out, registry=registry)}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

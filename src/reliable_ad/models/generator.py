@@ -25,6 +25,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from reliable_ad.data.synth.catalog import PRODUCT_COLOURS, TABLE_COLOURS, WALL_COLOURS
 from reliable_ad.generation.config import TinyGeneratorConfig
+from reliable_ad.models.loading import LOADING
 
 SPECIAL_TOKENS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
 PROMPT_WORDS = [
@@ -232,10 +233,11 @@ def load_components(
     cn_source = Path(controlnet) if controlnet is not None else base_path / "controlnet"
     if local_only and not Path(cn_source).exists():
         raise FileNotFoundError(f"ControlNet path {cn_source} does not exist (offline: no hub download)")
-    cn = ControlNetModel.from_pretrained(cn_source, local_files_only=local_only, use_safetensors=True)
-    pipe = StableDiffusionControlNetInpaintPipeline.from_pretrained(
-        base, controlnet=cn, safety_checker=None, local_files_only=local_only, use_safetensors=True
-    )
+    with LOADING:
+        cn = ControlNetModel.from_pretrained(cn_source, local_files_only=local_only, use_safetensors=True)
+        pipe = StableDiffusionControlNetInpaintPipeline.from_pretrained(
+            base, controlnet=cn, safety_checker=None, local_files_only=local_only, use_safetensors=True
+        )
     check_controlnet_matches(pipe.unet, pipe.controlnet)
     return GeneratorComponents(pipe.vae, pipe.unet, pipe.controlnet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
 

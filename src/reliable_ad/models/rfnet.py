@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from reliable_ad.labels import AVAILABLE, RF1M_LABELS, LabelSet
+from reliable_ad.models.loading import LOADING
 
 IMAGE_MODALITIES = ("product", "generated", "depth", "saliency")
 MODALITIES = (*IMAGE_MODALITIES, "caption")
@@ -270,8 +271,9 @@ class RFNet(nn.Module):
         if not config_path.exists():
             raise FileNotFoundError(f"{folder}: not an RFNet folder (no {CONFIG_FILE})")
         config = RFNetConfig.model_validate(json.loads(config_path.read_text()))
-        model = cls(config, _encoders_from_folder(config, folder))
-        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(device)))
+        with LOADING:
+            model = cls(config, _encoders_from_folder(config, folder))
+            model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(device)))
         return model.to(device).eval()
 
 
@@ -319,11 +321,11 @@ def _hidden_size(model_config: Any) -> int:
 def _pretrained_image(source: str, config: RFNetConfig, from_config: bool) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
-    if from_config:
-        model_config = AutoConfig.from_pretrained(source, local_files_only=True)
-        backbone = AutoModel.from_config(model_config)
-    else:
-        backbone = AutoModel.from_pretrained(source)
+    with LOADING:
+        if from_config:
+            backbone = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=True))
+        else:
+            backbone = AutoModel.from_pretrained(source)
     vision = getattr(backbone, "vision_model", None)
     if vision is not None:  # a full CLIP model: keep its vision tower
         backbone = vision
@@ -333,11 +335,12 @@ def _pretrained_image(source: str, config: RFNetConfig, from_config: bool) -> nn
 def _pretrained_text(source: str, config: RFNetConfig, from_config: bool) -> nn.Module:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=from_config)
-    if from_config:
-        model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=True))
-    else:
-        model = AutoModel.from_pretrained(source)
+    with LOADING:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=from_config)
+        if from_config:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=True))
+        else:
+            model = AutoModel.from_pretrained(source)
     return PretrainedTextEncoder(model, tokenizer, _hidden_size(model.config), config.width, config.max_caption_tokens)
 
 

@@ -9,9 +9,14 @@ numbers of both sides, is written onto the candidate's model version (tags ``gat
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
 from reliable_ad.registry.models import (
@@ -23,6 +28,7 @@ from reliable_ad.registry.models import (
     set_alias,
     tag_version,
 )
+from reliable_ad.registry.tracking import TRACKING_DIR
 from reliable_ad.stats import PairedDelta
 
 
@@ -105,12 +111,22 @@ def decide(
             cfg.margin,
             {**extra, "n": paired.n},
         )
-    tag_version(name, version, decision.tags())
-    set_alias(name, CHALLENGER, version)
-    if decision.promoted:
-        if champion_version is not None:
-            tag_version(name, version, {"gate.previous_champion": champion_version})
-        set_alias(name, CHAMPION, version)
+    with promotion_lock(name):
+        current = by_alias(name, CHAMPION)
+        current_version = current.version if current else None
+        if decision.promoted and current_version != champion_version:
+            # another promotion won while this candidate was being evaluated: its comparison is stale
+            decision.promoted = False
+            decision.reason = (
+                f"stale: the champion changed from {champion_version or 'none'} to v{current_version} while this "
+                f"candidate was evaluated; run the gate again ({decision.reason})"
+            )
+        tag_version(name, version, decision.tags())
+        set_alias(name, CHALLENGER, version)
+        if decision.promoted:
+            if current_version is not None:
+                tag_version(name, version, {"gate.previous_champion": current_version})
+            set_alias(name, CHAMPION, version)
     return decision
 
 
@@ -123,10 +139,11 @@ def promote(name: str, version: str) -> Decision:
             f"{name} version {version} failed its gate and cannot be promoted: {reason} "
             f"(candidate {found.tags.get('gate.candidate')}, champion {found.tags.get('gate.champion')})"
         )
-    current = by_alias(name, CHAMPION)
-    if current is not None and current.version != version:
-        tag_version(name, version, {"gate.previous_champion": current.version})
-    set_alias(name, CHAMPION, version)
+    with promotion_lock(name):
+        current = by_alias(name, CHAMPION)
+        if current is not None and current.version != version:
+            tag_version(name, version, {"gate.previous_champion": current.version})
+        set_alias(name, CHAMPION, version)
     return Decision(
         name,
         version,
@@ -139,12 +156,25 @@ def promote(name: str, version: str) -> Decision:
 
 def rollback(name: str) -> str:
     """Make the previous champion champion again; returns its version."""
-    current = by_alias(name, CHAMPION)
-    if current is None:
-        raise RegistryError(f"{name} has no champion to roll back")
-    previous = current.tags.get("gate.previous_champion")
-    if not previous:
-        raise RegistryError(f"{name} champion version {current.version} has no previous champion to roll back to")
-    set_alias(name, CHAMPION, previous)
-    tag_version(name, current.version, {"gate.rolled_back": "true"})
+    with promotion_lock(name):
+        current = by_alias(name, CHAMPION)
+        if current is None:
+            raise RegistryError(f"{name} has no champion to roll back")
+        previous = current.tags.get("gate.previous_champion")
+        if not previous:
+            raise RegistryError(f"{name} champion version {current.version} has no previous champion to roll back to")
+        set_alias(name, CHAMPION, previous)
+        tag_version(name, current.version, {"gate.rolled_back": "true"})
     return previous
+
+
+@contextmanager
+def promotion_lock(name: str, timeout: float = 600.0) -> Iterator[None]:
+    """One promotion of `name` at a time on this machine (a file lock beside the tracking store).
+
+    Across machines, run promotions through one Prefect deployment with a concurrency limit of 1.
+    """
+    folder = Path(os.environ.get("RAD_LOCK_DIR", str(TRACKING_DIR)))
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / f"promote-{name}.lock"), timeout=timeout):
+        yield

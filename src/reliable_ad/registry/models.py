@@ -86,11 +86,9 @@ def tag_version(name: str, version: str, tags: dict[str, Any]) -> None:
 
 
 def list_versions(name: str) -> list[Version]:
-    versions = _client().search_model_versions(f"name='{name}'")
-    return sorted(
-        (Version(name, str(v.version), v.run_id, dict(v.tags), tuple(v.aliases)) for v in versions),
-        key=lambda v: int(v.version),
-    )
+    """Every version of `name`, oldest first (read one by one: MLflow's search leaves the aliases out)."""
+    found = _client().search_model_versions(f"name='{name}'")
+    return sorted((get_version(name, str(v.version)) for v in found), key=lambda v: int(v.version))
 
 
 def download_model(uri: str, experiment: str = "reliable-ad") -> Path:

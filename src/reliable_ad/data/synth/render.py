@@ -281,17 +281,19 @@ def render(
         # A hole needs room inside the silhouette; a product too thin for one is truncated instead.
         roomy = cv2.distanceTransform(mask_u8, cv2.DIST_L2, 3).max() >= 3.0
         variant = "damaged" if roomy and rng.random() < 0.5 else "truncated"
-    if variant == "truncated":
+    if variant == "truncated":  # move the silhouette itself (not its box) 15-35% past one side of the frame
         side = ["top", "left", "right", "bottom"][int(rng.integers(4))]
         cut = rng.uniform(0.15, 0.35)
+        ys, xs = np.nonzero(mask_u8)
+        extent_h, extent_w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
         if side == "top":
-            top = -cut * h
+            top -= ys.min() + cut * extent_h
         elif side == "bottom":
-            top = size - (1 - cut) * h
+            top += size - 1 - ys.max() + cut * extent_h
         elif side == "left":
-            left = -cut * w
+            left -= xs.min() + cut * extent_w
         else:
-            left = size - (1 - cut) * w
+            left += size - 1 - xs.max() + cut * extent_w
         params["truncated_side"] = side
         mask_u8[:] = 0
         _fill(mask_u8, polygons, left, top, w, h)
@@ -301,8 +303,8 @@ def render(
             radius = max(1, int(rng.uniform(0.025, 0.05) * size))
             ys, xs = np.nonzero(inside >= radius + 2)  # keep a rim: a hole, not a bite
             if len(ys) == 0:
-                radius = 1
-                ys, xs = np.nonzero(inside >= 3)
+                radius = max(1, round(s))
+                ys, xs = np.nonzero(inside >= radius + 2)
             if len(ys) == 0:
                 break
             i = int(rng.integers(len(ys)))
@@ -362,9 +364,10 @@ def render(
         elif hallucination_part == "legs":
             lw = max(1.5, 0.035 * size)
             lh = max(4.0, size * rng.uniform(0.08, 0.12) * grow)
-            width = p_right - p_left
-            for x in (p_left + 0.15 * width, p_right - 0.15 * width - lw):
-                _fill(parts, [[(0, 0), (1, 0), (1, 1), (0, 1)]], x, base + 0.5, lw, lh)
+            # under the outermost columns where the product touches its base line, so they grow out of it
+            feet = np.nonzero(mask[base])[0]
+            for x in (feet.min(), feet.max() + 1 - lw):
+                _fill(parts, [[(0, 0), (1, 0), (1, 1), (0, 1)]], float(x), base + 0.5, lw, lh)
             stand_row = int(base + lh)
         elif hallucination_part == "arm":
             reach = max(4.0, size * rng.uniform(0.08, 0.12) * grow)

@@ -1,0 +1,115 @@
+"""The glue the CLI, the DVC stages (through the CLI) and the Prefect flows share, so none holds logic the
+others cannot reach: each function takes the typed params and paths and returns a JSON-able summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from reliable_ad.params import Params
+
+
+def write_json(path: Path | None, payload: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def judge_from(spec: str | Path) -> Any:
+    """A judge from an RFNet folder, or from the registry when given as name@alias (e.g. rfnet@champion)."""
+    from reliable_ad.judge import Judge
+
+    text = str(spec)
+    return Judge.from_registry(text) if "@" in text and not Path(text).exists() else Judge.from_path(text)
+
+
+def denoiser_from(generator: Path, controlnet: Path | None, params: Params, for_evaluation: bool = True) -> Any:
+    """A slot denoiser of the generator (with another ControlNet if given), set up as recurrent generation runs."""
+    from reliable_ad.generation.denoise import Denoiser
+    from reliable_ad.models.generator import load_components
+
+    cfg = params.generation.evaluate.recurrent if for_evaluation else params.generation.recurrent
+    return Denoiser(load_components(generator, controlnet), cfg.steps, cfg.guidance_scale, cfg.controlnet_scale)
+
+
+def validate(params: Params, root: Path, manifest: Path | None, out_dir: Path, metrics: Path | None) -> Any:
+    """Validate a dataset; the headline counts go to `metrics` (DVC metrics)."""
+    from reliable_ad.data.validate import validate_dataset
+
+    result = validate_dataset(root, params.data.validate_, out_dir, manifest)
+    counts = ("success", "rows_in", "rows_accepted", "rows_quarantined", "seconds")
+    write_json(metrics, {k: getattr(result, k) for k in counts})
+    return result
+
+
+def evaluate_generation(
+    params: Params,
+    generator: Path,
+    controlnet: Path | None,
+    judge: str | Path,
+    metrics: Path,
+    plots: Path,
+    records: Path,
+) -> dict[str, Any]:
+    from reliable_ad.generation.evaluate import evaluate_generation as run
+    from reliable_ad.generation.prompts import load_prompt_pool
+
+    p = params.generation
+    return run(
+        denoiser_from(generator, controlnet, params),
+        judge_from(judge),
+        load_prompt_pool(p.prompts),
+        p.evaluate,
+        metrics,
+        plots,
+        records,
+    )
+
+
+def compare_generators(
+    params: Params, generator: Path, controlnet: Path, judge: str | Path, metrics: Path | None, grid: Path | None
+) -> dict[str, Any]:
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.rfft_eval import compare_generators as run
+
+    p = params.generation
+    return run(
+        denoiser_from(generator, None, params),
+        denoiser_from(generator, controlnet, params),
+        judge_from(judge),
+        load_prompt_pool(p.prompts),
+        p.evaluate,
+        p.guard,
+        metrics,
+        grid,
+    )
+
+
+def rfft_train(params: Params, generator: Path, judge: str | Path, out: Path, resume: bool = True) -> dict[str, Any]:
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.training.rfft import rfft_train as run
+
+    p = params.generation
+    return run(p.rfft, generator, judge_from(judge), load_prompt_pool(p.prompts), out, resume=resume)
+
+
+def register_controlnet(
+    params: Params, controlnet: Path, generator: Path, judge: str | Path, decision: Path | None
+) -> dict[str, Any]:
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.registry.controlnet import register_controlnet as run
+
+    p = params.generation
+    result = run(
+        controlnet,
+        generator,
+        judge_from(judge),
+        str(judge),
+        load_prompt_pool(p.prompts),
+        p.evaluate,
+        p.guard,
+        p.gate,
+        decision_file=decision,
+    )
+    return dict(result.__dict__)

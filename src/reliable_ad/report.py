@@ -1,0 +1,613 @@
+"""One HTML page over everything the pipeline produced: data, validation, judge, generation, RFFT, registry.
+
+The page is meant to be mailed, attached to a CI run or opened from a laptop without the project around it,
+so it is self-contained: images are embedded as base64 data URIs, the CSS is inline, there is no JavaScript
+and nothing is loaded over the network. The pipeline is often run in parts, so every input may be missing:
+a missing input becomes a note naming the file and the `dvc repro` stage that makes it, never an error.
+Stage names are read from the project's dvc.yaml where it names the output, so the hint stays true when
+stages are renamed; the fallback names below are used otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import mimetypes
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+# the registered models the registry section lists (rfnet: the judge; reliable-controlnet: RFFT's output)
+REGISTERED_MODELS = ("rfnet", "reliable-controlnet")
+EXPERIMENT = "reliable-ad"
+GATE_FIELDS = (
+    "promoted",
+    "reason",
+    "metric",
+    "candidate",
+    "champion_version",
+    "champion",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "margin",
+)
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """A pipeline output the page reads: its path under the project root and the stage that writes it."""
+
+    path: str
+    stage: str  # used when dvc.yaml does not name the path
+    command: str  # what makes it when dvc.yaml has no such stage yet
+
+
+SYNTH = Artefact("data/rf1m-synth/synth.json", "synth", "rad data synth")
+IMPORT = Artefact("metrics/import.json", "import", "rad data import")
+VALIDATION = Artefact("metrics/validation.json", "validate", "rad data validate")
+VALIDATION_SUMMARY = Artefact("reports/validation/summary.txt", "validate", "rad data validate")
+DATA_DOCS = Artefact("reports/validation/data_docs/index.html", "validate", "rad data validate")
+RFNET = Artefact("metrics/rfnet.json", "evaluate_rfnet", "rad rfnet evaluate")
+RFNET_PNG = Artefact("plots/rfnet/rfnet_evaluation.png", "evaluate_rfnet", "rad rfnet evaluate")
+ABLATION_JSON = Artefact("metrics/rfnet_ablation.json", "ablate_rfnet", "rad rfnet ablate")
+ABLATION_MD = Artefact("reports/rfnet_ablation.md", "ablate_rfnet", "rad rfnet ablate")
+RFNET_GATE = Artefact("metrics/rfnet_gate.json", "register_rfnet", "rad rfnet register")
+GENERATION = Artefact("metrics/generation.json", "evaluate_generation", "rad evaluate-generation")
+GENERATION_PNG = Artefact("plots/generation/generation_curves.png", "evaluate_generation", "rad evaluate-generation")
+RFFT = Artefact("metrics/rfft.json", "evaluate_rfft", "rad rfft evaluate")
+RFFT_PNG = Artefact("plots/rfft/before_after.png", "evaluate_rfft", "rad rfft evaluate")
+RFFT_GATE = Artefact("metrics/rfft_gate.json", "register_rfft", "rad rfft register")
+
+GENERATION_HEADLINE = (
+    "available_rate_first_rfnet",
+    "available_rate_first_reviewer",
+    "mean_attempts",
+    "unet_evals_per_accept",
+    "abandoned_share",
+    "unet_evals_ratio_early_vs_plain",
+    "accepts_per_min_ratio_refill_vs_whole_batch",
+    "false_abort_rate",
+)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def format_value(value: Any) -> str:
+    """One cell's text: floats to 4 decimals (NaN as n/a, as JSON from the evaluators may hold it)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.3g}"
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+_NUMBER = re.compile(r"^[-+−]?\d[\d,]*(\.\d+)?%?$")
+
+
+def is_numeric(value: Any) -> bool:
+    """Whether a cell is a number (also as text, as in the ablation's markdown), so it is right-aligned."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) or (isinstance(value, str) and bool(_NUMBER.match(value.strip())))
+
+
+def _stage_outputs(root: Path) -> dict[str, str] | None:
+    """Output path -> stage name from dvc.yaml (outs, metrics, plots); None when there is no readable dvc.yaml."""
+    try:
+        spec = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    stages = spec.get("stages") if isinstance(spec, dict) else None
+    if not isinstance(stages, dict):
+        return None
+    outputs: dict[str, str] = {}
+    for name, stage in stages.items():
+        if not isinstance(stage, dict):
+            continue
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                path = next(iter(entry), None) if isinstance(entry, dict) else entry
+                if isinstance(path, str):
+                    outputs[path.rstrip("/")] = str(name)
+    return outputs
+
+
+class Inputs:
+    """Reads the pipeline's outputs under `root`; whatever is missing or unreadable becomes a note."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.stages = _stage_outputs(root)
+
+    def stage(self, artefact: Artefact) -> str:
+        """The stage that makes `artefact`: dvc.yaml's output that is it or the folder holding it, else the fallback."""
+        if self.stages:
+            matches = [out for out in self.stages if artefact.path == out or artefact.path.startswith(out + "/")]
+            if matches:
+                return self.stages[max(matches, key=len)]
+        return artefact.stage
+
+    def missing(self, artefact: Artefact) -> str:
+        """The note for a missing input; when dvc.yaml lacks the stage, it also names the command that makes it."""
+        stage = self.stage(artefact)
+        if self.stages is not None and stage not in self.stages.values():
+            return (
+                f"not produced yet: {artefact.path} (run `dvc repro {stage}`; dvc.yaml has no such stage yet, "
+                f"so run `{artefact.command}` directly)"
+            )
+        return f"not produced yet: {artefact.path} (run `dvc repro {stage}`)"
+
+    def path(self, artefact: Artefact, notes: list[str]) -> Path | None:
+        file = self.root / artefact.path
+        if file.is_file():
+            return file
+        notes.append(self.missing(artefact))
+        return None
+
+    def text(self, artefact: Artefact, notes: list[str]) -> str | None:
+        file = self.path(artefact, notes)
+        if file is None:
+            return None
+        try:
+            return file.read_text(errors="replace")
+        except OSError as error:
+            notes.append(f"unreadable: {artefact.path}: {error}")
+            return None
+
+    def json(self, artefact: Artefact, notes: list[str]) -> dict[str, Any] | None:
+        """The JSON object in `artefact`; a half-written or wrong-shaped file is a note, not a crash."""
+        text = self.text(artefact, notes)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            notes.append(f"unreadable: {artefact.path}: not valid JSON ({error})")
+            return None
+        if not isinstance(data, dict):
+            notes.append(f"unreadable: {artefact.path}: expected a JSON object, found {type(data).__name__}")
+            return None
+        return data
+
+    def image(self, artefact: Artefact, notes: list[str]) -> str | None:
+        """The image as a data URI, so the page carries it and needs no file next to it."""
+        file = self.path(artefact, notes)
+        if file is None:
+            return None
+        mime = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        try:
+            payload = base64.b64encode(file.read_bytes()).decode("ascii")
+        except OSError as error:
+            notes.append(f"unreadable: {artefact.path}: {error}")
+            return None
+        return f"data:{mime};base64,{payload}"
+
+
+def _scalars(data: dict[str, Any], skip: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """The plain (non-nested) entries of a metrics dict, in file order."""
+    return [(k, v) for k, v in data.items() if k not in skip and not isinstance(v, dict | list)]
+
+
+def _counts(counts: Any) -> list[tuple[str, Any, str]]:
+    """Rows (name, count, share) of a {name: count} dict."""
+    if not isinstance(counts, dict):
+        return []
+    total = sum(v for v in counts.values() if isinstance(v, int | float)) or 1
+    return [(str(k), v, f"{100 * v / total:.1f}%" if isinstance(v, int | float) else "") for k, v in counts.items()]
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+def dataset_section(inputs: Inputs) -> dict[str, Any]:
+    notes: list[str] = []
+    synth = inputs.json(SYNTH, notes)
+    if synth is None:
+        return {"notes": notes}
+    config = synth.get("config") if isinstance(synth.get("config"), dict) else {}
+    return {
+        "notes": notes,
+        "summary": _scalars(synth),
+        "labels": _counts(synth.get("labels")),
+        "splits": _counts(synth.get("splits")),
+        "config": [(k, v) for k, v in (config or {}).items()],
+    }
+
+
+def validation_section(inputs: Inputs, out_dir: Path) -> dict[str, Any]:
+    notes: list[str] = []
+    imported = inputs.json(IMPORT, notes)
+    validation = inputs.json(VALIDATION, notes)
+    summary = inputs.text(VALIDATION_SUMMARY, notes)
+    docs = inputs.path(DATA_DOCS, notes)
+    section: dict[str, Any] = {"notes": notes, "summary_text": summary}
+    if imported is not None:
+        section["import"] = _scalars(imported)
+        section["rejected"] = _counts(imported.get("rejected"))
+    if validation is not None:
+        section["validation"] = _scalars(validation)
+        section["success"] = validation.get("success")
+    if docs is not None:
+        # relative, so the link survives moving the project; it is a link for the reader, not a resource load
+        section["data_docs"] = Path(os.path.relpath(docs.resolve(), out_dir.resolve())).as_posix()
+    return section
+
+
+def rfnet_section(inputs: Inputs) -> dict[str, Any]:
+    notes: list[str] = []
+    metrics = inputs.json(RFNET, notes)
+    section: dict[str, Any] = {"notes": notes, "image": inputs.image(RFNET_PNG, notes)}
+    if metrics is not None:
+        section["headline"] = _scalars(metrics)
+        per_class = metrics.get("per_class")
+        if isinstance(per_class, dict):
+            section["per_class"] = [
+                (label, *(row.get(k) for k in ("precision", "recall", "f1", "support")))
+                for label, row in per_class.items()
+                if isinstance(row, dict)
+            ]
+    return section
+
+
+_SEPARATOR = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
+
+
+def _cells(line: str) -> list[str]:
+    inner = line.strip().removeprefix("|").removesuffix("|")
+    return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", inner)]
+
+
+def markdown_table(text: str) -> tuple[list[str], list[list[str]], list[str]]:
+    """A GitHub-style pipe table as (header, rows, other lines); header is empty when there is no table."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    for i in range(len(lines) - 1):
+        if lines[i].lstrip().startswith("|") and _SEPARATOR.match(lines[i + 1].strip()):
+            end = i + 2
+            while end < len(lines) and lines[end].lstrip().startswith("|"):
+                end += 1
+            header = _cells(lines[i])
+            rows = [_cells(line) for line in lines[i + 2 : end]]
+            return header, rows, lines[:i] + lines[end:]
+    return [], [], lines
+
+
+def ablation_section(inputs: Inputs) -> dict[str, Any]:
+    notes: list[str] = []
+    inputs.path(ABLATION_JSON, notes)  # the page shows the table; the JSON is only checked for presence
+    text = inputs.text(ABLATION_MD, notes)
+    if text is None:
+        return {"notes": notes}
+    header, rows, other = markdown_table(text)
+    return {"notes": notes, "header": header, "rows": rows, "other": other}
+
+
+def generation_section(inputs: Inputs) -> dict[str, Any]:
+    notes: list[str] = []
+    metrics = inputs.json(GENERATION, notes)
+    section: dict[str, Any] = {"notes": notes, "image": inputs.image(GENERATION_PNG, notes)}
+    if metrics is None:
+        return section
+    headline = [(k, metrics[k]) for k in GENERATION_HEADLINE if k in metrics]
+    section["headline"] = headline + _scalars(metrics, skip=GENERATION_HEADLINE)
+    early = metrics.get("early_rejection")
+    section["early"] = list(early.items()) if isinstance(early, dict) else []
+    runs = metrics.get("runs")
+    if isinstance(runs, dict) and runs:
+        columns: list[str] = []
+        for run in runs.values():
+            columns += [k for k in (run if isinstance(run, dict) else {}) if k not in columns]
+        section["run_columns"] = columns
+        section["runs"] = [
+            (name, [run.get(c) if isinstance(run, dict) else None for c in columns]) for name, run in runs.items()
+        ]
+    return section
+
+
+def rfft_section(inputs: Inputs) -> dict[str, Any]:
+    notes: list[str] = []
+    metrics = inputs.json(RFFT, notes)
+    section: dict[str, Any] = {"notes": notes, "image": inputs.image(RFFT_PNG, notes)}
+    if metrics is None:
+        return section
+    used: set[str] = set()
+    pairs = []
+    for key in metrics:
+        name = key.removesuffix("_base")
+        if key.endswith("_base") and f"{name}_tuned" in metrics:
+            base, tuned = metrics[key], metrics[f"{name}_tuned"]
+            both = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (base, tuned))
+            pairs.append((name, base, tuned, tuned - base if both else None))
+            used |= {key, f"{name}_tuned"}
+    section["pairs"] = pairs
+    intervals = []
+    for prefix, label in (("delta", "reviewer"), ("delta_rfnet", "RFNet")):
+        if prefix in metrics:
+            intervals.append(
+                (label, metrics[prefix], metrics.get(f"{prefix}_ci_low"), metrics.get(f"{prefix}_ci_high"))
+            )
+            used |= {prefix, f"{prefix}_ci_low", f"{prefix}_ci_high"}
+    section["intervals"] = intervals
+    section["guard_ok"] = metrics.get("guard_ok")
+    used.add("guard_ok")
+    section["other"] = _scalars(metrics, skip=tuple(used))
+    return section
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+def _tag_value(text: str) -> Any:
+    """Gate tags hold JSON for numbers, booleans and dicts and plain text for strings (see gate.Decision.tags)."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return text
+
+
+def _decision_rows(decision: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows = [(k, decision[k]) for k in ("name", "version", *GATE_FIELDS) if k in decision]
+    rows += [(k, v) for k, v in decision.items() if k not in {r[0] for r in rows} and k != "extra"]
+    extra = decision.get("extra")
+    if isinstance(extra, dict):
+        rows += [(f"extra.{k}", v) for k, v in extra.items()]
+    return rows
+
+
+def _store_uri(root: Path) -> tuple[str, Path | None]:
+    """The tracking store the pipeline under `root` wrote to: MLFLOW_TRACKING_URI, else root/.tracking's SQLite."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri, None
+    database = (root / ".tracking" / "mlflow.db").resolve()
+    return f"sqlite:///{database}", database
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """Point the package's tracking setup at `uri` for the block; the package reads the store from the environment."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def registry_models(root: Path) -> dict[str, Any]:
+    """Every version of the registered models with aliases and gate.* tags, or a note why there are none.
+
+    A store that does not exist is reported, not created: a report must not leave a database behind.
+    """
+    uri, database = _store_uri(root)
+    if database is not None and not database.is_file():
+        return {"note": f"no tracking store at {database}: nothing has been registered yet", "models": []}
+    from reliable_ad.registry.models import get_version, list_versions
+    from reliable_ad.registry.tracking import setup
+
+    models = []
+    try:
+        with _tracking_uri(uri):
+            setup(EXPERIMENT)
+            for name in REGISTERED_MODELS:
+                versions = []
+                for v in list_versions(name):
+                    # MLflow's version search leaves aliases out; a version fetched on its own carries them
+                    aliases = v.aliases or get_version(name, v.version).aliases
+                    gate = {k.removeprefix("gate."): _tag_value(t) for k, t in v.tags.items() if k.startswith("gate.")}
+                    versions.append(
+                        {
+                            "version": v.version,
+                            "aliases": ", ".join(aliases),
+                            "gate": [gate.get(k) for k in GATE_FIELDS],
+                            "extra": gate.get("extra"),
+                        }
+                    )
+                models.append({"name": name, "versions": versions})
+    except Exception as error:  # any store failure (locked, old schema, server down): a note, the page renders
+        return {"note": f"tracking store {uri} could not be read: {type(error).__name__}: {error}", "models": []}
+    note = None
+    if not any(m["versions"] for m in models):
+        note = f"the tracking store {uri} has no registered versions of {' or '.join(REGISTERED_MODELS)}"
+    return {"note": note, "models": models}
+
+
+def registry_section(inputs: Inputs, registry: bool) -> dict[str, Any]:
+    notes: list[str] = []
+    gates = []
+    for title, artefact in (("RFNet gate", RFNET_GATE), ("ControlNet (RFFT) gate", RFFT_GATE)):
+        decision = inputs.json(artefact, notes)
+        if decision is not None:
+            gates.append({"title": title, "path": artefact.path, "rows": _decision_rows(decision)})
+    skipped = {"note": "registry not read (--no-registry)", "models": []}
+    store = registry_models(inputs.root) if registry else skipped
+    return {"notes": notes, "gates": gates, "store": store, "gate_fields": GATE_FIELDS}
+
+
+# ------------------------------------------------------------------------------------------------- page
+
+TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ReliableAD report</title>
+<style>
+body { font: 15px/1.45 system-ui, sans-serif; color: #222; max-width: 1150px; margin: 0 auto; padding: 1em 2em; }
+h1 { margin-bottom: .2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+nav a { margin-right: 1em; }
+table { border-collapse: collapse; margin: .6em 1.5em .8em 0; display: inline-table; vertical-align: top; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f3f3f3; } caption { font-weight: 600; text-align: left; padding-bottom: .2em; }
+.note { background: #fff6db; border-left: 4px solid #e0a800; padding: .4em .8em; margin: .4em 0; }
+.ok { color: #12683a; font-weight: 600; } .fail { color: #a11d1d; font-weight: 600; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: 90%; } pre { background: #f7f7f7; padding: .6em; overflow-x: auto; }
+.meta { color: #666; }
+</style>
+</head>
+<body>
+{%- macro notes(items) %}{% for item in items %}<p class="note">{{ item }}</p>{% endfor %}{% endmacro %}
+{%- macro cell(value) %}<td{% if value is numeric %} class="num"{% endif %}>{{ value | fmt }}</td>{% endmacro %}
+{%- macro kv(caption, rows) %}{% if rows %}<table><caption>{{ caption }}</caption>
+{% for key, value in rows %}<tr><th>{{ key }}</th>{{ cell(value) }}</tr>
+{% endfor %}</table>{% endif %}{% endmacro %}
+{%- macro grid(caption, header, rows) %}{% if rows %}<table><caption>{{ caption }}</caption>
+<tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in rows %}<tr>{% for value in row %}{{ cell(value) }}{% endfor %}</tr>
+{% endfor %}</table>{% endif %}{% endmacro %}
+{%- macro figure(uri, caption) %}{% if uri %}<figure><img src="{{ uri }}" alt="{{ caption }}">
+<figcaption>{{ caption }}</figcaption></figure>{% endif %}{% endmacro %}
+{%- macro verdict(value, yes, no) %}{% if value is none %}<span>–</span>
+{%- elif value %}<span class="ok">{{ yes }}</span>{% else %}<span class="fail">{{ no }}</span>{% endif %}{% endmacro %}
+
+<h1>ReliableAD report</h1>
+<p class="meta">Generated {{ generated }} from <code>{{ root }}</code>.</p>
+<nav>{% for id, title in toc %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}</nav>
+
+<section id="dataset"><h2>Dataset</h2>
+{{ notes(dataset.notes) }}
+{{ kv("Summary (synth.json)", dataset.summary) }}
+{{ grid("Samples per label", ["label", "count", "share"], dataset.labels) }}
+{{ grid("Samples per split", ["split", "count", "share"], dataset.splits) }}
+{% if dataset.config %}<details><summary>Synthesis config</summary>{{ kv("config", dataset.config) }}</details>
+{% endif %}
+</section>
+
+<section id="validation"><h2>Validation</h2>
+{{ notes(validation.notes) }}
+{% if validation.validation %}<p>Great Expectations suite and file pass:
+{{ verdict(validation.success, "passed", "failed") }}</p>{% endif %}
+{{ kv("Import (metrics/import.json)", validation.import) }}
+{{ grid("Rows quarantined per check", ["check", "rows", "share"], validation.rejected) }}
+{{ kv("Validation (metrics/validation.json)", validation.validation) }}
+{% if validation.data_docs %}<p>Great Expectations Data Docs: <a href="{{ validation.data_docs }}">
+{{ validation.data_docs }}</a></p>{% endif %}
+{% if validation.summary_text %}<details open><summary>summary.txt</summary><pre>{{ validation.summary_text }}</pre>
+</details>{% endif %}
+</section>
+
+<section id="rfnet"><h2>RFNet</h2>
+{{ notes(rfnet.notes) }}
+{{ kv("Headline (metrics/rfnet.json)", rfnet.headline) }}
+{{ grid("Per class", ["label", "precision", "recall", "F1", "support"], rfnet.per_class) }}
+{{ figure(rfnet.image, "Evaluation: confusion matrix, precision-recall for available, reliability diagram") }}
+</section>
+
+<section id="ablation"><h2>Ablation</h2>
+{{ notes(ablation.notes) }}
+{{ grid("Modality ablation (reports/rfnet_ablation.md)", ablation.header, ablation.rows) }}
+{% for line in ablation.other %}<p>{{ line }}</p>{% endfor %}
+</section>
+
+<section id="generation"><h2>Recurrent generation</h2>
+{{ notes(generation.notes) }}
+{{ kv("Headline (metrics/generation.json)", generation.headline) }}
+{{ kv("Early rejection", generation.early) }}
+{% if generation.runs %}{{ grid("Runs", ["run"] + generation.run_columns,
+   generation.runs | map("runrow") | list) }}{% endif %}
+{{ figure(generation.image, "Cumulative available rate by attempt; early-rejection calibration") }}
+</section>
+
+<section id="rfft"><h2>RFFT</h2>
+{{ notes(rfft.notes) }}
+{% if rfft.pairs or rfft.intervals or rfft.other %}<p>Diversity guard:
+{{ verdict(rfft.guard_ok, "holds", "failed") }}</p>{% endif %}
+{{ grid("Base vs tuned (metrics/rfft.json)", ["metric", "base", "tuned", "tuned − base"], rfft.pairs) }}
+{{ grid("Paired difference, tuned − base", ["judged by", "delta", "CI low", "CI high"], rfft.intervals) }}
+{{ kv("Other", rfft.other) }}
+{{ figure(rfft.image, "Before (base) and after (RFFT) on the same products and seeds") }}
+</section>
+
+<section id="registry"><h2>Registry decisions</h2>
+{{ notes(registry.notes) }}
+{% for gate in registry.gates %}{{ kv(gate.title ~ " (" ~ gate.path ~ ")", gate.rows) }}{% endfor %}
+<h3>MLflow registry</h3>
+{% if registry.store.note %}<p class="note">{{ registry.store.note }}</p>{% endif %}
+{% for model in registry.store.models %}
+{% if model.versions %}<table><caption>{{ model.name }}</caption>
+<tr><th>version</th><th>aliases</th>{% for f in registry.gate_fields %}<th>{{ f }}</th>{% endfor %}<th>extra</th></tr>
+{% for v in model.versions %}<tr><td>{{ v.version }}</td><td>{{ v.aliases }}</td>
+{% for value in v.gate %}{{ cell(value) }}{% endfor %}{{ cell(v.extra) }}</tr>
+{% endfor %}</table>{% else %}<p>No versions of <code>{{ model.name }}</code> registered.</p>{% endif %}
+{% endfor %}
+</section>
+</body>
+</html>
+"""
+
+TOC = (
+    ("dataset", "Dataset"),
+    ("validation", "Validation"),
+    ("rfnet", "RFNet"),
+    ("ablation", "Ablation"),
+    ("generation", "Generation"),
+    ("rfft", "RFFT"),
+    ("registry", "Registry"),
+)
+
+
+def _environment() -> jinja2.Environment:
+    """Autoescaping on: every string on the page comes from files and tags that users and runs wrote."""
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True)
+    env.filters["fmt"] = format_value
+    env.tests["numeric"] = is_numeric
+    env.filters["runrow"] = lambda run: [run[0], *run[1]]
+    return env
+
+
+def render(context: dict[str, Any]) -> str:
+    return _environment().from_string(TEMPLATE).render(**context)
+
+
+def build_report(root: Path, out: Path, registry: bool = True) -> Path:
+    """Write the report for the project at `root` to `out` (one self-contained HTML file) and return `out`.
+
+    `registry=False` skips MLflow (seconds of import, and a store that may be busy); the gate JSONs still show.
+    The file is written next to its final name and moved into place, so a failed run leaves the old page intact.
+    """
+    root = Path(root)
+    out = Path(out)
+    inputs = Inputs(root)
+    context = {
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "root": str(root.resolve()),
+        "toc": TOC,
+        "dataset": dataset_section(inputs),
+        "validation": validation_section(inputs, out.parent),
+        "rfnet": rfnet_section(inputs),
+        "ablation": ablation_section(inputs),
+        "generation": generation_section(inputs),
+        "rfft": rfft_section(inputs),
+        "registry": registry_section(inputs, registry),
+    }
+    html = render(context)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(html, encoding="utf-8")
+    partial.replace(out)
+    return out

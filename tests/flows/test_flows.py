@@ -1,0 +1,160 @@
+"""Real flow runs (Prefect's test harness) on tiny settings, in a scratch project folder."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.synth.writer import write_synth
+from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
+from reliable_ad.models.rfnet import RFNet, RFNetConfig
+
+TINY = {
+    "data": {
+        "synth": {"n": 160, "seed": 3},
+        "validate": {"workers": 1, "data_docs": False},
+        "prepare": {"samples_per_shard": 100},
+    },
+    "rfnet": {
+        "train": {
+            "epochs": 1,
+            "batch_size": 16,
+            "lr": 0.001,
+            "threads": 1,
+            "model": {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1},
+        },
+        "gate": {"resamples": 200},
+    },
+    "generation": {
+        "prompts": "pool.json",
+        "evaluate": {
+            "products": 3,
+            "calibration_products": 2,
+            "probe_steps": [1],
+            "probe_thresholds": [0.1],
+            "max_false_abort": 1.0,
+            "recurrent": {"batch_size": 2, "max_attempts": 2, "steps": 3, "guidance_scale": 2.0},
+        },
+        "rfft": {
+            "steps": 2,
+            "batch_size": 2,
+            "inference_steps": 3,
+            "last_k": 1,
+            "products": 3,
+            "lr": 0.001,
+            "threads": 1,
+        },
+        "gate": {"resamples": 200},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_harness):
+    """A scratch project: tiny params, a tiny random generator, a prompt pool, its own MLflow store."""
+    root = tmp_path_factory.mktemp("project")
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY))
+    (root / "pool.json").write_text(
+        '[{"prompt": "front view of a product placed on a oak desktop, {} walls", "flag": 1, "image_scale": 0.5}]'
+    )
+    save_components(
+        build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))),
+        root / "generator",
+    )
+    RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])).save(root / "judge")
+    return root
+
+
+@pytest.fixture
+def inside(project, monkeypatch):
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    monkeypatch.setenv("RAD_ARTIFACT_ROOT", (project / "artifacts").as_uri())
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return project
+
+
+def test_full_pipeline_then_retrain_on_feedback(inside) -> None:
+    from flows.pipeline import full_pipeline, retrain_on_feedback
+
+    summary = full_pipeline(params_path="params.yaml", generator=str(inside / "generator"))
+    assert summary["validate"]["rows_in"] == 160
+    assert summary["rfnet_gate"]["promoted"] and "first valid candidate" in summary["rfnet_gate"]["reason"]
+    assert "available_rate_first_rfnet" in summary["generation"]
+    assert "promoted" in summary["rfft_gate"]
+    for produced in (
+        "metrics/rfnet.json",
+        "metrics/rfnet_gate.json",
+        "metrics/generation.json",
+        "models/rfft/controlnet",
+    ):
+        assert (inside / produced).exists(), produced
+
+    write_synth(SynthConfig(n=24, seed=99), inside / "incoming" / "batch1")
+    retrained = retrain_on_feedback(batch="incoming/batch1", params_path="params.yaml")
+    assert retrained["ingest"]["status"] == "ingested" and retrained["ingest"]["rows_accepted"] == 24
+    assert retrained["prepare"]["rows_in"] == 160 + 24
+    assert retrained["rfnet_gate"]["version"] == "2"  # warm-started from the champion, gated against it
+    again = retrain_on_feedback(batch="incoming/batch1", params_path="params.yaml")
+    assert again["ingest"]["status"] == "already ingested" and "rfnet_gate" not in again
+
+
+def _task_runs(flow_run_id):
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+    return asyncio.run(read())
+
+
+def test_a_batch_that_no_longer_exists_fails_without_retries(inside) -> None:
+    from flows.pipeline import retrain_on_feedback
+
+    state = retrain_on_feedback(batch="incoming/vanished", params_path="params.yaml", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="does not exist"):
+        state.result()
+    runs = [r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("ingest_feedback")]
+    assert len(runs) == 1 and runs[0].run_count == 1
+
+
+def test_tracking_server_down_is_retried_then_fails_clearly(inside, monkeypatch) -> None:
+    from flows.pipeline import register_rfnet
+    from prefect import flow
+
+    from reliable_ad.params import load_params
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+
+    @flow
+    def register_only():
+        return register_rfnet(
+            load_params(Path("params.yaml")),
+            Path("judge"),
+            Path("data/shards"),
+            Path("metrics/unused.json"),
+        )
+
+    state = register_only(return_state=True)
+    assert state.is_failed()
+    runs = [r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("register_rfnet")]
+    assert len(runs) == 1 and runs[0].run_count == 4  # the first try and three retries
+    assert not (inside / "metrics" / "unused.json").exists()
+
+
+def test_generation_sharded_merges_the_shards(inside) -> None:
+    from flows.pipeline import evaluate_generation_sharded
+
+    result = evaluate_generation_sharded(
+        generator=str(inside / "generator"), judge="judge", products=4, shards=2, params_path="params.yaml"
+    )
+    assert result["products"] == 4 and result["attempts"] >= 4
+    assert 0.0 <= result["available_rate_first_reviewer"] <= 1.0
