@@ -60,6 +60,10 @@ class GenerationParams(BaseModel):
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    profile: str = Field("full", description="name of an entry of `profiles` to lay over these params")
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named overrides, e.g. `quick`: the same stages on tiny settings"
+    )
     data: DataParams = Field(default_factory=DataParams)
     rfnet: RFNetParams = Field(default_factory=RFNetParams)
     generation: GenerationParams = Field(default_factory=GenerationParams)
@@ -76,8 +80,27 @@ def load_params(path: Path) -> Params:
         raw: Any = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    profile = raw.get("profile", "full")
+    profiles = raw.get("profiles") or {}
+    if profile != "full":
+        if profile not in profiles:
+            raise ParamsError(f"{path}: profile {profile!r} is not one of {['full', *profiles]}")
+        raw = _overlay(raw, profiles[profile])
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
         lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
         raise ParamsError(f"{path}: invalid parameters\n  " + "\n  ".join(lines)) from error
+
+
+def _overlay(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` laid over it, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

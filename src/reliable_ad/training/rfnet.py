@@ -52,6 +52,7 @@ class RFNetTrainConfig(BaseModel):
     checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
     mixed_precision: str = Field("no", description="'no', 'fp16' or 'bf16' (GPU)")
     threads: int = Field(0, ge=0, description="torch CPU threads per process (0: torch's default)")
+    hflip: bool = Field(True, description="mirror half the batches left-right (every rule of the labels is symmetric)")
 
 
 def _class_weights(index: dict[str, Any], labels: list[str]) -> torch.Tensor:
@@ -134,6 +135,7 @@ def train_rfnet(
         weights = weights.to(accelerator.device)
 
     started = time.time()
+    flips = torch.Generator().manual_seed(cfg.seed * 7919 + step)
     last_good = latest
     losses: list[float] = []
     bar = tqdm(total=total_steps, initial=step, desc="rfnet", disable=not accelerator.is_main_process)
@@ -142,6 +144,8 @@ def train_rfnet(
         epoch, skip = divmod(step, steps_per_epoch)
         for batch in islice(_epoch_batches(loader, dataset, epoch, skip), steps_per_epoch - skip):
             inputs = model_inputs(batch, accelerator.unwrap_model(model), accelerator.device)
+            if cfg.hflip and torch.rand((), generator=flips) < 0.5:
+                inputs = {k: (v.flip(-1) if torch.is_tensor(v) else v) for k, v in inputs.items()}
             labels = batch["label"].to(accelerator.device)
             with accelerator.autocast():
                 logits = model(inputs)

@@ -1,0 +1,199 @@
+"""Real-size figures: SD1.5-sized inpainting UNet + canny ControlNet + VAE + CLIP text encoder, built from
+their published configurations with random weights (nothing is downloaded).
+
+1. one RFFT step (sampling to the gradient step without gradients, one guided step with gradients through
+   the ControlNet, x0 decode, paste, judge, backward, AdamW) at batch 4 with gradient checkpointing: seconds
+   and peak memory;
+2. recurrent-generation images/s at 512 x 512 with 40 DDIM steps: the slot denoiser against the stock
+   StableDiffusionControlNetInpaintPipeline on the same products, in the same run.
+
+On a GPU: python benchmarks/real_size.py
+On CPU it runs too, slowly: python benchmarks/real_size.py --size 256 --steps 10 --batch 2 --trajectory 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from PIL import Image
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from common import machine
+from reliable_ad.generation.config import RFFTConfig
+from reliable_ad.generation.denoise import Denoiser, Job
+from reliable_ad.generation.preprocess import centre_zoom, control_inputs
+from reliable_ad.judge import Judge
+from reliable_ad.models.generator import GeneratorComponents, build_tokenizer, controlnet_for_inpainting
+from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.training.rfft import _losses
+
+
+def sd15_components(device: torch.device) -> GeneratorComponents:
+    """SD1.5 (inpainting) + canny ControlNet + VAE + CLIP ViT-L/14 text encoder, random weights."""
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=9,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            vocab_size=49408,
+        )
+    )
+    controlnet = controlnet_for_inpainting(unet)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    parts = GeneratorComponents(vae, unet, controlnet, text, build_tokenizer(77), scheduler)
+    for module in (parts.vae, parts.unet, parts.controlnet, parts.text_encoder):
+        module.to(device)
+    return parts
+
+
+def products(count: int, size: int) -> list[np.ndarray]:
+    rgba = np.zeros((200, 120, 4), np.uint8)
+    rgba[20:180, 20:100] = (180, 40, 40, 255)
+    return [centre_zoom(rgba, (size, size), 0.5 + 0.05 * (k % 3)) for k in range(count)]
+
+
+def peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB GPU (peak allocated)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB RAM (peak RSS of the process)"
+
+
+def rfft_step(parts: GeneratorComponents, args: argparse.Namespace, device: torch.device) -> None:
+    cfg = RFFTConfig(batch_size=args.batch, inference_steps=args.trajectory, last_k=1, gradient_checkpointing=True)
+    parts.unet.requires_grad_(False)
+    parts.vae.requires_grad_(False)
+    parts.text_encoder.requires_grad_(False)
+    frozen = controlnet_for_inpainting(parts.unet).to(device).requires_grad_(False)
+    parts.controlnet.train().enable_gradient_checkpointing()
+    parts.unet.enable_gradient_checkpointing()
+    judge = Judge(RFNet(RFNetConfig(image_size=384, vocabulary=["cm"])), device=device)
+    optimizer = torch.optim.AdamW(parts.controlnet.parameters(), lr=1e-5)
+    denoiser = Denoiser(parts, cfg.inference_steps, cfg.guidance_scale, device=device)
+    jobs = [
+        Job(f"p{k}", 1, k, "front view of a product placed on a oak desktop", p, "a product, 20 cm")
+        for k, p in enumerate(products(args.batch, args.size))
+    ]
+    for repeat in range(2):  # the first is a warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        slots = [denoiser.start(j) for j in jobs]
+        for _ in range(cfg.inference_steps - 1):
+            denoiser.advance(slots)
+        losses = _losses(denoiser, judge, slots, cfg.inference_steps - 1, frozen, cfg, judge.model.available_index)
+        (losses["feedback"] + losses["regularizer"]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if repeat:
+            print(
+                f"RFFT step, batch {args.batch}, {args.size} px, {cfg.inference_steps}-step trajectory, gradient "
+                f"checkpointing: {time.perf_counter() - started:.2f} s, {peak_memory(device)}"
+            )
+
+
+@torch.no_grad()
+def generation_speed(parts: GeneratorComponents, args: argparse.Namespace, device: torch.device) -> None:
+    parts.controlnet.eval()
+    items = products(args.batch, args.size)
+    prompt = "front view of a product placed on a oak desktop"
+    denoiser = Denoiser(parts, args.steps, 7.5, device=device)
+    pipe = parts.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    inputs = [control_inputs(p) for p in items]
+
+    def ours() -> None:
+        slots = [denoiser.start(Job(f"p{k}", 1, k, prompt, p, "c")) for k, p in enumerate(items)]
+        while not denoiser.done(slots[0]):
+            denoiser.advance(slots)
+        denoiser.decode(torch.cat([s.latents for s in slots]))
+
+    def stock() -> None:
+        pipe(
+            prompt=[prompt] * len(items),
+            image=[Image.fromarray(i.init_image) for i in inputs],
+            mask_image=[Image.fromarray(i.inpaint_mask) for i in inputs],
+            control_image=[Image.fromarray(i.control_image) for i in inputs],
+            height=args.size,
+            width=args.size,
+            num_inference_steps=args.steps,
+            generator=[torch.Generator().manual_seed(k) for k in range(len(items))],
+            output_type="np",
+        )
+
+    for name, run in (("slot denoiser (recurrent generation)", ours), ("stock diffusers pipeline", stock)):
+        run()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        print(
+            f"{name}: {len(items) / seconds:.2f} images/s ({len(items)} images, {args.size} px, {args.steps} DDIM "
+            f"steps, guidance 7.5)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=40, help="DDIM steps of the generation-speed figure")
+    parser.add_argument("--trajectory", type=int, default=40, help="DDIM steps of the RFFT trajectory")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--skip-rfft", action="store_true")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(machine())
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, torch {torch.__version__}")
+    parts = sd15_components(device)
+    sizes = {
+        n: sum(p.numel() for p in getattr(parts, n).parameters()) / 1e6
+        for n in ("unet", "controlnet", "vae", "text_encoder")
+    }
+    print("parameters (M): " + ", ".join(f"{k} {v:.0f}" for k, v in sizes.items()))
+    generation_speed(parts, args, device)
+    if not args.skip_rfft:
+        rfft_step(parts, args, device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+import pytest
+import yaml
+
+from reliable_ad.params import ParamsError, load_params
+
+
+def _write(tmp_path, body) -> object:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(body) if not isinstance(body, str) else body)
+    return path
+
+
+def test_profiles_lay_over_the_params(tmp_path) -> None:
+    body = {"data": {"synth": {"n": 5000, "size": 64}}, "profiles": {"quick": {"data": {"synth": {"n": 300}}}}}
+    assert load_params(_write(tmp_path, body)).data.synth.n == 5000
+    quick = load_params(_write(tmp_path, {**body, "profile": "quick"}))
+    assert quick.data.synth.n == 300 and quick.data.synth.size == 64
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"data": {"synth": {"n": "many"}}}, r"data\.synth\.n: Input should be a valid integer"),
+        ({"data": {"synth": {"colour": 1}}}, r"data\.synth\.colour: Extra inputs are not permitted"),
+        ({"profile": "fast"}, "profile 'fast' is not one of"),
+        ("data: [1, 2", "not valid YAML"),
+        ("- 1\n- 2\n", "mapping at the top level"),
+    ],
+)
+def test_bad_params_name_the_field(tmp_path, body, message) -> None:
+    with pytest.raises(ParamsError, match=message):
+        load_params(_write(tmp_path, body))
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(ParamsError, match="no such params file"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_the_project_params_and_every_profile_are_valid(tmp_path) -> None:
+    from pathlib import Path
+
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    assert load_params(Path("params.yaml")).profile == "full"
+    for profile in raw["profiles"]:
+        assert load_params(_write(tmp_path, {**raw, "profile": profile})).profile == profile
