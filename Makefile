@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml requirements/lock.txt
 install: $(STAMP)
 
 run: $(STAMP)
+	# the feedback dataset is DVC-tracked; a fresh clone has no DVC cache, so start from the empty one
+	$(BIN)/rad feedback init data/feedback
 	$(BIN)/dvc repro
 
 lint: $(STAMP)

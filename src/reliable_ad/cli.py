@@ -194,19 +194,30 @@ def feedback_announce(
     batch: Annotated[Path, typer.Argument(help="a batch folder that has arrived")],
 ) -> None:
     """Tell the Prefect server a feedback batch arrived (the retrain-on-feedback deployment listens)."""
+    import urllib.request
+
     from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
 
     from reliable_ad.data.feedback import FeedbackError, batch_hash
 
     if not batch.is_dir():
         raise FeedbackError(f"feedback batch {batch} does not exist or is not a folder")
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise RuntimeError("PREFECT_API_URL is not set: point it at the Prefect server the deployments are served on")
+    try:
+        urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10).read()
+    except OSError as error:
+        raise RuntimeError(f"the Prefect server at {api} does not answer ({error}); nothing was announced") from error
     digest = batch_hash(batch)
-    event = emit_event(
+    emit_event(
         "reliable-ad.feedback.batch",
         resource={"prefect.resource.id": f"reliable-ad.feedback.{digest[:12]}"},
         payload={"batch": str(batch.resolve()), "batch_hash": digest},
     )
-    _print({"event": "reliable-ad.feedback.batch", "sent": event is not None, "batch_hash": digest})
+    EventsWorker.drain_all()  # deliver before the process ends
+    _print({"event": "reliable-ad.feedback.batch", "server": api, "batch_hash": digest})
 
 
 @feedback_app.command("init")
@@ -214,7 +225,7 @@ def feedback_announce(
 def feedback_init(
     dataset: Annotated[Path, typer.Argument(help="folder of the feedback dataset")] = Path("data/feedback"),
 ) -> None:
-    """Create an empty feedback dataset (then `dvc add` it once)."""
+    """Create an empty feedback dataset where there is none (an existing one is left as it is)."""
     from reliable_ad.data.feedback import init_feedback
 
     init_feedback(dataset)

@@ -70,7 +70,7 @@ def batch_hash(folder: Path) -> str:
 
 
 def init_feedback(dataset: Path) -> None:
-    """An empty feedback dataset: empty label.txt and metadata.jsonl, an empty manifest and ledger."""
+    """An empty feedback dataset (label.txt, metadata.jsonl, manifest, ledger); files already there are kept."""
     dataset.mkdir(parents=True, exist_ok=True)
     for name in (layout.LABEL_FILE, layout.METADATA_FILE, LEDGER):
         (dataset / name).touch()

@@ -66,12 +66,18 @@ def get_version(name: str, version: str) -> Version:
 
 
 def by_alias(name: str, alias: str) -> Version | None:
+    """The version holding `alias`, or None when the model or the alias does not exist.
+
+    Any other failure (the server is down, a server error) is raised: it must not look like "no champion".
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         mv = _client().get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
     return Version(name, str(mv.version), mv.run_id, dict(mv.tags), tuple(mv.aliases))
 
 

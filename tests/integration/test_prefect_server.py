@@ -1,0 +1,191 @@
+"""Flows and events against a real Prefect server (`prefect server start`), started here and stopped at teardown.
+
+Independent of tests/flows' session harness: this module points the client at its own server through the
+environment (for subprocesses) and a settings context (for this process), which wins over a harness that an
+earlier module left active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from live_servers import Servers, clean_env, free_port
+
+pytestmark = pytest.mark.integration
+
+FEEDBACK_EVENT = "reliable-ad.feedback.batch"
+# periodic loops that a flow run and an event do not need: off, so the server starts faster on 2 cores
+IDLE_SERVICES = [
+    "SCHEDULER",
+    "LATE_RUNS",
+    "FOREMAN",
+    "PAUSE_EXPIRATIONS",
+    "CANCELLATION_CLEANUP",
+    "REPOSSESSOR",
+    "DB_VACUUM",
+]
+
+T = TypeVar("T")
+
+
+def _server_env(home: Path, **extra: str) -> dict[str, str]:
+    return clean_env(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in IDLE_SERVICES},
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Prefect server on a free port (SQLite under its own PREFECT_HOME); this process is pointed at it."""
+    import prefect.settings
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    servers = Servers()
+    try:
+        servers.start(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=_server_env(home),
+            health_url=f"{api}/health",
+            log=home / "server.log",
+            cwd=home,
+            timeout=180,
+        )
+        client_home = tmp_path_factory.mktemp("prefect-client")
+        _flush_background_senders()  # they keep the server they were started for: a harness's, maybe
+        ours = prefect.settings.temporary_settings(updates={prefect.settings.PREFECT_API_URL: api})
+        with pytest.MonkeyPatch.context() as env, ours:
+            env.setenv("PREFECT_API_URL", api)
+            env.setenv("PREFECT_HOME", str(client_home))
+            try:
+                yield api
+            finally:
+                _flush_background_senders()  # send what is ours to our server; later tests start their own
+    finally:
+        servers.close()
+
+
+def _flush_background_senders() -> None:
+    """Send what Prefect's event and log workers hold, and stop them (the next use starts fresh ones).
+
+    One events worker serves a process and reads the API address once, when it starts: one started for another
+    server (tests/flows' harness, earlier in the session) would send this module's task-run events there.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=30)
+
+
+def _read(call: Callable[[Any], Any]) -> Any:
+    """Run `await call(client)` with a client of the configured API, and return what it gives."""
+    from prefect.client.orchestration import get_client
+
+    async def go() -> Any:
+        async with get_client() as client:
+            return await call(client)
+
+    return asyncio.run(go())
+
+
+def _eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 45.0) -> T:
+    """The server records task runs and events from its event stream, a moment after they happen: poll."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+def test_a_failed_flow_run_and_its_task_run_are_recorded_on_the_server(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.pipeline import retrain_on_feedback
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RAD_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
+    (tmp_path / "params.yaml").write_text("{}\n")
+
+    async def api_url(client: Any) -> str:
+        return str(client.api_url)
+
+    assert _read(api_url).rstrip("/") == prefect_api  # this process talks to our server, not to a harness
+
+    state = retrain_on_feedback(batch="incoming/vanished", params_path="params.yaml", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="does not exist"):
+        state.result()
+    flow_run_id = state.state_details.flow_run_id
+
+    async def flow_run(client: Any) -> Any:
+        return await client.read_flow_run(flow_run_id)
+
+    run = _eventually(lambda: _read(flow_run), lambda r: r.state is not None and r.state.is_failed())
+    assert run.state.is_failed() and run.run_count == 1
+    flow = _read(lambda client: client.read_flow(run.flow_id))
+    assert flow.name == "retrain-on-feedback"
+    assert run.parameters["batch"] == "incoming/vanished"
+
+    async def task_runs(client: Any) -> list[Any]:
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        return [r for r in runs if r.name.startswith("ingest_feedback")]
+
+    ingest = _eventually(lambda: _read(task_runs), lambda rs: len(rs) == 1 and rs[0].state.is_failed())
+    assert len(ingest) == 1, ingest
+    assert ingest[0].state.is_failed() and ingest[0].run_count == 1  # bad data: failed at once, no retries
+
+
+def test_announcing_a_feedback_batch_reaches_the_server_as_an_event(prefect_api: str, tmp_path: Path) -> None:
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from reliable_ad.data.feedback import batch_hash
+
+    batch = tmp_path / "incoming" / "batch1"
+    batch.mkdir(parents=True)
+    (batch / "label.txt").write_text("a.png\t1\n")
+    (batch / "metadata.jsonl").write_text('{"image": "a.png", "prompt": "p", "title": "t"}\n')
+    digest = batch_hash(batch)
+
+    rad = Path(sys.executable).with_name("rad")
+    command = [str(rad)] if rad.exists() else [sys.executable, "-c", "from reliable_ad.cli import app; app()"]
+    done = subprocess.run(
+        [*command, "feedback", "announce", str(batch)],
+        env=clean_env(PREFECT_API_URL=prefect_api, PREFECT_HOME=str(tmp_path / "prefect-home")),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    assert said == {"event": FEEDBACK_EVENT, "server": prefect_api, "batch_hash": digest}
+
+    async def events(client: Any) -> list[Any]:
+        # limit: the client's default (100) is above what the 3.9 server accepts (50) and gets a 422
+        page = await client.read_events(filter=EventFilter(event=EventNameFilter(name=[FEEDBACK_EVENT])), limit=50)
+        return [e for e in page.events if e.payload.get("batch_hash") == digest]
+
+    found = _eventually(lambda: _read(events), lambda es: len(es) > 0)
+    assert len(found) == 1, "the server has not stored the announced event"
+    event = found[0]
+    assert event.resource.id == f"reliable-ad.feedback.{digest[:12]}"
+    assert event.payload["batch"] == str(batch.resolve())
