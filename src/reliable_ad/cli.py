@@ -430,6 +430,19 @@ def generator_pretrain_tiny(
     _print(pretrain_tiny_generator(cfg, out, resume=not fresh))
 
 
+@generator_app.command("export")
+@user_errors
+def generator_export(
+    checkpoint: Annotated[Path, typer.Option(help="a checkpoint folder of a pre-training run (step-N)")],
+    out: Annotated[Path, typer.Option(help="folder for model/, sample_grid.png, model_card.json")],
+    params: ParamsOption = None,
+) -> None:
+    """Export the EMA weights of a pre-training checkpoint as a generator (with its sample grid and model card)."""
+    from reliable_ad.training.pretrain_generator import export_generator
+
+    _print(export_generator(_params(params).generation.pretrain, checkpoint, out))
+
+
 rfft_app = typer.Typer(help="RFFT: fine-tune the ControlNet with RFNet's feedback.", no_args_is_help=True)
 app.add_typer(rfft_app, name="rfft")
 

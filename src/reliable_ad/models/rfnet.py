@@ -46,6 +46,7 @@ class RFNetConfig(BaseModel):
     image_size: int = Field(64, ge=16, description="side the images are resized to (the paper: 384)")
     width: int = Field(64, ge=16, description="token width")
     tiny_channels: list[int] = Field(default_factory=lambda: [16, 32, 64], description="tiny encoder conv widths")
+    coordinates: bool = Field(False, description="tiny encoders see x/y coordinate channels (CoordConv)")
     grid: int = Field(4, ge=1, description="tokens per side of each image modality")
     fusion_layers: int = Field(3, ge=1, description="self-attention layers over all tokens (the paper: 3)")
     heads: int = Field(4, ge=1)
@@ -99,11 +100,16 @@ class RFNetConfig(BaseModel):
 
 
 class TinyImageEncoder(nn.Module):
-    """Strided conv blocks (one per entry of `hidden`), a conv to the token width, pooled to grid x grid."""
+    """Strided conv blocks (one per entry of `hidden`), a conv to the token width, pooled to grid x grid.
 
-    def __init__(self, channels: int, hidden: list[int], width: int, grid: int) -> None:
+    With `coordinates`, two channels holding each pixel's x and y are added to the input (CoordConv): heights,
+    gaps and positions are then easy to read off, which the size and floating judgements need.
+    """
+
+    def __init__(self, channels: int, hidden: list[int], width: int, grid: int, coordinates: bool = False) -> None:
         super().__init__()
-        widths = [channels, *hidden]
+        self.coordinates = coordinates
+        widths = [channels + (2 if coordinates else 0), *hidden]
         layers: list[nn.Module] = []
         for c_in, c_out in pairwise(widths):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(4, c_out), nn.SiLU()]
@@ -112,6 +118,11 @@ class TinyImageEncoder(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.coordinates:
+            b, _, h, w = x.shape
+            ys = torch.linspace(-1, 1, h, device=x.device).view(1, 1, h, 1).expand(b, 1, h, w)
+            xs = torch.linspace(-1, 1, w, device=x.device).view(1, 1, 1, w).expand(b, 1, h, w)
+            x = torch.cat([x, xs, ys], dim=1)
         return self.pool(self.body(x)).flatten(2).transpose(1, 2)  # B x grid^2 x width
 
 
@@ -282,7 +293,7 @@ def _tiny_encoders(config: RFNetConfig) -> dict[str, nn.Module]:
     for modality in config.image_modalities:
         if config.image_encoder == "tiny":
             encoders[modality] = TinyImageEncoder(
-                config.channels(modality), config.tiny_channels, config.width, config.grid
+                config.channels(modality), config.tiny_channels, config.width, config.grid, config.coordinates
             )
         else:
             encoders[modality] = _pretrained_image(config.image_encoder, config, from_config=False)

@@ -59,7 +59,7 @@ def _train_vae(components: GeneratorComponents, cfg: PretrainConfig, start_step:
         loss.backward()
         optimizer.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % 100 == 0:
+        if (step + 1) % 100 == 0 or step + 1 == cfg.vae_steps:
             log({"stage": "vae", "step": step + 1, "loss": loss.item()})
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
             save("vae", step + 1, {"vae": vae}, None)
@@ -227,7 +227,7 @@ def pretrain_tiny_generator(cfg: PretrainConfig, out: Path, resume: bool = True)
                 for e, p in zip(ema[name].parameters(), module.parameters(), strict=True):
                     e.lerp_(p, 1.0 - cfg.ema_decay)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % 50 == 0:
+        if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
             log({"stage": "unet", "step": step + 1, "loss": loss.item()})
         if (step + 1) % cfg.checkpoint_every == 0:
             save("unet", step + 1, {**trainable, **{f"ema_{k}": v for k, v in ema.items()}}, optimizer)
@@ -237,20 +237,36 @@ def pretrain_tiny_generator(cfg: PretrainConfig, out: Path, resume: bool = True)
             log({"stage": "eval", "step": step + 1, "reviewer_available_rate": rate})
             tqdm.write(f"step {step + 1}: reviewer available rate {rate:.3f}")
 
-    final = _with(components, ema)
-    rate, images = reviewer_check(final, cfg, max(cfg.eval_samples, 64), cfg.eval_steps)
+    save("unet", cfg.steps, {**trainable, **{f"ema_{k}": v for k, v in ema.items()}}, optimizer)
+    return export_generator(cfg, latest_checkpoint(ckpt_dir) or ckpt_dir, out)
+
+
+def export_generator(cfg: PretrainConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
+    """Turn a pre-training checkpoint (its EMA weights) into the shipped pipeline folder, sample grid and model
+    card: `out/model`, `out/sample_grid.png`, `out/model_card.json`."""
+    torch.set_num_threads(cfg.threads)
+    components = build_tiny_components(cfg.model, seed=cfg.seed)
+    trainable = {"unet": components.unet, "controlnet": components.controlnet, "text_encoder": components.text_encoder}
+    modules: dict[str, torch.nn.Module] = {"vae": components.vae, **{f"ema_{k}": v for k, v in trainable.items()}}
+    state = load_checkpoint(checkpoint, modules, None, fingerprint(cfg.model_dump(mode="json", exclude={"threads"})))
+    if state["extra"].get("stage") != "unet":
+        raise ValueError(f"{checkpoint} is a checkpoint of the VAE stage: nothing of the UNet to export yet")
+    components.vae.register_to_config(scaling_factor=state["extra"]["scaling_factor"])
+    rate, images = reviewer_check(components, cfg, max(cfg.eval_samples, 64), cfg.eval_steps)
+    out.mkdir(parents=True, exist_ok=True)
     save_grid(images[:32], out / "sample_grid.png")
-    for module in (final.vae, final.unet, final.controlnet, final.text_encoder):
+    for module in (components.vae, components.unet, components.controlnet, components.text_encoder):
         module.to(torch.float16)
-    save_components(final, out / "model")
+    save_components(components, out / "model")
     card = {
         "what": "tiny SD-style inpainting generator + canny ControlNet for RF1M-synth",
+        "command": "rad generator pretrain-tiny --out <folder> --params params.yaml",
         "synth_seed": cfg.synth.seed,
         "vae_steps": cfg.vae_steps,
-        "steps": cfg.steps,
+        "steps": state["step"],
         "batch": cfg.batch,
-        "train_seconds": round(time.time() - started, 1),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
+        "train_seconds": round(_training_seconds(checkpoint.parent.parent / "train_log.jsonl"), 1),
+        "machine": f"{platform.machine()}, {cfg.threads} torch thread(s), {platform.processor() or 'cpu'}",
         "reviewer_available_rate": rate,
         "eval_samples": max(cfg.eval_samples, 64),
         "eval_steps": cfg.eval_steps,
@@ -259,6 +275,19 @@ def pretrain_tiny_generator(cfg: PretrainConfig, out: Path, resume: bool = True)
     }
     model_card(out / "model_card.json", card)
     return card
+
+
+def _training_seconds(log: Path) -> float:
+    """Wall time over every (resumed) process of a run: the log's clock restarts with each process."""
+    if not log.exists():
+        return float("nan")
+    total, last = 0.0, 0.0
+    for line in log.read_text().splitlines():
+        elapsed = float(json.loads(line)["elapsed_s"])
+        if elapsed < last:  # a new process
+            total += last
+        last = elapsed
+    return total + last
 
 
 def _with(components: GeneratorComponents, ema: dict[str, torch.nn.Module]) -> GeneratorComponents:
