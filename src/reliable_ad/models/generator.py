@@ -221,11 +221,12 @@ def save_components(components: GeneratorComponents, out: Path) -> None:
 
 
 def load_components(
-    base: str | Path, controlnet: str | Path | None = None, local_only: bool = True
+    base: str | Path, controlnet: str | Path | None = None, local_only: bool = True, dtype: torch.dtype = torch.float32
 ) -> GeneratorComponents:
     """Load a pipeline folder or hub id (SD1.5-style), with its ControlNet from `controlnet` or `base/controlnet`.
 
     `local_only` (the default) forbids any download: a missing path is a clear error, never a hub request.
+    Weights are cast to `dtype` (float32 by default; the tiny generator ships in float16 to stay small).
     """
     base_path = Path(base)
     if local_only and not base_path.exists():
@@ -234,9 +235,16 @@ def load_components(
     if local_only and not Path(cn_source).exists():
         raise FileNotFoundError(f"ControlNet path {cn_source} does not exist (offline: no hub download)")
     with LOADING:
-        cn = ControlNetModel.from_pretrained(cn_source, local_files_only=local_only, use_safetensors=True)
+        cn = ControlNetModel.from_pretrained(
+            cn_source, local_files_only=local_only, use_safetensors=True, torch_dtype=dtype
+        )
         pipe = StableDiffusionControlNetInpaintPipeline.from_pretrained(
-            base, controlnet=cn, safety_checker=None, local_files_only=local_only, use_safetensors=True
+            base,
+            controlnet=cn,
+            safety_checker=None,
+            local_files_only=local_only,
+            use_safetensors=True,
+            torch_dtype=dtype,
         )
     check_controlnet_matches(pipe.unet, pipe.controlnet)
     return GeneratorComponents(pipe.vae, pipe.unet, pipe.controlnet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
