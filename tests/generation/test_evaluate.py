@@ -29,7 +29,7 @@ def test_evaluation_runs_the_three_schedulers_on_the_same_jobs(tmp_path) -> None
         probe_steps=[1, 2],
         probe_thresholds=[0.0, 0.5, 1.01],
         max_false_abort=1.0,
-        recurrent=RecurrentConfig(batch_size=2, max_attempts=2, steps=3, guidance_scale=2.0),
+        recurrent=RecurrentConfig(batch_size=2, max_attempts=2, steps=3, guidance_scale=2.0, threshold=0.1),
     )
     pool = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
     metrics = evaluate_generation(

@@ -11,6 +11,7 @@ attempt would have become.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,18 @@ def calibrate_early_rejection(
                 "abort_rate": float(abort.mean()),
                 "false_abort_rate": false_abort,
                 "steps_per_attempt": cost,
-                "steps_per_accept": cost / max(kept_accepts, 1e-9),
+                "steps_per_accept": _ratio(cost, kept_accepts),
             }
             table.append(row)
-            if false_abort <= cfg.max_false_abort and (
-                best is None or row["steps_per_accept"] < best["steps_per_accept"]
-            ):
+            cheaper = best is None or row["steps_per_accept"] < best["steps_per_accept"]
+            if false_abort <= cfg.max_false_abort and math.isfinite(row["steps_per_accept"]) and cheaper:
                 best = row
     return {"chosen": best, "table": table, "attempts": len(finals), "accept_rate": float(accepted.mean())}
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, or NaN (undefined, like the other per-accept figures) when nothing was accepted."""
+    return numerator / denominator if denominator > 0 else float("nan")
 
 
 def false_abort_rate(early: RunStats, plain: RunStats) -> float:
@@ -152,17 +157,19 @@ def evaluate_generation(
                 "seconds_per_accept",
             )
         },
-        "accepts_per_min_ratio_refill_vs_whole_batch": base["accepts_per_min"]
-        / max(summaries["whole_batch"]["accepts_per_min"], 1e-9),
+        "accepts_per_min_ratio_refill_vs_whole_batch": _ratio(
+            base["accepts_per_min"], summaries["whole_batch"]["accepts_per_min"]
+        ),
         "final_available_rate_rfnet": 1.0 - base["abandoned_share"],
         "final_reviewer_agrees_with_accepts": base["reviewer_agrees_with_accepts"],
-        "early_rejection": {k: v for k, v in (calibrated["chosen"] or {}).items()},
+        "early_rejection": calibrated["chosen"]
+        or {"skipped": "no (step, threshold) keeps the false-abort budget with any accepted calibration image"},
         "runs": summaries,
     }
     if "early" in runs:
         early = summaries["early"]
-        metrics["unet_evals_ratio_early_vs_plain"] = early["unet_evals_per_accept"] / max(
-            base["unet_evals_per_accept"], 1e-9
+        metrics["unet_evals_ratio_early_vs_plain"] = _ratio(
+            early["unet_evals_per_accept"], base["unet_evals_per_accept"]
         )
         metrics["final_available_rate_early"] = 1.0 - early["abandoned_share"]
         metrics["false_abort_rate"] = false_abort_rate(runs["early"], plain)

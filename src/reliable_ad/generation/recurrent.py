@@ -237,9 +237,9 @@ def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, fl
         "mean_attempts": float(np.mean([a.attempt for a in accepted])) if accepted else float("nan"),
         "attempts_total": len(attempts),
         "unet_evals": stats.unet_evals,
-        "unet_evals_per_accept": stats.unet_evals / max(1, len(accepted)),
+        "unet_evals_per_accept": stats.unet_evals / len(accepted) if accepted else float("nan"),
         "seconds": stats.seconds,
-        "seconds_per_accept": stats.seconds / max(1, len(accepted)),
+        "seconds_per_accept": stats.seconds / len(accepted) if accepted else float("nan"),
         "accepts_per_min": 60.0 * len(accepted) / max(stats.seconds, 1e-9),
         "max_attempts": max_attempts,
     }
