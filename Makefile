@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# dvc stages call `rad`: the environment's commands come first on PATH without activating it
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
