@@ -17,6 +17,7 @@ REQUIRED = (
     "unet_evals_per_accept",
     "abandoned_share",
     "accepts_per_min_ratio_refill_vs_whole_batch",
+    "accepts_per_call_ratio_refill_vs_whole_batch",
 )
 
 
@@ -45,6 +46,10 @@ def test_evaluation_runs_the_three_schedulers_on_the_same_jobs(tmp_path) -> None
     for key in (*REQUIRED, "unet_evals_ratio_early_vs_plain", "false_abort_rate"):
         assert key in written, key
     assert set(metrics["runs"]) == {"plain", "early", "whole_batch"}
+    runs = metrics["runs"]
+    # same jobs, so the same slot-steps; refilling packs them into no more batched calls
+    assert runs["plain"]["unet_evals"] == runs["whole_batch"]["unet_evals"]
+    assert 0 < runs["plain"]["unet_calls"] <= runs["whole_batch"]["unet_calls"]
     attempts = pd.read_parquet(tmp_path / "attempts.parquet")
     plain = attempts[attempts.run == "plain"]
     whole = attempts[attempts.run == "whole_batch"]

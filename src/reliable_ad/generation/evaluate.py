@@ -160,6 +160,10 @@ def evaluate_generation(
         "accepts_per_min_ratio_refill_vs_whole_batch": _ratio(
             base["accepts_per_min"], summaries["whole_batch"]["accepts_per_min"]
         ),
+        # on a GPU below saturation a batched call costs the same full or not: this is the refill speed-up there
+        "accepts_per_call_ratio_refill_vs_whole_batch": _ratio(
+            base["accepts_per_unet_call"], summaries["whole_batch"]["accepts_per_unet_call"]
+        ),
         "final_available_rate_rfnet": 1.0 - base["abandoned_share"],
         "final_reviewer_agrees_with_accepts": base["reviewer_agrees_with_accepts"],
         "early_rejection": calibrated["chosen"]

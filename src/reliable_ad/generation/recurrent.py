@@ -64,6 +64,7 @@ class RunStats:
     unet_evals: int  # slot-steps (each a guided UNet + ControlNet evaluation of one image)
     seconds: float
     scheduler: str
+    unet_calls: int = 0  # batched forward passes: the cost on a device where a call costs the same at any fill
 
 
 def job_for(product: Product, index: int, attempt: int, pool: Sequence[PromptConfig], cfg: RecurrentConfig) -> Job:
@@ -89,11 +90,13 @@ class _Run:
         self.denoiser, self.judge, self.cfg, self.keep_images = denoiser, judge, cfg, keep_images
         self.attempts: list[Attempt] = []
         self.unet_evals = 0
+        self.unet_calls = 0
         self.started = time.perf_counter()
 
     def step(self, slots: list[Slot]) -> None:
         self.denoiser.advance(slots)
         self.unet_evals += len(slots)
+        self.unet_calls += 1
 
     @torch.no_grad()
     def judge_slots(self, slots: list[Slot], use_x0: bool) -> tuple[list[NDArray[np.uint8]], torch.Tensor, list[str]]:
@@ -182,6 +185,7 @@ def recurrent_generate(
         run.unet_evals,
         time.perf_counter() - run.started,
         "refill+early" if cfg.early_reject else "refill",
+        run.unet_calls,
     )
 
 
@@ -210,7 +214,7 @@ def whole_batch_generate(
             group = still if attempt < cfg.max_attempts else []
             attempt += 1
     bar.close()
-    return RunStats(run.attempts, run.unet_evals, time.perf_counter() - run.started, "whole_batch")
+    return RunStats(run.attempts, run.unet_evals, time.perf_counter() - run.started, "whole_batch", run.unet_calls)
 
 
 def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, float]:
@@ -238,6 +242,8 @@ def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, fl
         "attempts_total": len(attempts),
         "unet_evals": stats.unet_evals,
         "unet_evals_per_accept": stats.unet_evals / len(accepted) if accepted else float("nan"),
+        "unet_calls": stats.unet_calls,
+        "accepts_per_unet_call": len(accepted) / stats.unet_calls if stats.unet_calls else float("nan"),
         "seconds": stats.seconds,
         "seconds_per_accept": stats.seconds / len(accepted) if accepted else float("nan"),
         "accepts_per_min": 60.0 * len(accepted) / max(stats.seconds, 1e-9),
