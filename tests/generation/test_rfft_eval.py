@@ -8,7 +8,7 @@ from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.generation.rfft_eval import background_descriptor, compare_generators, diversity
+from reliable_ad.generation.rfft_eval import background_descriptor, compare_generators, diversity, quality_guard
 from reliable_ad.judge import Judge
 from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components, save_components
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
@@ -49,6 +49,18 @@ def test_diversity_sees_collapsed_backgrounds() -> None:
     assert diversity(features["s"]) == 0.0 < diversity(features["v"])
 
 
+def test_guard_flags_collapse_and_drift_but_not_a_small_change() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 10, (32, 48)).astype(np.float32)
+    guard = GuardConfig()
+    assert quality_guard(base, base + rng.normal(0, 1, base.shape).astype(np.float32), guard)["guard_ok"]
+    collapsed = quality_guard(base, np.repeat(base[:1], 32, axis=0), guard)
+    assert not collapsed["guard_diversity_ok"] and not collapsed["guard_ok"]
+    # as diverse as the base, but every sample unrelated to its own base sample (what an over-tuned model did)
+    drifted = quality_guard(base, rng.normal(0, 10, base.shape).astype(np.float32), guard)
+    assert drifted["guard_diversity_ok"] and not drifted["guard_shift_ok"] and not drifted["guard_ok"]
+
+
 def test_base_and_tuned_on_the_same_products_and_seeds(folders, tmp_path) -> None:
     def denoiser(cn):
         return Denoiser(load_components(folders / "gen", cn), 3, 2.0)
@@ -76,7 +88,9 @@ def test_base_and_tuned_on_the_same_products_and_seeds(folders, tmp_path) -> Non
     ):
         assert key in written
     assert written["delta_ci_low"] <= written["delta"] <= written["delta_ci_high"]
-    assert metrics["guard_ok"] == (metrics["diversity_tuned"] >= 0.75 * metrics["diversity_base"])
+    diverse = metrics["diversity_tuned"] >= 0.75 * metrics["diversity_base"]
+    close = metrics["base_tuned_distance"] <= 0.75 * metrics["diversity_base"]
+    assert metrics["guard_ok"] == (diverse and close)
     assert (tmp_path / "grid.png").stat().st_size > 500
     # the same base against itself: no difference at all
     same = compare_generators(denoiser(None), denoiser(None), _judge(), POOL, EVAL, GuardConfig())

@@ -51,6 +51,23 @@ def diversity(features: NDArray[np.float32]) -> float:
     return float(distances[np.triu_indices(len(features), 1)].mean())
 
 
+def quality_guard(base: NDArray[np.float32], tuned: NDArray[np.float32], guard: GuardConfig) -> dict[str, Any]:
+    """The paper's failure mode is backgrounds collapsing into a few simple ones (diversity falls); a tuned model
+    can also drift into something else entirely, noise included (each sample far from its base sample)."""
+    div_base, div_tuned = diversity(base), diversity(tuned)
+    shift = float(np.linalg.norm(base - tuned, axis=1).mean())
+    diverse = div_tuned >= guard.min_diversity_ratio * div_base
+    close = shift <= guard.max_shift_ratio * div_base
+    return {
+        "diversity_base": div_base,
+        "diversity_tuned": div_tuned,
+        "base_tuned_distance": shift,
+        "guard_diversity_ok": bool(diverse),
+        "guard_shift_ok": bool(close),
+        "guard_ok": bool(diverse and close),
+    }
+
+
 def _image(attempt: Attempt) -> NDArray[np.uint8]:
     if attempt.image is None:
         raise ValueError(f"attempt {attempt.product}/{attempt.attempt} kept no image")
@@ -88,7 +105,6 @@ def compare_generators(
     delta = paired_bootstrap(reviewer["tuned"], reviewer["base"], seed=cfg.recurrent.seed)
     delta_rfnet = paired_bootstrap(rfnet["tuned"], rfnet["base"], seed=cfg.recurrent.seed)
     summaries = {n: summarise(s, len(products), rc.max_attempts) for n, s in runs.items()}
-    div_base, div_tuned = diversity(features["base"]), diversity(features["tuned"])
     metrics: dict[str, Any] = {
         "products": len(products),
         "available_rate_first_reviewer_base": float(reviewer["base"].mean()),
@@ -101,10 +117,7 @@ def compare_generators(
         "delta_rfnet": delta_rfnet.delta,
         "delta_rfnet_ci_low": delta_rfnet.low,
         "delta_rfnet_ci_high": delta_rfnet.high,
-        "diversity_base": div_base,
-        "diversity_tuned": div_tuned,
-        "base_tuned_distance": float(np.linalg.norm(features["base"] - features["tuned"], axis=1).mean()),
-        "guard_ok": bool(div_tuned >= guard.min_diversity_ratio * div_base),
+        **quality_guard(features["base"], features["tuned"], guard),
         "mean_attempts_base": summaries["base"]["mean_attempts"],
         "mean_attempts_tuned": summaries["tuned"]["mean_attempts"],
         "abandoned_share_base": summaries["base"]["abandoned_share"],
