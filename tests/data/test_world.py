@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.labels import RF1M_LABELS
 
 
 def test_holdout_by_category_and_no_product_across_splits() -> None:
@@ -37,3 +38,11 @@ def test_class_mix_is_followed() -> None:
 def test_bad_synth_config(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         SynthConfig(**{field: value})
+
+
+def test_size_mismatch_finds_room_for_a_reference_in_a_small_frame() -> None:
+    # at 32 px this product leaves no room beside it for a reference object at its drawn size (it used to fail)
+    cfg = SynthConfig(n=200, size=32, seed=123, class_mix={name: 1.0 for name in RF1M_LABELS.values()})
+    sample = draw_sample(cfg, 174)
+    assert sample.label == "size_mismatch"
+    assert sample.rendering.params["reference"] is not None

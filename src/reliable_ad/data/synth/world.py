@@ -86,12 +86,14 @@ def draw_sample(cfg: SynthConfig, index: int) -> SynthSample:
     labels = list(cfg.class_mix)
     shares = np.array([cfg.class_mix[k] for k in labels], float)
     label = labels[int(rng.choice(len(labels), p=shares / shares.sum()))]
-    for _ in range(50):
+    scale = cfg.image_scale
+    for attempt in range(50):
         try:
-            rendering = render(product, label, cfg.size, rng, cfg.difficulty, cfg.image_scale, cfg.reference_prob)
+            rendering = render(product, label, cfg.size, rng, cfg.difficulty, scale, cfg.reference_prob)
             break
         except NoRoomForReference:
-            continue
+            if attempt >= 10:  # small frames and large products: make the product smaller until a reference fits
+                scale = (scale[0] * 0.95, scale[1] * 0.95)
     else:
-        raise RuntimeError(f"sample {index}: no layout with a reference object in 50 tries")
+        raise RuntimeError(f"sample {index}: no layout with a reference object in 50 tries at {cfg.size} px")
     return SynthSample(f"s{cfg.seed}-{index:07d}", product, label, split, rendering)
