@@ -14,11 +14,15 @@ cd "$work/clone"
 start=$(date +%s)
 make install > "$work/install.log" 2>&1
 installed=$(date +%s)
-make run > "$work/run.log" 2>&1
+# every output line stamped with the second it arrived: the stage budget comes from dvc's "Running stage" lines
+make run 2>&1 | while IFS= read -r line; do printf '%s %s\n' "$(date +%s)" "$line"; done > "$work/run.log"
 done_at=$(date +%s)
 
 echo "clone:   $work/clone (logs: $work/install.log, $work/run.log)"
 echo "install: $((installed - start)) s"
 echo "run:     $((done_at - installed)) s (make run after install: feedback init + dvc repro)"
 echo "total:   $((done_at - start)) s"
+grep -a "Running stage" "$work/run.log" | sed "s/Running stage '\(.*\)':/\1/" |
+    awk -v end="$done_at" '{ if (NR > 1) printf "  %-22s %5d s\n", name, $1 - t; name = $2; t = $1 }
+                           END { printf "  %-22s %5d s\n", name, end - t }'
 .venv/bin/python "$repo/benchmarks/targets.py" --root .
