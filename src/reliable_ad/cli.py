@@ -278,13 +278,17 @@ def rfnet_ablate(
     ),
     table: Annotated[Path, typer.Option(help="markdown table")] = Path("reports/rfnet_ablation.md"),
     epochs: Annotated[int | None, typer.Option(help="epochs per variant (default: rfnet.train.epochs)")] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(help="run only this variant ('all', 'without depth', 'generated only', ...); repeatable"),
+    ] = None,
     params: ParamsOption = None,
 ) -> None:
     """The paper's modality ablation: all inputs, without each one, and the generated image alone."""
     from reliable_ad.training.rfnet_ablation import ablate, markdown
 
     cfg = _override(_params(params).rfnet.train, epochs=epochs)
-    typer.echo(markdown(ablate(cfg, shards, out, metrics, table)))
+    typer.echo(markdown(ablate(cfg, shards, out, metrics, table, only=variant or ())))
 
 
 @rfnet_app.command("register")

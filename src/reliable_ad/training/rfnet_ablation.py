@@ -4,6 +4,7 @@ generated image alone, under the same schedule; one JSON and one markdown table.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,24 @@ def variants() -> dict[str, list[str]]:
     return table
 
 
-def ablate(cfg: RFNetTrainConfig, shards: Path, out: Path, metrics_file: Path, table_file: Path) -> dict[str, Any]:
-    """Train one RFNet per variant into `out/<variant>` and evaluate each on the test split."""
+def ablate(
+    cfg: RFNetTrainConfig,
+    shards: Path,
+    out: Path,
+    metrics_file: Path,
+    table_file: Path,
+    only: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Train one RFNet per variant (all of them, or those named in `only`) into `out/<variant>` and evaluate each
+    on the test split."""
+    table = variants()
+    unknown = [name for name in only if name not in table]
+    if unknown:
+        raise ValueError(f"unknown ablation variants {unknown}; known: {list(table)}")
     results: dict[str, Any] = {}
-    for name, modalities in variants().items():
+    for name, modalities in table.items():
+        if only and name not in only:
+            continue
         run = out / name.replace(" ", "_")
         variant = cfg.model_copy(update={"model": cfg.model.model_copy(update={"modalities": modalities})})
         train_rfnet(variant, shards, run, resume=True)
