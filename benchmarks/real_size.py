@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -28,7 +28,12 @@ from reliable_ad.generation.config import RFFTConfig
 from reliable_ad.generation.denoise import Denoiser, Job
 from reliable_ad.generation.preprocess import centre_zoom, control_inputs
 from reliable_ad.judge import Judge
-from reliable_ad.models.generator import GeneratorComponents, build_tokenizer, controlnet_for_inpainting
+from reliable_ad.models.generator import (
+    GeneratorComponents,
+    build_tokenizer,
+    controlnet_for_inpainting,
+    sd15_scheduler,
+)
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.training.rfft import _losses
 
@@ -67,14 +72,7 @@ def sd15_components(device: torch.device) -> GeneratorComponents:
         )
     )
     controlnet = controlnet_for_inpainting(unet)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = sd15_scheduler()
     parts = GeneratorComponents(vae, unet, controlnet, text, build_tokenizer(77), scheduler)
     for module in (parts.vae, parts.unet, parts.controlnet, parts.text_encoder):
         module.to(device)

@@ -93,6 +93,9 @@ class _Run:
         self.unet_calls = 0
         self.started = time.perf_counter()
 
+    def stats(self, scheduler: str) -> RunStats:
+        return RunStats(self.attempts, self.unet_evals, time.perf_counter() - self.started, scheduler, self.unet_calls)
+
     def step(self, slots: list[Slot]) -> None:
         self.denoiser.advance(slots)
         self.unet_evals += len(slots)
@@ -180,13 +183,7 @@ def recurrent_generate(
             slots.remove(slot)
             retry_or_close(slot.job, accepted)
     bar.close()
-    return RunStats(
-        run.attempts,
-        run.unet_evals,
-        time.perf_counter() - run.started,
-        "refill+early" if cfg.early_reject else "refill",
-        run.unet_calls,
-    )
+    return run.stats("refill+early" if cfg.early_reject else "refill")
 
 
 def whole_batch_generate(
@@ -214,7 +211,7 @@ def whole_batch_generate(
             group = still if attempt < cfg.max_attempts else []
             attempt += 1
     bar.close()
-    return RunStats(run.attempts, run.unet_evals, time.perf_counter() - run.started, "whole_batch", run.unet_calls)
+    return run.stats("whole_batch")
 
 
 def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, float]:

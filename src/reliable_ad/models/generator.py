@@ -204,7 +204,13 @@ def build_tiny_components(cfg: TinyGeneratorConfig | None = None, seed: int = 0)
         )
     )
     controlnet = controlnet_for_inpainting(unet)
-    scheduler = DDIMScheduler(
+    scheduler = sd15_scheduler()
+    return GeneratorComponents(vae, unet, controlnet, text_encoder, tokenizer, scheduler)
+
+
+def sd15_scheduler() -> DDIMScheduler:
+    """Stable Diffusion 1.5's noise schedule, as its published scheduler config sets it."""
+    return DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -212,7 +218,6 @@ def build_tiny_components(cfg: TinyGeneratorConfig | None = None, seed: int = 0)
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    return GeneratorComponents(vae, unet, controlnet, text_encoder, tokenizer, scheduler)
 
 
 def save_components(components: GeneratorComponents, out: Path) -> None:
