@@ -27,10 +27,9 @@ def judge_from(spec: str | Path) -> Any:
 def denoiser_from(generator: Path, controlnet: Path | None, params: Params, for_evaluation: bool = True) -> Any:
     """A slot denoiser of the generator (with another ControlNet if given), set up as recurrent generation runs."""
     from reliable_ad.generation.denoise import Denoiser
-    from reliable_ad.models.generator import load_components
 
     cfg = params.generation.evaluate.recurrent if for_evaluation else params.generation.recurrent
-    return Denoiser(load_components(generator, controlnet), cfg.steps, cfg.guidance_scale, cfg.controlnet_scale)
+    return Denoiser.from_folders(generator, controlnet, cfg)
 
 
 def validate(params: Params, root: Path, manifest: Path | None, out_dir: Path, metrics: Path | None) -> Any:

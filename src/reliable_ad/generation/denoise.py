@@ -11,14 +11,16 @@ gradients on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
 from numpy.typing import NDArray
 
+from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.generation.preprocess import control_inputs
-from reliable_ad.models.generator import GeneratorComponents
+from reliable_ad.models.generator import GeneratorComponents, load_components
 
 
 @dataclass
@@ -71,6 +73,11 @@ class Denoiser:
         self.final_alpha = scheduler.final_alpha_cumprod.to(self.device)
         self.scale = components.vae.config.scaling_factor
         self._prompts: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_folders(cls, generator: Path, controlnet: Path | None, cfg: RecurrentConfig) -> Denoiser:
+        """The generator's denoiser (with another ControlNet if given), set up as `cfg`'s recurrent runs need."""
+        return cls(load_components(generator, controlnet), cfg.steps, cfg.guidance_scale, cfg.controlnet_scale)
 
     # ------------------------------------------------------------------------------------------ setup
 

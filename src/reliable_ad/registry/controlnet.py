@@ -17,7 +17,6 @@ from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.rfft_eval import compare_generators
 from reliable_ad.judge import Judge
-from reliable_ad.models.generator import load_components
 from reliable_ad.registry.gate import Decision, GateConfig, decide
 from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
 from reliable_ad.registry.tracking import lineage, setup
@@ -48,16 +47,20 @@ def register_controlnet(
     champion = by_alias(name, CHAMPION)
     reference = download_model(f"{name}@{CHAMPION}", experiment) if champion else None
 
-    def denoiser(controlnet: Path | None) -> Denoiser:
-        return Denoiser(load_components(generator, controlnet), rc.steps, rc.guidance_scale, rc.controlnet_scale)
-
     tags = lineage({"generator": generator}) | {"model.kind": "controlnet", "judge": judge_uri}
     if champion is not None:
         tags["parent.champion_version"] = champion.version
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):
         if run_params:
             mlflow.log_params(run_params)
-        metrics = compare_generators(denoiser(reference), denoiser(candidate), judge, pool, cfg, guard)
+        metrics = compare_generators(
+            Denoiser.from_folders(generator, reference, rc),
+            Denoiser.from_folders(generator, candidate, rc),
+            judge,
+            pool,
+            cfg,
+            guard,
+        )
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float | bool)})
         version = log_model_folder("controlnet", candidate, name)
         paired = PairedDelta(
