@@ -106,9 +106,10 @@ def test_registering_a_controlnet_that_does_not_beat_the_base(folders, tracking,
         POOL,
         EVAL,
         GuardConfig(),
-        GateConfig(resamples=200),
+        GateConfig(resamples=200, confidence=0.8),
         decision_file=tmp_path / "d.json",
     )
     assert not decision.promoted and "does not exclude" in decision.reason and "base ControlNet" in decision.reason
+    assert "80% interval" in decision.reason  # the gate's own confidence, not a fixed 95%
     assert by_alias("reliable-controlnet", CHAMPION) is None
     assert json.loads((tmp_path / "d.json").read_text())["promoted"] is False

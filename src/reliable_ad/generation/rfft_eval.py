@@ -87,7 +87,10 @@ def compare_generators(
     guard: GuardConfig,
     metrics_file: Path | None = None,
     grid_file: Path | None = None,
+    resamples: int = 2000,
+    confidence: float = 0.95,
 ) -> dict[str, Any]:
+    """Base and tuned on the same products and seeds; the deltas come with paired bootstrap intervals."""
     rc = cfg.recurrent.model_copy(update={"early_reject": False})
     products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
     runs = {
@@ -102,8 +105,12 @@ def compare_generators(
     features = {
         n: np.stack([background_descriptor(_image(first[n][k]), rgba[k], guard.grid) for k in keys]) for n in runs
     }
-    delta = paired_bootstrap(reviewer["tuned"], reviewer["base"], seed=cfg.recurrent.seed)
-    delta_rfnet = paired_bootstrap(rfnet["tuned"], rfnet["base"], seed=cfg.recurrent.seed)
+    delta, delta_rfnet = (
+        paired_bootstrap(
+            scores["tuned"], scores["base"], resamples=resamples, confidence=confidence, seed=cfg.recurrent.seed
+        )
+        for scores in (reviewer, rfnet)
+    )
     summaries = {n: summarise(s, len(products), rc.max_attempts) for n, s in runs.items()}
     metrics: dict[str, Any] = {
         "products": len(products),

@@ -60,6 +60,8 @@ def register_controlnet(
             pool,
             cfg,
             guard,
+            resamples=gate.resamples,
+            confidence=gate.confidence,
         )
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float | bool)})
         version = log_model_folder("controlnet", candidate, name)
@@ -70,7 +72,7 @@ def register_controlnet(
             candidate=metrics["available_rate_first_rfnet_tuned"],
             baseline=metrics["available_rate_first_rfnet_base"],
             n=metrics["products"],
-            confidence=0.95,
+            confidence=gate.confidence,
         )
         decision = decide(
             name,
