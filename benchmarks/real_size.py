@@ -35,7 +35,7 @@ from reliable_ad.models.generator import (
     sd15_scheduler,
 )
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
-from reliable_ad.training.rfft import _losses
+from reliable_ad.training.rfft import rfft_losses
 
 
 def sd15_components(device: torch.device) -> GeneratorComponents:
@@ -114,7 +114,7 @@ def rfft_step(parts: GeneratorComponents, args: argparse.Namespace, device: torc
         slots = [denoiser.start(j) for j in jobs]
         for _ in range(cfg.inference_steps - 1):
             denoiser.advance(slots)
-        losses = _losses(denoiser, judge, slots, cfg.inference_steps - 1, frozen, cfg, judge.model.available_index)
+        losses = rfft_losses(denoiser, judge, slots, cfg.inference_steps - 1, frozen, cfg, judge.model.available_index)
         (losses["feedback"] + losses["regularizer"]).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,8 @@
 """Prefect flows of ReliableAD. Thin: every task calls the package's API, as the DVC stages do.
 
-- `full_pipeline`: synth -> import -> validate -> prepare -> train RFNet -> evaluate -> gate, then (when a
-  generator is given) recurrent-generation evaluation, RFFT, its evaluation and gate.
+- `full_pipeline`: synth -> import -> validate -> (with a generator: its images labelled by the reviewer,
+  RF1M-gen) -> prepare -> train RFNet -> evaluate -> gate, then (with a generator) recurrent-generation
+  evaluation, RFFT, its evaluation and gate.
 - `retrain_on_feedback`: ingest a new feedback batch -> new data version -> prepare -> retrain RFNet
   warm-started from the champion -> gate -> re-evaluate the generator under the new judge -> optionally
   RFFT -> gate.
@@ -15,6 +16,7 @@ that meet bad data fail at once: retrying cannot fix a bad label file.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from prefect import flow, get_run_logger, task, unmapped
 
 from reliable_ad.params import Params, load_params
 
+GENERATED = Path("data/rf1m-gen")  # the generator's images labelled by the reviewer (`rad feedback simulate`)
 TRANSIENT_MARKERS = ("Connection refused", "Max retries exceeded", "timed out", "Temporary failure", "503", "502")
 
 
@@ -75,10 +78,19 @@ def validate(params: Params, root: Path, manifest: Path, reports: Path) -> dict[
 
 
 @task
-def prepare(params: Params, root: Path, manifest: Path, feedback: Path | None, out: Path) -> dict[str, Any]:
+def simulate_feedback(params: Params, generator: Path, dataset: Path) -> dict[str, Any]:
+    from reliable_ad.api import simulate_feedback as run
+
+    shutil.rmtree(dataset, ignore_errors=True)  # made afresh from the generator, as the DVC stage makes it
+    return run(params, generator, dataset, Path("reports/feedback"), progress=False)
+
+
+@task
+def prepare(params: Params, root: Path, manifest: Path, feedback: list[Path], out: Path) -> dict[str, Any]:
+    """Shards of the main dataset plus each feedback dataset that exists (with its manifest)."""
     from reliable_ad.data.shards import prepare_shards
 
-    more = [(feedback, feedback / "manifest.parquet")] if feedback and (feedback / "manifest.parquet").exists() else []
+    more = [(folder, folder / "manifest.parquet") for folder in feedback if (folder / "manifest.parquet").exists()]
     return dict(prepare_shards(root, manifest, out, params.data.prepare, more=more).model_dump(mode="json"))
 
 
@@ -148,17 +160,9 @@ def register_controlnet(params: Params, controlnet: Path, generator: Path, judge
 
 @task
 def ingest_feedback(params: Params, batch: Path, dataset: Path) -> dict[str, Any]:
-    from reliable_ad.data.feedback import ingest
+    from reliable_ad.api import ingest_feedback as run
 
-    result = ingest(
-        batch,
-        dataset,
-        params.data.import_,
-        params.data.validate_,
-        Path("reports/feedback"),
-        params.data.prepare.depth_maps,
-        params.data.prepare.saliency_maps,
-    )
+    result = run(params, batch, dataset, Path("reports/feedback"))
     if result.status == "rejected":
         raise ValueError(f"feedback batch {batch} failed validation; report: {result.report}")
     return dict(result.model_dump())
@@ -211,7 +215,11 @@ def full_pipeline(params_path: str = "params.yaml", generator: str | None = None
     summary: dict[str, Any] = {"synth": synth(params, root)}
     summary["import"] = import_data(params, root, manifest)
     summary["validate"] = validate(params, root, manifest, Path("reports/validation"))
-    summary["prepare"] = prepare(params, root, manifest, Path("data/feedback"), Path("data/shards"))
+    feedback = [Path("data/feedback")]
+    if generator:
+        summary["simulate_feedback"] = simulate_feedback(params, Path(generator), GENERATED)
+        feedback.append(GENERATED)
+    summary["prepare"] = prepare(params, root, manifest, feedback, Path("data/shards"))
     model = train_rfnet(params, Path("data/shards"), Path("models/rfnet"))
     summary["rfnet"] = evaluate_rfnet(model, Path("data/shards"), Path("metrics/rfnet.json"), Path("plots/rfnet"))
     summary["rfnet_gate"] = register_rfnet(params, model, Path("data/shards"), Path("metrics/rfnet_gate.json"))
@@ -237,7 +245,7 @@ def retrain_on_feedback(
         return summary
     summary["data_version"] = dvc_add(feedback)
     root, manifest, shards = Path("data/rf1m-synth"), Path("data/manifest/manifest.parquet"), Path("data/shards")
-    summary["prepare"] = prepare(params, root, manifest, feedback, shards)
+    summary["prepare"] = prepare(params, root, manifest, [feedback, GENERATED], shards)
     warm = champion_folder("rfnet")
     candidate = train_rfnet(params, shards, Path("models/rfnet-retrain"), init_from=warm)
     summary["rfnet_gate"] = register_rfnet(params, candidate, shards, Path("metrics/rfnet_gate.json"))

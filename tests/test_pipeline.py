@@ -48,6 +48,10 @@ def test_quick_profile_runs_every_stage_and_reruns_only_what_changed(tmp_path: P
     for name in ("rfnet", "rfnet_gate", "generation", "rfft", "rfft_gate", "validation"):
         assert (clone / "metrics" / f"{name}.json").exists(), name
     assert (clone / "reports" / "report.html").stat().st_size > 10_000
+    # the judge is tested on the generator's own images apart, and the gate reused rfft evaluate's comparison
+    by_source = json.loads((clone / "metrics" / "rfnet.json").read_text())["by_source"]
+    assert set(by_source) == {"rf1m-synth", "rf1m-gen"} and by_source["rf1m-gen"]["n"] > 0
+    assert json.loads((clone / "metrics" / "rfft_gate.json").read_text())["extra"]["comparison"].startswith("reused")
     assert _stale(clone) == set()
 
     # one knob of one stage: only that stage and what follows it are stale

@@ -66,6 +66,59 @@ def evaluate_generation(
     )
 
 
+def ingest_feedback(params: Params, batch: Path, dataset: Path, reports: Path, dvc_add: bool = False) -> Any:
+    """Validate a feedback batch and append what passes to `dataset` (maps made by the configured extractors)."""
+    from reliable_ad.data.feedback import ingest
+
+    data = params.data
+    return ingest(
+        batch,
+        dataset,
+        data.import_,
+        data.validate_,
+        reports,
+        data.prepare.depth_maps,
+        data.prepare.saliency_maps,
+        dvc_add=dvc_add,
+    )
+
+
+def simulate_feedback(
+    params: Params, generator: Path, dataset: Path, reports: Path, progress: bool = True
+) -> dict[str, Any]:
+    """RF1M-gen: the generator's images of new products, labelled by the reviewer, ingested into `dataset` as a
+    feedback batch (validated, maps computed, own manifest) so `rad data prepare --feedback` can add them."""
+    import tempfile
+
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.simulated_feedback import simulate_feedback as run
+
+    p = params.generation
+    dataset.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dataset.parent, prefix=f".{dataset.name}.batch-") as batch:
+        counts = run(
+            denoiser_from(generator, None, params),
+            load_prompt_pool(p.prompts),
+            params.data.generated,
+            params.data.synth,
+            Path(batch),
+            batch_size=p.evaluate.recurrent.batch_size,
+            progress=progress,
+        )
+        result = ingest_feedback(params, Path(batch), dataset, reports)
+    return {"labels": counts, **result.model_dump(exclude={"batch"})}
+
+
+def _comparison_key(params: Params, generator: Path, controlnet: Path, judge: str | Path) -> str | None:
+    """The key of a base-vs-tuned comparison; None when the judge is a registry alias (it can move)."""
+    from reliable_ad.generation.rfft_eval import comparison_key
+
+    if not Path(judge).is_dir():
+        return None
+    p = params.generation
+    return comparison_key(generator, controlnet, Path(judge), p.evaluate, p.guard, p.gate.resamples, p.gate.confidence)
+
+
 def compare_generators(
     params: Params, generator: Path, controlnet: Path, judge: str | Path, metrics: Path | None, grid: Path | None
 ) -> dict[str, Any]:
@@ -82,6 +135,9 @@ def compare_generators(
         p.guard,
         metrics,
         grid,
+        resamples=p.gate.resamples,
+        confidence=p.gate.confidence,
+        key=_comparison_key(params, generator, controlnet, judge),
     )
 
 
@@ -94,8 +150,15 @@ def rfft_train(params: Params, generator: Path, judge: str | Path, out: Path, re
 
 
 def register_controlnet(
-    params: Params, controlnet: Path, generator: Path, judge: str | Path, decision: Path | None
+    params: Params,
+    controlnet: Path,
+    generator: Path,
+    judge: str | Path,
+    decision: Path | None,
+    comparison: Path | None = None,
 ) -> dict[str, Any]:
+    """Register and gate a tuned ControlNet; `comparison` is `rad rfft evaluate`'s metrics file, reused when
+    it compared the same generator, ControlNet and judge under the same settings."""
     from reliable_ad.generation.prompts import load_prompt_pool
     from reliable_ad.registry.controlnet import register_controlnet as run
 
@@ -110,5 +173,7 @@ def register_controlnet(
         p.guard,
         p.gate,
         decision_file=decision,
+        earlier=json.loads(comparison.read_text()) if comparison is not None and comparison.exists() else None,
+        key=_comparison_key(params, generator, controlnet, judge),
     )
     return dict(result.__dict__)

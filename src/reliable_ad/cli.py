@@ -170,21 +170,34 @@ def feedback_ingest(
     params: ParamsOption = None,
 ) -> None:
     """Validate a batch with the dataset's suite and append what passes; the same batch twice adds nothing."""
-    from reliable_ad.data.feedback import ingest
+    from reliable_ad.api import ingest_feedback
 
-    p = _params(params)
-    result = ingest(
-        batch,
-        dataset,
-        p.data.import_,
-        p.data.validate_,
-        reports,
-        p.data.prepare.depth_maps,
-        p.data.prepare.saliency_maps,
-        dvc_add=dvc,
-    )
+    result = ingest_feedback(_params(params), batch, dataset, reports, dvc_add=dvc)
     _print(result.model_dump())
     if result.status == "rejected":
+        raise typer.Exit(1)
+
+
+@feedback_app.command("simulate")
+@user_errors
+def feedback_simulate(
+    generator: Annotated[Path, typer.Option(help="generator pipeline folder")] = Path("models/tiny-generator/model"),
+    dataset: Annotated[Path, typer.Option(help="the feedback dataset the batch joins")] = Path("data/rf1m-gen"),
+    reports: Annotated[Path, typer.Option(help="where the batch's validation report goes")] = Path("reports/feedback"),
+    products: Annotated[
+        int | None, typer.Option(help="products to generate (default: data.generated.products)")
+    ] = None,
+    params: ParamsOption = None,
+) -> None:
+    """The embedded world's human feedback: generate one image per new product, label it with the reviewer,
+    ingest the batch (RF1M-gen, the part of RF1M made by the generator itself)."""
+    from reliable_ad.api import simulate_feedback
+
+    p = _params(params)
+    p.data.generated = _override(p.data.generated, products=products)
+    result = simulate_feedback(p, generator, dataset, reports)
+    _print(result)
+    if result["status"] == "rejected":
         raise typer.Exit(1)
 
 
@@ -199,7 +212,7 @@ def feedback_announce(
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
-    from reliable_ad.data.feedback import FeedbackError, batch_hash
+    from reliable_ad.data.feedback import FeedbackError, folder_hash
 
     if not batch.is_dir():
         raise FeedbackError(f"feedback batch {batch} does not exist or is not a folder")
@@ -210,7 +223,7 @@ def feedback_announce(
         urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10).read()
     except OSError as error:
         raise RuntimeError(f"the Prefect server at {api} does not answer ({error}); nothing was announced") from error
-    digest = batch_hash(batch)
+    digest = folder_hash(batch)
     emit_event(
         "reliable-ad.feedback.batch",
         resource={"prefect.resource.id": f"reliable-ad.feedback.{digest[:12]}"},
@@ -494,12 +507,16 @@ def rfft_register(
     generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
     judge: Annotated[str, typer.Option(help="the fixed judge: RFNet folder or name@alias")] = "models/rfnet/model",
     decision: Annotated[Path | None, typer.Option(help="write the gate's decision here (JSON)")] = None,
+    comparison: Annotated[
+        Path | None,
+        typer.Option(help="`rad rfft evaluate`'s metrics: reused when they compared the same models and settings"),
+    ] = None,
     params: ParamsOption = None,
 ) -> None:
     """Register as reliable-controlnet; champion only if it beats the champion (or the base) and the guard holds."""
     from reliable_ad.api import register_controlnet
 
-    _print(register_controlnet(_params(params), controlnet, generator, judge, decision))
+    _print(register_controlnet(_params(params), controlnet, generator, judge, decision, comparison))
 
 
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)

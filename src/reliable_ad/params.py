@@ -22,6 +22,7 @@ from reliable_ad.generation.config import (
     PretrainConfig,
     RecurrentConfig,
     RFFTConfig,
+    SimulatedFeedbackConfig,
 )
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.registry.gate import GateConfig
@@ -35,6 +36,7 @@ class DataParams(BaseModel):
     import_: ImportConfig = Field(default_factory=ImportConfig, alias="import")
     validate_: ValidationConfig = Field(default_factory=ValidationConfig, alias="validate")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    generated: SimulatedFeedbackConfig = Field(default_factory=SimulatedFeedbackConfig)
 
 
 class RFNetParams(BaseModel):

@@ -51,6 +51,13 @@ def test_batch_joins_the_dataset_once(tmp_path: Path) -> None:
         more=[(dataset, dataset / layout.MANIFEST_FILE)],
     )
     assert sum(summary.rows_written.values()) == 16 + 32
+    # each row says which dataset it came from, so evaluation can report the feedback rows apart
+    sources = [
+        source
+        for shard in sorted((tmp_path / "shards").rglob("*.parquet"))
+        for source in pq.read_table(shard, columns=["source"]).column("source").to_pylist()
+    ]
+    assert sorted(set(sources)) == ["feedback", "main"] and sources.count("feedback") == 32
 
 
 def test_a_batch_failing_validation_changes_nothing(tmp_path: Path) -> None:

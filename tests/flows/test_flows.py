@@ -16,6 +16,7 @@ TINY = {
         "synth": {"n": 160, "seed": 3},
         "validate": {"workers": 1, "data_docs": False},
         "prepare": {"samples_per_shard": 100},
+        "generated": {"products": 8},
     },
     "rfnet": {
         "train": {
@@ -81,6 +82,8 @@ def test_full_pipeline_then_retrain_on_feedback(inside) -> None:
 
     summary = full_pipeline(params_path="params.yaml", generator=str(inside / "generator"))
     assert summary["validate"]["rows_in"] == 160
+    assert summary["simulate_feedback"]["rows_accepted"] == 8  # the generator's images, reviewer-labelled
+    assert summary["prepare"]["rows_in"] == 160 + 8
     assert summary["rfnet_gate"]["promoted"] and "first valid candidate" in summary["rfnet_gate"]["reason"]
     assert "available_rate_first_rfnet" in summary["generation"]
     assert "promoted" in summary["rfft_gate"]
@@ -95,7 +98,7 @@ def test_full_pipeline_then_retrain_on_feedback(inside) -> None:
     write_synth(SynthConfig(n=24, seed=99), inside / "incoming" / "batch1")
     retrained = retrain_on_feedback(batch="incoming/batch1", params_path="params.yaml")
     assert retrained["ingest"]["status"] == "ingested" and retrained["ingest"]["rows_accepted"] == 24
-    assert retrained["prepare"]["rows_in"] == 160 + 24
+    assert retrained["prepare"]["rows_in"] == 160 + 8 + 24
     assert retrained["rfnet_gate"]["version"] == "2"  # warm-started from the champion, gated against it
     again = retrain_on_feedback(batch="incoming/batch1", params_path="params.yaml")
     assert again["ingest"]["status"] == "already ingested" and "rfnet_gate" not in again

@@ -8,7 +8,13 @@ from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.generation.rfft_eval import background_descriptor, compare_generators, diversity, quality_guard
+from reliable_ad.generation.rfft_eval import (
+    background_descriptor,
+    compare_generators,
+    comparison_key,
+    diversity,
+    quality_guard,
+)
 from reliable_ad.judge import Judge
 from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components, save_components
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
@@ -113,3 +119,41 @@ def test_registering_a_controlnet_that_does_not_beat_the_base(folders, tracking,
     assert "80% interval" in decision.reason  # the gate's own confidence, not a fixed 95%
     assert by_alias("reliable-controlnet", CHAMPION) is None
     assert json.loads((tmp_path / "d.json").read_text())["promoted"] is False
+
+
+def test_the_gate_reuses_an_evaluation_of_the_same_key_and_only_that(folders, tracking, tmp_path) -> None:
+    import mlflow
+
+    gate = GateConfig(resamples=200, confidence=0.8)
+    judge_dir = tmp_path / "judge"
+    _judge().model.save(judge_dir)
+    key = comparison_key(folders / "gen", folders / "tuned", judge_dir, EVAL, GuardConfig(), 200, 0.8)
+    assert key != comparison_key(
+        folders / "gen", folders / "gen" / "controlnet", judge_dir, EVAL, GuardConfig(), 200, 0.8
+    )
+    # an evaluation that says the candidate is far better: reused only under its own key
+    earlier = {
+        "comparison_key": key,
+        "products": 4,
+        "delta": 0.5,
+        "delta_rfnet": 0.75,
+        "delta_rfnet_ci_low": 0.5,
+        "delta_rfnet_ci_high": 1.0,
+        "available_rate_first_rfnet_tuned": 1.0,
+        "available_rate_first_rfnet_base": 0.25,
+        "guard_ok": True,
+        "diversity_base": 10.0,
+        "diversity_tuned": 10.0,
+    }
+
+    def register(given_key: str) -> tuple[bool, str]:
+        decision = register_controlnet(
+            folders / "tuned", folders / "gen", _judge(), "test-judge", POOL, EVAL, GuardConfig(), gate,
+            earlier=earlier, key=given_key,
+        )  # fmt: skip
+        run = mlflow.search_runs(experiment_names=["reliable-ad"], order_by=["start_time DESC"]).iloc[0]
+        return decision.promoted, run["tags.comparison"]
+
+    assert register("another key") == (False, "generated here")  # generated again: the random judge finds no gain
+    promoted, how = register(key)
+    assert promoted and how.startswith("reused")

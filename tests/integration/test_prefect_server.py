@@ -156,13 +156,13 @@ def test_a_failed_flow_run_and_its_task_run_are_recorded_on_the_server(
 def test_announcing_a_feedback_batch_reaches_the_server_as_an_event(prefect_api: str, tmp_path: Path) -> None:
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from reliable_ad.data.feedback import batch_hash
+    from reliable_ad.data.feedback import folder_hash
 
     batch = tmp_path / "incoming" / "batch1"
     batch.mkdir(parents=True)
     (batch / "label.txt").write_text("a.png\t1\n")
     (batch / "metadata.jsonl").write_text('{"image": "a.png", "prompt": "p", "title": "t"}\n')
-    digest = batch_hash(batch)
+    digest = folder_hash(batch)
 
     rad = Path(sys.executable).with_name("rad")
     command = [str(rad)] if rad.exists() else [sys.executable, "-c", "from reliable_ad.cli import app; app()"]

@@ -31,7 +31,7 @@ from reliable_ad.data.shards import BLOB_COLUMNS, INDEX_FILE, SCHEMA_VERSION, TA
 from reliable_ad.labels import LabelSet
 
 UnknownLabels = Literal["error", "skip"]
-_ROW_COLUMNS = ("id", "label", "title", "product_id")
+_ROW_COLUMNS = ("id", "label", "title", "product_id", "source")
 
 
 class ShardIndexError(ValueError):
@@ -185,6 +185,7 @@ class _Reader:
         sample: dict[str, Any] = {
             "id": row["id"],
             "product_id": row["product_id"],
+            "source": row["source"],
             "caption": row["title"],
             "label": row["label_index"],
         }
@@ -198,7 +199,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
 
     Each sample is a dict: ``image`` (3xHxW), ``product`` (4xHxW RGBA), ``depth`` and ``saliency`` (1xHxW), all
     float in [0, 1], for the asked `modalities` (default: all prepared ones); ``label`` (index in `label_set`),
-    ``caption`` (the product title), ``id`` and ``product_id``.
+    ``caption`` (the product title), ``id``, ``product_id`` and ``source`` (the dataset folder it came from).
 
     ``shuffle_buffer=0`` streams rows in shard order. ``shuffle_buffer>0`` shuffles the row-group order and the
     rows inside each row group, then mixes rows through a buffer of that many rows; the order is a function of
@@ -228,7 +229,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
 
     @staticmethod
     def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-        """Batch samples: tensors stacked, labels as a tensor, strings (id, caption, product_id) as lists."""
+        """Batch samples: tensors stacked, labels as a tensor, strings (id, caption, product_id, source) as lists."""
         return dict(default_collate(samples))
 
     def count(self) -> int:

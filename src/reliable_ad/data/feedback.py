@@ -4,8 +4,9 @@ A batch is a folder in the RF1M layout (label.txt, metadata.jsonl, images, produ
 
 1. hashes its content; a batch already in the ledger adds nothing;
 2. imports it (bad lines quarantined with their reasons) and validates it with the same expectation suite as
-   the main dataset; a batch that fails validation changes nothing and leaves its report and rejects under
-   ``reports/``;
+   the main dataset, except the class shares: a batch holds whatever reviewers were shown (generated images of
+   suitable products are never "unsuitable"), balance is a property of the whole dataset. A batch that fails
+   validation changes nothing and leaves its report and rejects under ``reports/``;
 3. computes the depth and saliency maps of each accepted image with the configured extractors (reviewers
    send images, not maps), packs the accepted rows into one package ``batch-<hash>.zip`` and appends them
    to the feedback dataset's label.txt and metadata.jsonl;
@@ -57,7 +58,7 @@ class IngestResult(BaseModel):
     dataset_rows: int = 0
 
 
-def batch_hash(folder: Path) -> str:
+def folder_hash(folder: Path) -> str:
     """SHA-256 over every file's relative path and bytes, in path order."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -100,7 +101,7 @@ def ingest(
     if not (dataset / layout.LABEL_FILE).exists():
         init_feedback(dataset)
     _recover(dataset)
-    digest = batch_hash(batch)
+    digest = folder_hash(batch)
     if any(entry["batch_hash"] == digest for entry in ledger(dataset)):
         return IngestResult(batch=str(batch), batch_hash=digest, status="already ingested", dataset_rows=_rows(dataset))
     report = reports / f"batch-{digest[:12]}"
@@ -110,7 +111,8 @@ def ingest(
     if imported.rejects:
         shutil.copy(imported.rejects, report / "import_rejects.jsonl")
     known = _known_ids(dataset)
-    checked = validate_dataset(batch, validation_cfg, report / "validation", report / "manifest.parquet")
+    any_share = validation_cfg.model_copy(update={"class_share": (0.0, 1.0), "class_share_bounds": {}})
+    checked = validate_dataset(batch, any_share, report / "validation", report / "manifest.parquet")
     result = IngestResult(
         batch=str(batch),
         batch_hash=digest,

@@ -39,9 +39,10 @@ from reliable_ad.data import layout
 from reliable_ad.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, decode, encode_png
 from reliable_ad.data.sources import Location, located, read_rows
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the source column
 INDEX_FILE = "index.json"
 META_COLUMNS = ("id", "label_id", "label", "prompt", "title", "product_id", "category", "height_cm", "split")
+SOURCE_COLUMN = "source"  # the dataset folder a row came from (e.g. rf1m-synth, feedback, rf1m-gen)
 BLOB_COLUMNS = ("image", "product", "depth", "saliency")
 TARGET_MODE = {"image": "RGB", "product": "RGBA", "depth": "L", "saliency": "L"}
 DESCRIPTION = {"image": "generated image", "product": "product image", "depth": "depth map", "saliency": "saliency map"}
@@ -123,9 +124,10 @@ class PrepareSummary(BaseModel):
 
 
 def shard_schema(modalities: tuple[str, ...]) -> pa.Schema:
-    """Columns of a shard: the row's metadata, then one PNG-bytes column per stored modality."""
+    """Columns of a shard: the row's metadata and source, then one PNG-bytes column per stored modality."""
     meta = {f.name: f.type for f in layout.MANIFEST_SCHEMA}
-    return pa.schema([(name, meta[name]) for name in META_COLUMNS] + [(m, pa.binary()) for m in modalities])
+    columns = [(name, meta[name]) for name in META_COLUMNS] + [(SOURCE_COLUMN, pa.string())]
+    return pa.schema(columns + [(m, pa.binary()) for m in modalities])
 
 
 def shard_name(split: str, number: int) -> str:
@@ -395,6 +397,7 @@ class _Run:
             if isinstance(data, Exception):
                 raise located(data, where) from data
             out = {name: row[name] for name in META_COLUMNS}
+            out[SOURCE_COLUMN] = self.root.name
             for kind in self.cfg.modalities():
                 out[kind], resized = png_for(data[kind], kind, f"{where}: {files[position][kind]}", self.cfg)
                 self.shards.resized += resized

@@ -155,3 +155,14 @@ class RFFTConfig(BaseModel):
         if self.last_k > self.inference_steps:
             raise ValueError(f"last_k {self.last_k} is larger than inference_steps {self.inference_steps}")
         return self
+
+
+class SimulatedFeedbackConfig(BaseModel):
+    """How much generated, reviewer-labelled data the embedded world adds (RF1M-gen). Images are denoised as
+    the generation evaluation's recurrent runs denoise them (steps, guidance, batch size)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    products: int = Field(2000, ge=1, description="products generated once each")
+    product_seed: int = Field(2000, description="RF1M-synth seed the products come from (own ids, own products)")
+    seed: int = Field(0, description="seed of the generation jobs (noise and prompt draws)")

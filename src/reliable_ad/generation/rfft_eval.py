@@ -8,6 +8,7 @@ product) must stay above a share of the base's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from reliable_ad.data.colour import to_lab
+from reliable_ad.data.feedback import folder_hash
 from reliable_ad.data.scene import dilate
 from reliable_ad.generation.config import GenerationEvalConfig
 from reliable_ad.generation.denoise import Denoiser
@@ -89,8 +91,12 @@ def compare_generators(
     grid_file: Path | None = None,
     resamples: int = 2000,
     confidence: float = 0.95,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """Base and tuned on the same products and seeds; the deltas come with paired bootstrap intervals."""
+    """Base and tuned on the same products and seeds; the deltas come with paired bootstrap intervals.
+
+    `key` (see `comparison_key`) is stored with the metrics, so the registry gate can reuse them.
+    """
     rc = cfg.recurrent.model_copy(update={"early_reject": False})
     products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
     runs = {
@@ -130,12 +136,33 @@ def compare_generators(
         "abandoned_share_base": summaries["base"]["abandoned_share"],
         "abandoned_share_tuned": summaries["tuned"]["abandoned_share"],
     }
+    if key is not None:
+        metrics["comparison_key"] = key
     if metrics_file is not None:
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
         metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
     if grid_file is not None:
         _grid(first, keys[:16], grid_file)
     return metrics
+
+
+def comparison_key(
+    generator: Path,
+    controlnet: Path,
+    judge: Path,
+    cfg: GenerationEvalConfig,
+    guard: GuardConfig,
+    resamples: int,
+    confidence: float,
+) -> str:
+    """What a base-vs-tuned comparison depends on: every file of the generator, the tuned ControlNet and the
+    judge, and the settings. Two comparisons with the same key have the same result (every job is seeded)."""
+    digest = hashlib.sha256()
+    for folder in (generator, controlnet, judge):
+        digest.update(folder_hash(folder).encode())
+    settings = {"eval": cfg.model_dump(mode="json"), "guard": guard.model_dump(mode="json")}
+    digest.update(json.dumps({**settings, "resamples": resamples, "confidence": confidence}, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def _grid(first: dict[str, dict[str, Attempt]], keys: list[str], path: Path) -> None:

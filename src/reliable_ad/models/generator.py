@@ -240,16 +240,14 @@ def load_components(
     if local_only and not Path(cn_source).exists():
         raise FileNotFoundError(f"ControlNet path {cn_source} does not exist (offline: no hub download)")
     with LOADING:
-        cn = ControlNetModel.from_pretrained(
-            cn_source, local_files_only=local_only, use_safetensors=True, torch_dtype=dtype
-        )
+        cn = ControlNetModel.from_pretrained(cn_source, local_files_only=local_only, use_safetensors=True, dtype=dtype)
         pipe = StableDiffusionControlNetInpaintPipeline.from_pretrained(
             base,
             controlnet=cn,
             safety_checker=None,
             local_files_only=local_only,
             use_safetensors=True,
-            torch_dtype=dtype,
+            dtype=dtype,
         )
     check_controlnet_matches(pipe.unet, pipe.controlnet)
     return GeneratorComponents(pipe.vae, pipe.unet, pipe.controlnet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)

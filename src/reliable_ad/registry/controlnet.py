@@ -2,7 +2,9 @@
 
 The candidate and the champion generate for the same held-out products with the same seeds in one run and
 are judged by one fixed judge; the first-attempt available rate must improve with a paired bootstrap
-interval above the margin, and the candidate's quality guard must hold.
+interval above the margin, and the candidate's quality guard must hold. With no champion the baseline is the
+base ControlNet, which `rad rfft evaluate` has already compared: its metrics are reused when their
+`comparison_key` says they come from the same generator, candidate, judge and settings.
 """
 
 from __future__ import annotations
@@ -38,8 +40,14 @@ def register_controlnet(
     name: str = REGISTERED_NAME,
     decision_file: Path | None = None,
     run_params: dict[str, Any] | None = None,
+    earlier: dict[str, Any] | None = None,
+    key: str | None = None,
 ) -> Decision:
-    """Compare the candidate with the champion (or the base ControlNet when there is none), register, gate."""
+    """Compare the candidate with the champion (or the base ControlNet when there is none), register, gate.
+
+    `earlier`: metrics of a base-vs-candidate comparison already made; used instead of generating again when
+    there is no champion and its ``comparison_key`` equals `key` (the key of this candidate, judge, settings).
+    """
     import mlflow
 
     experiment_id = setup(experiment)
@@ -53,15 +61,22 @@ def register_controlnet(
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):
         if run_params:
             mlflow.log_params(run_params)
-        metrics = compare_generators(
-            Denoiser.from_folders(generator, reference, rc),
-            Denoiser.from_folders(generator, candidate, rc),
-            judge,
-            pool,
-            cfg,
-            guard,
-            resamples=gate.resamples,
-            confidence=gate.confidence,
+        reuse = champion is None and key is not None and earlier is not None and earlier.get("comparison_key") == key
+        how = "reused from the evaluation of the same key" if reuse else "generated here"
+        mlflow.set_tag("comparison", how)
+        metrics = (
+            earlier
+            if reuse and earlier is not None
+            else compare_generators(
+                Denoiser.from_folders(generator, reference, rc),
+                Denoiser.from_folders(generator, candidate, rc),
+                judge,
+                pool,
+                cfg,
+                guard,
+                resamples=gate.resamples,
+                confidence=gate.confidence,
+            )
         )
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float | bool)})
         version = log_model_folder("controlnet", candidate, name)
@@ -89,6 +104,7 @@ def register_controlnet(
                 "guard_ok": metrics["guard_ok"],
                 "diversity_base": metrics["diversity_base"],
                 "diversity_tuned": metrics["diversity_tuned"],
+                "comparison": how,
             },
             guard_ok=bool(metrics["guard_ok"]),
         )

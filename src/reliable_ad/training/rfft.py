@@ -117,7 +117,7 @@ def rfft_train(
             for _ in range(index):  # the trajectory so far, on-policy, without gradients
                 denoiser.advance(slots)
             with accelerator.autocast():
-                losses = _losses(denoiser, judge, slots, index, frozen, cfg, available)
+                losses = rfft_losses(denoiser, judge, slots, index, frozen, cfg, available)
                 if cfg.anchor > 0:
                     renders = [draw_sample(anchor_world, int(k)) for k in rng.integers(0, 10**6, cfg.batch_size)]
                     losses["anchor"] = denoising_loss(components, noise_scheduler, renders, 0.1, rng)
@@ -156,7 +156,7 @@ def rfft_train(
     return summary
 
 
-def _losses(
+def rfft_losses(
     denoiser: Denoiser,
     judge: Judge,
     slots: list[Slot],
