@@ -1,7 +1,7 @@
 """How well RFNet judges *generated* images: its p(available) against the reviewer's label on every finished
 attempt of the plain run of `rad evaluate-generation` (reports/generation/attempts.parquet of a pipeline run).
 
-    python benchmarks/judge_on_generated.py [--root .]
+    python benchmarks/judge_on_generated.py [--root .] [--attempts reports/generation/attempts.parquet]
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from common import machine
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=Path("."))
+    parser.add_argument("--attempts", type=Path, help="attempts table (default ROOT/reports/generation/...)")
     args = parser.parse_args()
     print(machine())
-    attempts = pd.read_parquet(args.root / "reports" / "generation" / "attempts.parquet")
+    attempts = pd.read_parquet(args.attempts or args.root / "reports" / "generation" / "attempts.parquet")
     judged = attempts[(attempts["run"] == "plain") & attempts["reviewer_label"].notna()]
     available = judged["reviewer_label"] == "available"
     print(f"{len(judged)} generated attempts, {available.mean():.1%} available by the reviewer")
