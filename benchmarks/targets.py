@@ -109,6 +109,12 @@ def main() -> None:
             print(f"{name:<50} {'n/a':>10}  {goal:<28} not measured in {file}")
             continue
         print(f"{name:<50} {value:>10.3f}  {goal:<28} {'met' if ok(value) else 'MISSED'}")
+    rfnet = args.root / "metrics" / "rfnet.json"
+    by_source = json.loads(rfnet.read_text()).get("by_source", {}) if rfnet.exists() else {}
+    for source, figures in by_source.items():  # no goal of their own: how the judge does on each kind of image
+        for key in ("macro_f1", "ap_available"):
+            name = f"RFNet test {key} on {source} ({figures['n']} rows)"
+            print(f"{name:<50} {figures[key]:>10.3f}  {'reported':<28} -")
     summary = args.root / "models" / "rfnet" / "train_summary.json"
     if summary.exists():
         seconds = float(json.loads(summary.read_text())["seconds"])

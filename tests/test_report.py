@@ -43,6 +43,10 @@ RFNET = {
         "available": {"precision": 0.9, "recall": 0.8571, "f1": 0.878, "support": 21},
         "space_mismatch": {"precision": 0.6667, "recall": 0.5, "f1": 0.5714, "support": 4},
     },
+    "by_source": {
+        "rf1m-gen": {"n": 12, "accuracy": 0.5833, "macro_f1": 0.4321, "ap_available": 0.7654, "ece": 0.1},
+        "rf1m-synth": {"n": 36, "accuracy": 0.8889, "macro_f1": 0.8, "ap_available": 0.9, "ece": 0.05},
+    },
 }
 RFFT = {
     "products": 16,
@@ -117,6 +121,7 @@ def test_page_holds_the_numbers_and_notes_for_what_is_missing(project: Path, pag
     assert f'<td class="num">{synth["splits"]["train"]}</td>' in html
     assert "0.8125" in html and "0.7431" in html and "n/a" in html  # accuracy, macro-F1, NaN AP
     assert "space_mismatch" in html and "0.5714" in html  # per class
+    assert re.search(r"<td>rf1m-gen</td><td[^>]*>12</td><td[^>]*>0.5833</td><td[^>]*>0.4321</td>", html)  # per source
     assert "<td>without depth</td>" in html and '<td class="num">85.31</td>' in html  # markdown table as HTML
     assert "0.2500" in html and "0.0625" in html and "holds" in html  # RFFT delta, CI, guard
     assert "champion_version" in html and "abc123" in html  # gate JSON with its extra

@@ -267,6 +267,13 @@ def rfnet_section(inputs: Inputs) -> dict[str, Any]:
                 for label, row in per_class.items()
                 if isinstance(row, dict)
             ]
+        by_source = metrics.get("by_source")
+        if isinstance(by_source, dict):
+            section["by_source"] = [
+                (source, *(row.get(k) for k in ("n", "accuracy", "macro_f1", "ap_available", "ece")))
+                for source, row in by_source.items()
+                if isinstance(row, dict)
+            ]
     return section
 
 
@@ -515,6 +522,8 @@ figcaption { color: #555; font-size: 90%; } pre { background: #f7f7f7; padding: 
 {{ notes(rfnet.notes) }}
 {{ kv("Headline (metrics/rfnet.json)", rfnet.headline) }}
 {{ grid("Per class", ["label", "precision", "recall", "F1", "support"], rfnet.per_class) }}
+{{ grid("Per source (renderings vs the generator's own images)",
+        ["source", "n", "accuracy", "macro-F1", "AP(available)", "ECE"], rfnet.by_source) }}
 {{ figure(rfnet.image, "Evaluation: confusion matrix, precision-recall for available, reliability diagram") }}
 </section>
 
