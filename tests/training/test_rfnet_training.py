@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from reliable_ad.data.dataset import read_index
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.training import rfnet as rfnet_training
-from reliable_ad.training.rfnet import NonFiniteLoss, RFNetTrainConfig, train_rfnet
+from reliable_ad.training.rfnet import NonFiniteLoss, RFNetTrainConfig, rfnet_loss, train_rfnet
 from reliable_ad.training.rfnet_eval import evaluate_rfnet
 
 SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1}
@@ -145,3 +146,23 @@ def test_two_cpu_processes_under_accelerate_launch(tiny_shards: Path, tmp_path: 
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["processes"] == 2
     assert summary["steps"] == _train_rows(tiny_shards) // (16 * 2)
+
+
+def test_source_weights_scale_each_rows_share_of_the_loss() -> None:
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    sources = ["rf1m-synth"] * 3 + ["rf1m-gen"] * 3
+    classes = torch.tensor([1.0, 2.0, 0.5])
+    plain = F.cross_entropy(logits, labels, weight=classes)
+    assert torch.isclose(rfnet_loss(logits, labels, classes, sources, {}), plain)
+    assert torch.isclose(rfnet_loss(logits, labels, classes, sources, {"rf1m-gen": 1.0}), plain)
+    # weight 0 on one source: the loss of the other source's rows alone
+    only_synth = F.cross_entropy(logits[:3], labels[:3], weight=classes)
+    assert torch.isclose(rfnet_loss(logits, labels, classes, sources, {"rf1m-gen": 0.0}), only_synth)
+    # weight 3: as if every generated row were there three times
+    tripled = F.cross_entropy(
+        torch.cat([logits[:3], *[logits[3:]] * 3]), torch.cat([labels[:3], *[labels[3:]] * 3]), weight=classes
+    )
+    assert torch.isclose(rfnet_loss(logits, labels, classes, sources, {"rf1m-gen": 3.0}), tripled)
+    with pytest.raises(ValueError, match="source weights must be >= 0"):
+        RFNetTrainConfig(source_weights={"rf1m-gen": -1.0})
