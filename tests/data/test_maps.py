@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from reliable_ad.data.maps import extractor, frequency_tuned_saliency, ground_depth
 from reliable_ad.data.synth.world import SynthConfig, draw_sample
@@ -32,3 +33,19 @@ def test_extractor_lookup() -> None:
         assert "u2net" in str(error)
     else:
         raise AssertionError("unknown extractor accepted")
+
+
+def test_dpt_depth_from_a_model_folder(tiny_dpt) -> None:
+    depth_of = extractor("depth", f"dpt:{tiny_dpt}")
+    image = draw_sample(SynthConfig(), 2).rendering.image
+    depth = depth_of(image)
+    assert depth.dtype == np.uint8 and depth.shape == image.shape[:2]
+    assert depth.min() == 0 and depth.max() == 255  # scaled per image
+    assert np.array_equal(depth, depth_of(image))  # the same map at training and at judge time
+
+
+def test_dpt_without_a_model_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"dpt:.*no depth model there"):
+        extractor("depth", f"dpt:{tmp_path / 'missing'}")
+    with pytest.raises(KeyError, match="dpt:<model folder or hub id>"):
+        extractor("depth", "dpt")

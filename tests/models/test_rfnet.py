@@ -152,3 +152,11 @@ def test_judge_is_differentiable_on_request() -> None:
     assert generated.grad is not None and generated.grad.abs().sum() > 0
     assert not judge(generated, products, CAPTIONS).logits.requires_grad
     judge.requires_grad_check()
+
+
+def test_judge_computes_its_depth_maps_with_a_dpt_model(tiny_dpt, tmp_path) -> None:
+    judge = _judge(depth_extractor=f"dpt:{tiny_dpt}")
+    images, products = _arrays()
+    assert judge(images, products, CAPTIONS).logits.shape == (2, 6)
+    judge.model.save(tmp_path / "rf")  # the extractor's name travels with the model
+    assert Judge.from_path(tmp_path / "rf").config.depth_extractor == f"dpt:{tiny_dpt}"

@@ -6,16 +6,22 @@
 - ``frequency_tuned``: saliency as the distance of each blurred pixel's Lab colour from the image's mean
   colour (Achanta et al., 2009). It needs no weights.
 
-Real-world extractors (DPT depth through transformers) live with the judge; a map kind is stored in a model's
-config so that training and judging always use the same one.
+- ``dpt:<model>``: depth from a DPT model through transformers (``<model>``: a local folder, or a hub id when
+  ``HF_HUB_OFFLINE=0``), the kind of maps RF1M ships. Relative inverse depth, scaled per image to 0-255 so
+  that near is bright, as with ``ground``.
+
+The extractor's name is stored in a model's config (and the dataset's in index.json) so that training and
+judging always use the same one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from reliable_ad.data.colour import to_lab
@@ -56,13 +62,42 @@ def frequency_tuned_saliency(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+class DPTDepth:
+    """Depth maps from a transformers depth-estimation model (DPT and its kin) with its own image processor."""
+
+    def __init__(self, source: str) -> None:
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+        try:
+            self.processor: Any = AutoImageProcessor.from_pretrained(source)
+            self.model = AutoModelForDepthEstimation.from_pretrained(source, use_safetensors=True).eval()
+        except OSError as error:
+            raise FileNotFoundError(
+                f"depth extractor dpt:{source}: no depth model there ({error}); give a local folder, or a hub id "
+                "with HF_HUB_OFFLINE=0"
+            ) from error
+
+    @torch.no_grad()
+    def __call__(self, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        inputs = self.processor(images=image, return_tensors="pt")
+        predicted = self.model(**inputs).predicted_depth  # 1 x h x w, larger = nearer
+        depth = torch.nn.functional.interpolate(predicted[:, None], size=image.shape[:2], mode="bilinear")[0, 0]
+        low, high = float(depth.min()), float(depth.max())
+        scaled = (depth - low) / (high - low) * 255.0 if high > low else torch.zeros_like(depth)
+        return scaled.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 DEPTH_EXTRACTORS: dict[str, MapFn] = {"ground": ground_depth}
 SALIENCY_EXTRACTORS: dict[str, MapFn] = {"frequency_tuned": frequency_tuned_saliency}
+DPT_PREFIX = "dpt:"
 
 
 def extractor(kind: str, name: str) -> MapFn:
-    """Look up a classical extractor by kind ('depth' or 'saliency') and name."""
+    """Look up an extractor by kind ('depth' or 'saliency') and name (``dpt:<model>`` loads a DPT model)."""
+    if kind == "depth" and name.startswith(DPT_PREFIX) and len(name) > len(DPT_PREFIX):
+        return DPTDepth(name[len(DPT_PREFIX) :])
     table = DEPTH_EXTRACTORS if kind == "depth" else SALIENCY_EXTRACTORS
     if name not in table:
-        raise KeyError(f"unknown {kind} extractor {name!r}; known: {sorted(table)}")
+        known = [*sorted(table), "dpt:<model folder or hub id>"] if kind == "depth" else sorted(table)
+        raise KeyError(f"unknown {kind} extractor {name!r}; known: {known}")
     return table[name]

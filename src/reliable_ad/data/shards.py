@@ -82,7 +82,7 @@ class PrepareConfig(BaseModel):
     include_depth: bool = Field(True, description="store the depth map of each row")
     include_saliency: bool = Field(True, description="store the saliency map of each row")
     depth_maps: str = Field(
-        "ground", description="extractor that made the depth maps (e.g. ground, dpt), recorded in index.json"
+        "ground", description="extractor that made the depth maps (ground, or dpt:<model>), recorded in index.json"
     )
     saliency_maps: str = Field(
         "frequency_tuned", description="extractor that made the saliency maps (e.g. frequency_tuned, u2net)"

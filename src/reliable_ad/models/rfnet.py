@@ -60,7 +60,9 @@ class RFNetConfig(BaseModel):
         description="give the generated-image encoder the product's alpha as a 4th channel, so it sees which "
         "pixels are the pasted product and which the model grew (needs the product modality)",
     )
-    depth_extractor: str = Field("ground", description="how depth maps are made, at training and judge time")
+    depth_extractor: str = Field(
+        "ground", description="how depth maps are made, at training and judge time (ground, or dpt:<model>)"
+    )
     saliency_extractor: str = Field("frequency_tuned", description="how saliency maps are made")
 
     @field_validator("modalities")
