@@ -281,6 +281,24 @@ def rfnet_evaluate(
     _print({k: result[k] for k in ("n", "accuracy", "macro_f1", "ap_available", "ece")})
 
 
+@rfnet_app.command("calibrate")
+@user_errors
+def rfnet_calibrate(
+    model: Annotated[Path, typer.Option(help="RFNet folder (its config.json gets the threshold)")],
+    shards: Annotated[Path, typer.Option(help="prepared shard folder")],
+    split: Annotated[str, typer.Option(help="held-out split to calibrate on")] = "val",
+    source: Annotated[
+        str | None, typer.Option(help="only the rows of this source dataset, e.g. rf1m-gen (default: all rows)")
+    ] = None,
+    beta: Annotated[float, typer.Option(help="maximise F-beta of 'available' (< 1: precision counts more)")] = 0.5,
+) -> None:
+    """Set the judge's acceptance threshold tau to the one maximising F-beta of 'available' on held-out rows
+    (`rad rfnet train` does this itself at the end; this is for models trained before, or another split)."""
+    from reliable_ad.training.rfnet_eval import calibrate_rfnet
+
+    _print(calibrate_rfnet(model, shards, split, source, beta))
+
+
 @rfnet_app.command("ablate")
 @user_errors
 def rfnet_ablate(

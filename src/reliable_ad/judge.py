@@ -50,6 +50,12 @@ class Judge:
             extractor("saliency", self.config.saliency_extractor) if "saliency" in self.config.modalities else None
         )
 
+    @property
+    def threshold(self) -> float:
+        """The judge's own acceptance threshold (tau): calibrated with the model, else 0.5."""
+        tau = self.config.acceptance_threshold
+        return 0.5 if tau is None else tau
+
     @classmethod
     def from_path(cls, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 64) -> Judge:
         return cls(RFNet.load(Path(folder), device), device, batch_size)

@@ -31,6 +31,8 @@ class Verdict:
 class StubJudge:
     """Accepts an image when `rule(call, index)` says so; counts its calls."""
 
+    threshold = 0.5  # the judge's own tau, used when the config sets none
+
     def __init__(self, rule):
         self.rule, self.calls = rule, 0
 
@@ -119,3 +121,14 @@ def test_whole_batch_runs_the_same_jobs(components, products) -> None:
 
     assert sorted(map(key, refill.attempts)) == sorted(map(key, whole.attempts))
     assert refill.unet_evals == whole.unet_evals
+
+
+def test_tau_is_the_judges_own_unless_the_config_sets_one(components, products) -> None:
+    judge = StubJudge(lambda call, i: False)  # p = 0 for every image
+    judge.threshold = 0.0  # a judge calibrated to accept everything
+    own = recurrent_generate(Denoiser(components, steps=2, guidance_scale=2.0), judge, products, POOL, _cfg())
+    assert all(a.status == "accepted" and a.attempt == 1 for a in own.attempts)
+    strict = recurrent_generate(
+        Denoiser(components, steps=2, guidance_scale=2.0), judge, products, POOL, _cfg(threshold=0.5)
+    )
+    assert not any(a.status == "accepted" for a in strict.attempts)

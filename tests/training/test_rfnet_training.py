@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from reliable_ad.data.dataset import read_index
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.training import rfnet as rfnet_training
 from reliable_ad.training.rfnet import NonFiniteLoss, RFNetTrainConfig, rfnet_loss, train_rfnet
-from reliable_ad.training.rfnet_eval import evaluate_rfnet
+from reliable_ad.training.rfnet_eval import Predictions, calibrate_threshold, evaluate_rfnet
 
 SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1}
 
@@ -29,6 +30,9 @@ def test_train_and_evaluate(tiny_shards: Path, tmp_path: Path) -> None:
     assert summary["steps"] > 0 and summary["processes"] == 1
     model = RFNet.load(tmp_path / "run" / "model")
     assert model.config.vocabulary, "the tiny text encoder's vocabulary comes from the training captions"
+    # tau calibrated on the val split and saved with the model (or the reason it could not be)
+    calibration = summary["calibration"]
+    assert model.config.acceptance_threshold == calibration["threshold"] or "skipped" in calibration
     metrics = evaluate_rfnet(tmp_path / "run" / "model", tiny_shards, tmp_path / "m.json", tmp_path / "plots")
     assert 0.0 <= metrics["macro_f1"] <= 1.0 and metrics["n"] > 0
     headline = json.loads((tmp_path / "m.json").read_text())
@@ -166,3 +170,17 @@ def test_source_weights_scale_each_rows_share_of_the_loss() -> None:
     assert torch.isclose(rfnet_loss(logits, labels, classes, sources, {"rf1m-gen": 3.0}), tripled)
     with pytest.raises(ValueError, match="source weights must be >= 0"):
         RFNetTrainConfig(source_weights={"rf1m-gen": -1.0})
+
+
+def test_tau_maximises_f_beta_on_held_out_rows() -> None:
+    labels = ["available", "space_mismatch"]
+    p_available = np.array([0.9, 0.8, 0.6, 0.5, 0.4, 0.35, 0.2, 0.1])
+    target = np.array([0, 0, 1, 1, 0, 0, 1, 1])  # 0 = available
+    probabilities = np.stack([p_available, 1 - p_available], axis=1).astype(np.float32)
+    rows = Predictions([str(i) for i in range(8)], ["p"] * 8, target, probabilities, labels, ["gen"] * 8)
+    # beta 1: accept down to 0.35 (all 4 available, 2 wrong: F1 0.80); beta 0.5 prefers precision: 0.8 (F0.5 0.83)
+    assert calibrate_threshold(rows, beta=1.0)["threshold"] == pytest.approx(0.35)
+    precise = calibrate_threshold(rows, beta=0.5)
+    assert precise["threshold"] == pytest.approx(0.8) and precise["precision"] == 1.0
+    with pytest.raises(ValueError, match="needs available and other rows"):
+        calibrate_threshold(rows.subset(target == 0))

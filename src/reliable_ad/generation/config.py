@@ -47,7 +47,9 @@ class RecurrentConfig(BaseModel):
 
     batch_size: int = Field(16, ge=1, description="slots generated together")
     max_attempts: int = Field(5, ge=1, description="attempts per product before it is abandoned")
-    threshold: float = Field(0.5, ge=0, le=1, description="accept when the judge's p_available >= this (tau)")
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="accept when the judge's p_available >= this (tau); None: the judge's own"
+    )
     steps: int = Field(20, ge=1, description="DDIM steps")
     guidance_scale: float = Field(7.5, ge=1)
     controlnet_scale: float = Field(1.0, ge=0)

@@ -28,6 +28,7 @@ from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import (
     Product,
     RunStats,
+    acceptance_threshold,
     cumulative_by_attempt,
     job_for,
     recurrent_generate,
@@ -80,7 +81,7 @@ def calibrate_early_rejection(
                 probes[slots[0].step] += out.p_available.tolist()
         images = Denoiser.to_uint8(Denoiser.paste(denoiser.decode(torch.cat([s.latents for s in slots])), slots))
         out = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
-        finals += [p >= rc.threshold for p in out.p_available.tolist()]
+        finals += [p >= acceptance_threshold(rc, judge) for p in out.p_available.tolist()]
     accepted = np.array(finals)
     table, best = [], None
     for step, scores in probes.items():

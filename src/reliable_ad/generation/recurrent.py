@@ -77,6 +77,11 @@ def job_for(product: Product, index: int, attempt: int, pool: Sequence[PromptCon
     )
 
 
+def acceptance_threshold(cfg: RecurrentConfig, judge: Judge) -> float:
+    """tau: the configured one, else the judge's own (calibrated with the model on held-out rows)."""
+    return judge.threshold if cfg.threshold is None else cfg.threshold
+
+
 def _reviewer_label(job: Job, image: NDArray[np.uint8]) -> str | None:
     if job.height_cm is None:
         return None
@@ -88,6 +93,7 @@ class _Run:
 
     def __init__(self, denoiser: Denoiser, judge: Judge, cfg: RecurrentConfig, keep_images: bool) -> None:
         self.denoiser, self.judge, self.cfg, self.keep_images = denoiser, judge, cfg, keep_images
+        self.tau = acceptance_threshold(cfg, judge)
         self.attempts: list[Attempt] = []
         self.unet_evals = 0
         self.unet_calls = 0
@@ -130,7 +136,7 @@ class _Run:
         images, p, labels = self.judge_slots(slots, use_x0=False)
         results = []
         for k, slot in enumerate(slots):
-            accepted = float(p[k]) >= self.cfg.threshold
+            accepted = float(p[k]) >= self.tau
             self.record(slot, "accepted" if accepted else "rejected", images[k], float(p[k]), labels[k])
             results.append((slot, accepted))
         return results

@@ -64,6 +64,13 @@ class RFNetConfig(BaseModel):
         "ground", description="how depth maps are made, at training and judge time (ground, or dpt:<model>)"
     )
     saliency_extractor: str = Field("frequency_tuned", description="how saliency maps are made")
+    acceptance_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="tau: accept an image when p(available) >= this; calibrated on held-out rows after training "
+        "(`rad rfnet calibrate`); None: 0.5",
+    )
 
     @field_validator("modalities")
     @classmethod

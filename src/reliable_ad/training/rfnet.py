@@ -27,7 +27,7 @@ from tqdm import tqdm
 from reliable_ad.data.dataset import ShardDataset, read_column, read_index
 from reliable_ad.models.rfnet import RFNet, RFNetConfig, build_vocabulary
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
-from reliable_ad.training.rfnet_eval import model_inputs, shard_modalities
+from reliable_ad.training.rfnet_eval import calibrate_rfnet, model_inputs, shard_modalities
 
 
 class NonFiniteLoss(RuntimeError):
@@ -57,6 +57,14 @@ class RFNetTrainConfig(BaseModel):
     checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
     mixed_precision: str = Field("no", description="'no', 'fp16' or 'bf16' (GPU)")
     threads: int = Field(0, ge=0, description="torch CPU threads per process (0: torch's default)")
+    calibration_source: str | None = Field(
+        None,
+        description="after training, tau is calibrated on the val rows of this source (e.g. rf1m-gen: the "
+        "generated images the judge will judge); None: on every val row",
+    )
+    calibration_beta: float = Field(
+        0.5, gt=0, description="tau maximises F-beta of 'available' on val (< 1: precision counts more)"
+    )
     hflip: bool = Field(
         False,
         description="mirror half the batches left-right (the label rules are symmetric; off by default: "
@@ -214,9 +222,21 @@ def train_rfnet(
     }
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save(out / "model")
+        summary["calibration"] = _calibrate(out / "model", shards, index, cfg)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return summary
+
+
+def _calibrate(model: Path, shards: Path, index: dict[str, Any], cfg: RFNetTrainConfig) -> dict[str, Any]:
+    """The acceptance threshold from the val split; without usable val rows the judge keeps 0.5 and says why."""
+    if not index["rows"].get("val"):
+        return {"skipped": "no val split", "threshold": 0.5}
+    try:
+        return calibrate_rfnet(model, shards, "val", cfg.calibration_source, cfg.calibration_beta)
+    except ValueError as error:
+        print(f"tau not calibrated, the judge keeps 0.5: {error}")
+        return {"skipped": str(error), "threshold": 0.5}
 
 
 def _epoch_batches(loader: DataLoader[Any], dataset: ShardDataset, epoch: int, skip: int) -> Iterator[Any]:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from reliable_ad.data.dataset import ShardDataset
 from reliable_ad.labels import AVAILABLE
-from reliable_ad.models.rfnet import RFNet
+from reliable_ad.models.rfnet import CONFIG_FILE, RFNet
 from reliable_ad.stats import expected_calibration_error
 
 SHARD_TO_INPUT = {"image": "generated", "product": "product", "depth": "depth", "saliency": "saliency"}
@@ -193,6 +193,50 @@ def _figures(
     fig.tight_layout()
     fig.savefig(plots_dir / f"{prefix}_evaluation.png", dpi=100)
     plt.close(fig)
+
+
+def calibrate_threshold(p: Predictions, beta: float = 0.5) -> dict[str, float]:
+    """tau maximising the F-beta of "available" against the rest on these rows (held-out ones: validation).
+
+    beta < 1 weighs precision above recall: an accepted ad that is not usable costs more than a regeneration.
+    """
+    available = p.labels.index(AVAILABLE)
+    truth = p.target == available
+    if truth.all() or not truth.any():
+        raise ValueError(f"calibration needs available and other rows; got {int(truth.sum())} of {len(truth)}")
+    precision, recall, thresholds = precision_recall_curve(truth, p.probabilities[:, available])
+    score = (1 + beta**2) * precision * recall / np.maximum(beta**2 * precision + recall, 1e-12)
+    best = int(np.argmax(score[:-1]))  # the curve's last point has no threshold
+    return {
+        "threshold": float(thresholds[best]),
+        "precision": float(precision[best]),
+        "recall": float(recall[best]),
+        "f_beta": float(score[best]),
+        "beta": beta,
+        "rows": len(truth),
+    }
+
+
+def calibrate_rfnet(
+    model_dir: Path, shards: Path, split: str = "val", source: str | None = None, beta: float = 0.5
+) -> dict[str, Any]:
+    """Set the model's acceptance threshold from `split`'s rows (of `source` only, if given) in its config.json.
+
+    Calibrate on the images the judge will judge: in the embedded world the generated ones (rf1m-gen), whose
+    p(available) runs lower than the renderings'.
+    """
+    model = RFNet.load(model_dir)
+    predictions = predict_split(model, shards, split)
+    if source is not None:
+        keep = np.array(predictions.sources) == source
+        if not keep.any():
+            found = sorted(set(predictions.sources))
+            raise ValueError(f"{shards}: split {split!r} has no rows of source {source!r} (sources: {found})")
+        predictions = predictions.subset(keep)
+    result: dict[str, Any] = {**calibrate_threshold(predictions, beta), "split": split, "source": source or "all"}
+    config = model.config.model_copy(update={"acceptance_threshold": result["threshold"]})
+    (model_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
+    return result
 
 
 def evaluate_rfnet(
