@@ -37,6 +37,11 @@ def main() -> None:
         if accepted.any()
         else "at p >= 0.5 the judge accepts none"
     )
+    ran = judged["status"] == "accepted"  # at the tau the run used (the judge's calibrated one by default)
+    print(
+        f"at the run's own tau the judge accepted {ran.mean():.1%}; "
+        f"of those the reviewer calls {available[ran].mean():.1%} available"
+    )
     print(pd.crosstab(judged["reviewer_label"], judged["judge_label"]).to_string())
 
 
