@@ -25,7 +25,7 @@ from reliable_ad.generation.config import (
     SimulatedFeedbackConfig,
 )
 from reliable_ad.generation.guard import GuardConfig
-from reliable_ad.registry.gate import GateConfig
+from reliable_ad.registry.gate import ControlNetGateConfig, GateConfig
 from reliable_ad.training.rfnet import RFNetTrainConfig
 
 
@@ -56,7 +56,7 @@ class GenerationParams(BaseModel):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     rfft: RFFTConfig = Field(default_factory=RFFTConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
+    gate: ControlNetGateConfig = Field(default_factory=ControlNetGateConfig)
 
 
 class Params(BaseModel):

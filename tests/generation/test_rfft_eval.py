@@ -19,7 +19,7 @@ from reliable_ad.judge import Judge
 from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components, save_components
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.registry.controlnet import register_controlnet
-from reliable_ad.registry.gate import GateConfig
+from reliable_ad.registry.gate import ControlNetGateConfig
 from reliable_ad.registry.models import CHAMPION, by_alias
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
@@ -112,7 +112,7 @@ def test_registering_a_controlnet_that_does_not_beat_the_base(folders, tracking,
         POOL,
         EVAL,
         GuardConfig(),
-        GateConfig(resamples=200, confidence=0.8),
+        ControlNetGateConfig(resamples=200, confidence=0.8),
         decision_file=tmp_path / "d.json",
     )
     assert not decision.promoted and "does not exclude" in decision.reason and "base ControlNet" in decision.reason
@@ -124,7 +124,7 @@ def test_registering_a_controlnet_that_does_not_beat_the_base(folders, tracking,
 def test_the_gate_reuses_an_evaluation_of_the_same_key_and_only_that(folders, tracking, tmp_path) -> None:
     import mlflow
 
-    gate = GateConfig(resamples=200, confidence=0.8)
+    gate = ControlNetGateConfig(resamples=200, confidence=0.8)
     judge_dir = tmp_path / "judge"
     _judge().model.save(judge_dir)
     key = comparison_key(folders / "gen", folders / "tuned", judge_dir, EVAL, GuardConfig(), 200, 0.8)
@@ -135,7 +135,11 @@ def test_the_gate_reuses_an_evaluation_of_the_same_key_and_only_that(folders, tr
     earlier = {
         "comparison_key": key,
         "products": 4,
-        "delta": 0.5,
+        "delta": 0.0,
+        "delta_ci_low": -0.25,
+        "delta_ci_high": 0.25,
+        "available_rate_first_reviewer_tuned": 0.5,
+        "available_rate_first_reviewer_base": 0.5,
         "delta_rfnet": 0.75,
         "delta_rfnet_ci_low": 0.5,
         "delta_rfnet_ci_high": 1.0,
@@ -155,5 +159,17 @@ def test_the_gate_reuses_an_evaluation_of_the_same_key_and_only_that(folders, tr
         return decision.promoted, run["tags.comparison"]
 
     assert register("another key") == (False, "generated here")  # generated again: the random judge finds no gain
+    # the earlier comparison: the judge saw +0.75, the reviewer nothing; the gate counts by whom it is told
+    by_reviewer = gate.model_copy(update={"judge": "reviewer"})
+    decision = register_controlnet(
+        folders / "tuned", folders / "gen", _judge(), "test-judge", POOL, EVAL, GuardConfig(), by_reviewer,
+        earlier=earlier, key=key,
+    )  # fmt: skip
+    assert not decision.promoted and decision.metric == "available_rate_first_reviewer"
+    with pytest.raises(ValueError, match="no reviewer verdicts"):
+        register_controlnet(
+            folders / "tuned", folders / "gen", _judge(), "test-judge", POOL, EVAL, GuardConfig(), by_reviewer,
+            earlier={**earlier, "delta": float("nan")}, key=key,
+        )  # fmt: skip
     promoted, how = register(key)
     assert promoted and how.startswith("reused")

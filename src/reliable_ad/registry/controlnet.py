@@ -10,6 +10,7 @@ base ControlNet, which `rad rfft evaluate` has already compared: its metrics are
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.rfft_eval import compare_generators
 from reliable_ad.judge import Judge
-from reliable_ad.registry.gate import Decision, GateConfig, decide
+from reliable_ad.registry.gate import ControlNetGateConfig, Decision, decide
 from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
 from reliable_ad.registry.tracking import lineage, setup
 from reliable_ad.stats import PairedDelta
@@ -35,7 +36,7 @@ def register_controlnet(
     pool: list[PromptConfig],
     cfg: GenerationEvalConfig,
     guard: GuardConfig,
-    gate: GateConfig,
+    gate: ControlNetGateConfig,
     experiment: str = "reliable-ad",
     name: str = REGISTERED_NAME,
     decision_file: Path | None = None,
@@ -79,20 +80,12 @@ def register_controlnet(
             )
         )
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float | bool)})
+        paired = _paired(metrics, gate)  # before registering: a gate that cannot count registers nothing
         version = log_model_folder("controlnet", candidate, name)
-        paired = PairedDelta(
-            delta=metrics["delta_rfnet"],
-            low=metrics["delta_rfnet_ci_low"],
-            high=metrics["delta_rfnet_ci_high"],
-            candidate=metrics["available_rate_first_rfnet_tuned"],
-            baseline=metrics["available_rate_first_rfnet_base"],
-            n=metrics["products"],
-            confidence=gate.confidence,
-        )
         decision = decide(
             name,
             version.version,
-            "available_rate_first_rfnet",
+            f"available_rate_first_{gate.judge}",
             paired.candidate,
             paired,
             champion.version if champion else None,
@@ -101,6 +94,7 @@ def register_controlnet(
                 "judge": judge_uri,
                 "baseline": "the champion" if champion else "the base ControlNet",
                 "reviewer_delta": metrics["delta"],
+                "rfnet_delta": metrics["delta_rfnet"],
                 "guard_ok": metrics["guard_ok"],
                 "diversity_base": metrics["diversity_base"],
                 "diversity_tuned": metrics["diversity_tuned"],
@@ -113,3 +107,23 @@ def register_controlnet(
         decision_file.parent.mkdir(parents=True, exist_ok=True)
         decision_file.write_text(json.dumps(decision.__dict__, indent=2, default=str) + "\n")
     return decision
+
+
+def _paired(metrics: dict[str, Any], gate: ControlNetGateConfig) -> PairedDelta:
+    """The paired difference of first-attempt available rates by the gate's judge."""
+    delta = "delta_rfnet" if gate.judge == "rfnet" else "delta"
+    rates = f"available_rate_first_{gate.judge}"
+    if any(math.isnan(float(metrics[k])) for k in (delta, f"{rates}_tuned")):
+        raise ValueError(
+            f"the gate counts by the {gate.judge}, but the comparison has no {gate.judge} verdicts "
+            "(the reviewer needs the embedded world's products with their heights)"
+        )
+    return PairedDelta(
+        delta=metrics[delta],
+        low=metrics[f"{delta}_ci_low"],
+        high=metrics[f"{delta}_ci_high"],
+        candidate=metrics[f"{rates}_tuned"],
+        baseline=metrics[f"{rates}_base"],
+        n=metrics["products"],
+        confidence=gate.confidence,
+    )

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +41,16 @@ class GateConfig(BaseModel):
     confidence: float = Field(0.95, gt=0, lt=1, description="two-sided confidence of the bootstrap interval")
     resamples: int = Field(2000, ge=100, description="bootstrap resamples")
     seed: int = 0
+
+
+class ControlNetGateConfig(GateConfig):
+    """The ControlNet gate: how sure, and whose verdicts count."""
+
+    judge: Literal["rfnet", "reviewer"] = Field(
+        "rfnet",
+        description="count first-attempt available images by the fixed RFNet, or by the embedded world's "
+        "reviewer (the 'human' there: a judge-pleasing ControlNet cannot pass it)",
+    )
 
 
 @dataclass
