@@ -225,6 +225,11 @@ class Denoiser:
         rgb = products[..., :3].permute(0, 3, 1, 2).float() / 255.0
         return images * (1 - alpha) + rgb * alpha
 
+    @torch.no_grad()
+    def images(self, latents: torch.Tensor, slots: list[Slot]) -> list[NDArray[np.uint8]]:
+        """The finished pictures of `latents`: decoded, product pasted back, as uint8 RGB arrays."""
+        return self.to_uint8(self.paste(self.decode(latents), slots))
+
     @staticmethod
     def to_uint8(images: torch.Tensor) -> list[NDArray[np.uint8]]:
         array = (images.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -76,10 +76,10 @@ def calibrate_early_rejection(
             denoiser.advance(slots)
             if slots[0].step in probes:
                 x0 = torch.cat([s.x0 for s in slots if s.x0 is not None])
-                images = Denoiser.to_uint8(Denoiser.paste(denoiser.decode(x0), slots))
+                images = denoiser.images(x0, slots)
                 out = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
                 probes[slots[0].step] += out.p_available.tolist()
-        images = Denoiser.to_uint8(Denoiser.paste(denoiser.decode(torch.cat([s.latents for s in slots])), slots))
+        images = denoiser.images(torch.cat([s.latents for s in slots]), slots)
         out = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
         finals += [p >= acceptance_threshold(rc, judge) for p in out.p_available.tolist()]
     accepted = np.array(finals)

@@ -110,7 +110,7 @@ class _Run:
     @torch.no_grad()
     def judge_slots(self, slots: list[Slot], use_x0: bool) -> tuple[list[NDArray[np.uint8]], torch.Tensor, list[str]]:
         latents = torch.cat([s.x0 if use_x0 and s.x0 is not None else s.latents for s in slots])
-        images = Denoiser.to_uint8(Denoiser.paste(self.denoiser.decode(latents), slots))
+        images = self.denoiser.images(latents, slots)
         out = self.judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
         return images, out.p_available, out.labels
 

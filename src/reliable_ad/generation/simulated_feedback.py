@@ -82,7 +82,7 @@ def simulate_feedback(
             slots = [denoiser.start(job_for(product, i, 1, pool, jobs_cfg)) for i, (product, _, _) in chunk]
             while not denoiser.done(slots[0]):
                 denoiser.advance(slots)
-            images = Denoiser.to_uint8(Denoiser.paste(denoiser.decode(torch.cat([s.latents for s in slots])), slots))
+            images = denoiser.images(torch.cat([s.latents for s in slots]), slots)
             for (_, (product, category, split)), slot, image in zip(chunk, slots, images, strict=True):
                 assert product.height_cm is not None  # RF1M-synth products always carry their height
                 label = review(image, product_mask(product.rgba), product.height_cm).label
