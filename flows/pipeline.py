@@ -98,7 +98,9 @@ def prepare(params: Params, root: Path, manifest: Path, feedback: list[Path], ou
 def train_rfnet(params: Params, shards: Path, out: Path, init_from: Path | None = None) -> Path:
     from reliable_ad.training.rfnet import train_rfnet as run
 
-    run(params.rfnet.train, shards, out, init_from=init_from, resume=True)
+    # each flow run trains afresh, as the DVC stage does: an earlier run's checkpoints (other data, another
+    # warm start) must not be resumed; `rad rfnet train` without --fresh resumes a run killed mid-way
+    run(params.rfnet.train, shards, out, init_from=init_from, resume=False)
     return out / "model"
 
 

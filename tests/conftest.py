@@ -63,3 +63,25 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RAD_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
     monkeypatch.setenv("RAD_LOCK_DIR", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained_encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A ResNet and a BERT of the real architectures, tiny and random, saved as transformers saves them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast, ResNetConfig, ResNetModel
+
+    folder = tmp_path_factory.mktemp("encoders")
+    ResNetModel(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    ).save_pretrained(folder / "resnet")
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "red", "mug", "cm"])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(
+        folder / "bert"
+    )
+    BertModel(
+        BertConfig(vocab_size=5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(folder / "bert")
+    return folder / "resnet", folder / "bert"

@@ -68,12 +68,15 @@ class Judge:
         return cls.from_path(download_model(uri), device, batch_size)
 
     def requires_grad_check(self) -> None:
-        """Refuse to be used as a differentiable reward when no parameter path leads to the logits."""
-        probe = torch.rand(1, 3, self.config.image_size, self.config.image_size, requires_grad=True)
-        product = np.zeros((self.config.image_size, self.config.image_size, 4), np.uint8)
+        """Refuse to be used as a differentiable reward unless a gradient reaches the generated image: logits
+        that require grad only through the judge's own weights would leave the generator with no signal."""
+        size = self.config.image_size
+        probe = torch.rand(1, 3, size, size, device=self.device, requires_grad=True)
+        product = np.zeros((size, size, 4), np.uint8)
         product[2:-2, 2:-2, 3] = 255
-        out = self(probe, [product], ["probe"], grad=True)
-        if not out.logits.requires_grad:
+        reward = self(probe, [product], ["probe"], grad=True).logits.log_softmax(-1)[:, self.model.available_index]
+        (grad,) = torch.autograd.grad(reward.sum(), probe, allow_unused=True) if reward.requires_grad else (None,)
+        if grad is None or not bool(grad.abs().sum() > 0):
             raise JudgeInputError("this judge cannot backpropagate into the generated image")
 
     def __call__(
@@ -115,8 +118,13 @@ class Judge:
 
     def _generated_tensor(self, images: ImageBatch) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
-            if images.dim() != 4 or images.shape[1] != 3:
-                raise JudgeInputError(f"generated images must be B x 3 x H x W in [0, 1], got {tuple(images.shape)}")
+            if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+                raise JudgeInputError(
+                    f"generated images must be a float B x 3 x H x W tensor in [0, 1], got {images.dtype} "
+                    f"{tuple(images.shape)}"
+                )
+            if images.numel() and (images.detach().min() < 0 or images.detach().max() > 1):
+                raise JudgeInputError("generated image tensors must hold values in [0, 1] (0-255 images: pass uint8)")
             return images.to(self.device)
         for i, image in enumerate(images):
             if image.ndim != 3 or image.shape[2] != 3:
@@ -125,6 +133,11 @@ class Judge:
 
 
 def _stack(arrays: Sequence[NDArray[np.uint8]]) -> torch.Tensor:
+    """uint8 arrays to a float batch in [0, 1]; any other dtype is refused (a float image in [0, 1] divided
+    by 255 would be read as black)."""
+    dtypes = {str(a.dtype) for a in arrays}
+    if dtypes - {"uint8"}:
+        raise JudgeInputError(f"images must be uint8 arrays (0-255), got {sorted(dtypes)}; pass floats as a tensor")
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise JudgeInputError(f"images in one batch have different shapes: {sorted(shapes)}")

@@ -27,7 +27,7 @@ def _config(**kw) -> RFNetConfig:
     "modalities",
     [
         ["product", "generated", "depth", "saliency", "caption"],
-        ["generated", "depth", "saliency", "caption"],
+        ["generated", "depth", "saliency"],
         ["product", "depth", "saliency", "caption"],
         ["product", "generated", "saliency", "caption"],
         ["product", "generated", "depth", "caption"],
@@ -40,6 +40,8 @@ def test_every_modality_can_be_switched_off(modalities) -> None:
     logits = model({k: v for k, v in _inputs().items() if k in modalities})
     assert logits.shape == (2, 6)
     assert not any(name.startswith("encoders.depth") for name, _ in model.named_parameters()) or "depth" in modalities
+    logits.sum().backward()  # every parameter serves the output (DDP needs no unused-parameter search)
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_missing_modality_is_named() -> None:
@@ -62,6 +64,8 @@ def test_bad_configs() -> None:
         _config(modalities=["generated", "thermal"])
     with pytest.raises(ValueError, match="needs the product or the generated"):
         _config(modalities=["depth", "caption"])
+    with pytest.raises(ValueError, match="caption needs the product"):
+        _config(modalities=["generated", "caption"])
     with pytest.raises(ValueError, match="unknown label"):
         _config(labels=["available", "meh"])
 
@@ -84,23 +88,9 @@ def test_numbers_are_values_not_words() -> None:
     assert values[0, 2, 0] == pytest.approx(np.log1p(24.0))
 
 
-def test_pretrained_encoders_by_path_load_without_network(tmp_path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast, ResNetConfig, ResNetModel
-
-    ResNetModel(
-        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
-    ).save_pretrained(tmp_path / "resnet")
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "red", "mug", "cm"])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(
-        tmp_path / "bert"
-    )
-    BertModel(
-        BertConfig(vocab_size=5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
-    ).save_pretrained(tmp_path / "bert")
-    config = _config(image_encoder=str(tmp_path / "resnet"), text_encoder=str(tmp_path / "bert"))
+def test_pretrained_encoders_by_path_load_without_network(tiny_pretrained_encoders, tmp_path) -> None:
+    resnet, bert = tiny_pretrained_encoders
+    config = _config(image_encoder=str(resnet), text_encoder=str(bert))
     model = RFNet(config).eval()
     model.save(tmp_path / "rf")
     loaded = RFNet.load(tmp_path / "rf")
@@ -142,6 +132,16 @@ def test_judge_refuses_what_it_cannot_read() -> None:
         judge(images, products, CAPTIONS[:1])
     with pytest.raises(JudgeInputError, match="lacks 'available'"):
         _judge(labels=["space_mismatch", "size_mismatch"])
+    # values are never misread: float arrays, 0-255 tensors and integer tensors are refused, not rescaled
+    with pytest.raises(JudgeInputError, match="uint8"):
+        judge([i.astype(np.float32) / 255 for i in images], products, CAPTIONS)
+    with pytest.raises(JudgeInputError, match="uint8"):
+        judge(images, [p.astype(np.uint16) for p in products], CAPTIONS)
+    as_tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    with pytest.raises(JudgeInputError, match="float"):
+        judge(as_tensor, products, CAPTIONS)
+    with pytest.raises(JudgeInputError, match=r"\[0, 1\]"):
+        judge(as_tensor.float(), products, CAPTIONS)
 
 
 def test_judge_is_differentiable_on_request() -> None:

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from reliable_ad.data.shards import sha256_of
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.registry.gate import GateConfig, decide, promote, rollback
 from reliable_ad.registry.models import CHALLENGER, CHAMPION, RegistryError, by_alias, list_versions
@@ -58,3 +59,17 @@ def test_winner_is_promoted_and_can_be_rolled_back(tiny_shards, tracking, tmp_pa
     assert by_alias("rfnet", CHAMPION).version == candidate.version
     assert rollback("rfnet") == "1"
     assert by_alias("rfnet", CHAMPION).version == "1"
+
+
+def test_a_trained_candidate_logs_its_training_settings_and_data(tiny_shards, tracking, tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    from reliable_ad.training.rfnet import RFNetTrainConfig, train_rfnet
+
+    cfg = RFNetTrainConfig(model=RFNetConfig(**SMALL), epochs=1, batch_size=16, lr=1e-3, threads=1)
+    train_rfnet(cfg, tiny_shards, tmp_path / "run")
+    decision = register_rfnet(tmp_path / "run" / "model", tiny_shards, GATE)
+    run = MlflowClient().get_run(MlflowClient().get_model_version("rfnet", decision.version).run_id)
+    assert run.data.params["train.epochs"] == "1" and run.data.params["train.lr"] == "0.001"
+    assert run.data.tags["trained_on.shards.index_sha256"] == sha256_of(tiny_shards / "index.json")
+    assert run.data.tags["data.shards.path"] == tiny_shards.as_posix() and run.data.tags["git_commit"]

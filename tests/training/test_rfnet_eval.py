@@ -1,6 +1,6 @@
 import numpy as np
 
-from reliable_ad.training.rfnet_eval import Predictions, classification_metrics
+from reliable_ad.training.rfnet_eval import Predictions, classification_metrics, macro_f1
 
 
 def _predictions(sources: list[str]) -> Predictions:
@@ -25,3 +25,12 @@ def test_metrics_per_source_when_rows_come_from_several_datasets() -> None:
 
 def test_no_breakdown_for_a_single_source() -> None:
     assert "by_source" not in classification_metrics(_predictions(["rf1m-synth"] * 8))
+
+
+def test_calibration_error_and_macro_f1_have_one_definition() -> None:
+    p = _predictions(["rf1m-synth"] * 8)
+    metrics = classification_metrics(p)
+    # every row is predicted with confidence 0.8 and 6 of 8 are right: one bin, |0.8 - 0.75|
+    assert np.isclose(metrics["ece"], 0.05, atol=1e-6)
+    assert metrics["macro_f1"] == macro_f1(p.target, p.predicted, 3)  # what the promotion gate resamples
+    assert np.isclose(macro_f1(np.array([0, 0]), np.array([0, 1]), 3), 2 / 3)  # absent classes do not count

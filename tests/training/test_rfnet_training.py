@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 from reliable_ad.data.dataset import read_index
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.training import rfnet as rfnet_training
+from reliable_ad.training.checkpoint import CheckpointMismatch
 from reliable_ad.training.rfnet import NonFiniteLoss, RFNetTrainConfig, rfnet_loss, train_rfnet
 from reliable_ad.training.rfnet_eval import Predictions, calibrate_threshold, evaluate_rfnet
 
@@ -45,6 +47,34 @@ def test_maps_of_another_kind_are_refused(tiny_shards: Path, tmp_path: Path) -> 
     cfg = RFNetTrainConfig(model=RFNetConfig(**SMALL, depth_extractor="dpt"), epochs=1)
     with pytest.raises(ValueError, match="depth maps were made by 'ground'"):
         train_rfnet(cfg, tiny_shards, tmp_path / "run")
+
+
+def test_evaluation_refuses_shards_whose_maps_the_judge_cannot_make(tiny_shards: Path, tmp_path: Path) -> None:
+    RFNet(RFNetConfig(**SMALL, depth_extractor="dpt:/models/dpt")).save(tmp_path / "model")
+    with pytest.raises(ValueError, match="depth maps were made by 'ground'"):
+        evaluate_rfnet(tmp_path / "model", tiny_shards, tmp_path / "m.json", tmp_path / "plots")
+
+
+def test_model_image_size_must_be_the_shards(tiny_shards: Path, tmp_path: Path) -> None:
+    """The judge resizes new images to the model's image_size, so training at another size is refused."""
+    cfg = RFNetTrainConfig(model=RFNetConfig(**SMALL, image_size=32), epochs=1)
+    with pytest.raises(ValueError, match="hold 64 px images, the model's image_size is 32"):
+        train_rfnet(cfg, tiny_shards, tmp_path / "run")
+
+
+def test_resume_needs_the_same_data_and_fresh_starts_clean(tiny_shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train_rfnet(_cfg(epochs=2, checkpoint_every=3), tiny_shards, out)
+    other = tmp_path / "other-shards"  # the same rows under an index that says otherwise: another data version
+    shutil.copytree(tiny_shards, other)
+    index = json.loads((other / "index.json").read_text())
+    index["rows_in"] += 1
+    (other / "index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointMismatch):
+        train_rfnet(_cfg(epochs=2, checkpoint_every=3), other, out)
+    train_rfnet(_cfg(epochs=1, checkpoint_every=3), other, out, resume=False)
+    prints = {json.loads((c / "state.json").read_text())["fingerprint"] for c in (out / "checkpoints").iterdir()}
+    assert len(prints) == 1, "a fresh run leaves no checkpoint of the earlier run behind"
 
 
 def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_shards: Path, tmp_path: Path, monkeypatch) -> None:
@@ -119,8 +149,14 @@ def test_resume_after_the_process_is_killed(tiny_shards: Path, tmp_path: Path) -
     assert summary["steps"] == 6 * (_train_rows(tiny_shards) // 16)  # all steps, those before the kill included
 
 
-def test_two_cpu_processes_under_accelerate_launch(tiny_shards: Path, tmp_path: Path) -> None:
-    params = _params(tmp_path, epochs=1)
+@pytest.mark.parametrize("encoders", ["tiny", "pretrained"])
+def test_two_cpu_processes_under_accelerate_launch(
+    encoders: str, tiny_shards: Path, tiny_pretrained_encoders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Pretrained backbones hold parameters the judge never uses (BERT's pooler): DDP must allow them."""
+    resnet, bert = tiny_pretrained_encoders
+    model = {} if encoders == "tiny" else {"image_encoder": str(resnet), "text_encoder": str(bert)}
+    params = _params(tmp_path, epochs=1, model={**SMALL, **model})
     command = [
         sys.executable,
         "-m",
@@ -146,7 +182,8 @@ def test_two_cpu_processes_under_accelerate_launch(tiny_shards: Path, tmp_path: 
         str(params),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["processes"] == 2
     assert summary["steps"] == _train_rows(tiny_shards) // (16 * 2)
@@ -184,3 +221,10 @@ def test_tau_maximises_f_beta_on_held_out_rows() -> None:
     assert precise["threshold"] == pytest.approx(0.8) and precise["precision"] == 1.0
     with pytest.raises(ValueError, match="needs available and other rows"):
         calibrate_threshold(rows.subset(target == 0))
+
+
+def test_class_weights_balance_the_training_split() -> None:
+    index = {"label_counts": {"train": {"available": 30, "size_mismatch": 10}}}
+    weights = rfnet_training._class_weights(index, ["available", "size_mismatch", "unsuitable"])
+    # inverse frequency, normalised over the classes present; an absent class weighs nothing
+    assert torch.allclose(weights, torch.tensor([40 / 60, 40 / 20, 0.0]))

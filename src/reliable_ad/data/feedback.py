@@ -18,7 +18,6 @@ The feedback folder is itself an RF1M-layout dataset, so `rad data import` can a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from reliable_ad.data import layout
+from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.imageio import decode, encode_png, to_rgb
 from reliable_ad.data.maps import extractor
 from reliable_ad.data.rf1m import ImportConfig, import_dataset
@@ -56,18 +56,6 @@ class IngestResult(BaseModel):
     rows_quarantined: int = 0
     report: str | None = None
     dataset_rows: int = 0
-
-
-def folder_hash(folder: Path) -> str:
-    """SHA-256 over every file's relative path and bytes, in path order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def init_feedback(dataset: Path) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from reliable_ad.data.colour import to_lab
-from reliable_ad.data.feedback import folder_hash
+from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.scene import dilate
 from reliable_ad.generation.config import GenerationEvalConfig
 from reliable_ad.generation.denoise import Denoiser

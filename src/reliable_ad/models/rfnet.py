@@ -33,6 +33,7 @@ MODALITIES = (*IMAGE_MODALITIES, "caption")
 CHANNELS = {"product": 4, "generated": 3, "depth": 1, "saliency": 1}
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TRAINING_FILE = "training.json"  # how and on which data the model was trained (lineage, not needed to load)
 TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+")
 
 
@@ -80,6 +81,8 @@ class RFNetConfig(BaseModel):
             raise ValueError(f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}")
         if not set(value) & {"product", "generated"}:
             raise ValueError("an RFNet needs the product or the generated image")
+        if "caption" in value and "product" not in value:
+            raise ValueError("the caption needs the product modality: the feature filter reads it through the product")
         return value
 
     @model_validator(mode="after")
@@ -235,7 +238,7 @@ class RFNet(nn.Module):
         )
         self.position = nn.Parameter(torch.randn(1, grid * grid, width) * 0.02)
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
-        self.uses_caption = "caption" in config.modalities and "product" in config.modalities
+        self.uses_caption = "caption" in config.modalities
         if self.uses_caption:
             self.feature_filter = nn.MultiheadAttention(width, config.heads, batch_first=True)
             self.filter_norm = nn.LayerNorm(width)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from reliable_ad.models.rfnet import RFNet
+from reliable_ad.models.rfnet import TRAINING_FILE, RFNet
 from reliable_ad.registry.gate import Decision, GateConfig, decide
 from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
 from reliable_ad.registry.tracking import lineage, setup
@@ -37,11 +37,12 @@ def register_rfnet(
     split: str = "test",
     decision_file: Path | None = None,
     plots_dir: Path | None = None,
-    run_params: dict[str, Any] | None = None,
 ) -> Decision:
     """Evaluate the candidate (and the champion, if any) on `split`, log everything, register, gate.
 
     `plots_dir` (the evaluation's figures, if given) is logged with the run; `decision_file` gets the decision.
+    The candidate's training record (settings, the shards it trained on, its warm start) becomes the run's
+    params and `trained_on.*` tags.
     """
     import mlflow
 
@@ -54,13 +55,15 @@ def register_rfnet(
             f"candidate labels {candidate.config.labels} differ from champion v{champion_version.version}'s "
             f"{champion.config.labels}: refusing to compare; register under another name or retrain"
         )
-    tags = lineage({"shards": shards}) | {"model.kind": "rfnet"}
+    tags = lineage({"shards": shards}) | {"model.kind": "rfnet"} | _trained_on(candidate_dir)
     if champion_version is not None:
         tags["parent.champion_version"] = champion_version.version
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):
         mlflow.log_params({f"model.{k}": v for k, v in candidate.config.model_dump(exclude={"vocabulary"}).items()})
-        if run_params:
-            mlflow.log_params(run_params)
+        training = candidate_dir / TRAINING_FILE
+        if training.exists():
+            settings = json.loads(training.read_text())["config"]
+            mlflow.log_params({f"train.{k}": json.dumps(v) if isinstance(v, dict) else v for k, v in settings.items()})
         ours = predict_split(candidate, shards, split)
         metrics = classification_metrics(ours)
         mlflow.log_metrics(_flat("candidate", metrics))
@@ -106,6 +109,21 @@ def register_rfnet(
         decision_file.parent.mkdir(parents=True, exist_ok=True)
         decision_file.write_text(json.dumps(decision.__dict__, indent=2, default=str) + "\n")
     return decision
+
+
+def _trained_on(model_dir: Path) -> dict[str, str]:
+    """Tags from the model's training record: the data version it learned from, not the one it is gated on."""
+    training = model_dir / TRAINING_FILE
+    if not training.exists():
+        return {}
+    record = json.loads(training.read_text())
+    tags = {
+        "trained_on.shards.path": record["shards"]["path"],
+        "trained_on.shards.index_sha256": record["shards"]["index_sha256"],
+    }
+    if record.get("init_from"):
+        tags["trained_on.init_from.sha256"] = record["init_from"]["sha256"]
+    return tags
 
 
 def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:

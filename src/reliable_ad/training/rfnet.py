@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from itertools import islice
@@ -19,15 +20,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from reliable_ad.data.dataset import ShardDataset, read_column, read_index
-from reliable_ad.models.rfnet import RFNet, RFNetConfig, build_vocabulary
+from reliable_ad.data.hashing import folder_hash
+from reliable_ad.data.shards import sha256_of
+from reliable_ad.models.rfnet import TRAINING_FILE, RFNet, RFNetConfig, build_vocabulary
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
-from reliable_ad.training.rfnet_eval import calibrate_rfnet, model_inputs, shard_modalities
+from reliable_ad.training.rfnet_eval import calibrate_rfnet, check_shards, model_inputs, shard_modalities
 
 
 class NonFiniteLoss(RuntimeError):
@@ -106,28 +109,26 @@ def rfnet_loss(
     return (F.cross_entropy(logits, labels, reduction="none") * per_row).sum() / per_row.sum()
 
 
-def _check_maps(index: dict[str, Any], model: RFNetConfig, shards: Path) -> None:
-    """Never train on one kind of depth/saliency map and judge with another."""
-    maps = index.get("maps", {})
-    for kind, wanted in (("depth", model.depth_extractor), ("saliency", model.saliency_extractor)):
-        if kind in model.modalities and maps.get(kind) != wanted:
-            raise ValueError(
-                f"{shards}: the dataset's {kind} maps were made by {maps.get(kind)!r}, the model judges with "
-                f"{wanted!r}; set rfnet.model.{kind}_extractor to match, or remake the maps"
-            )
-
-
 def train_rfnet(
     cfg: RFNetTrainConfig, shards: Path, out: Path, init_from: Path | None = None, resume: bool = True
 ) -> dict[str, Any]:
-    """Train into `out` (`out/model` is the result, `out/checkpoints` the resumable state)."""
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    """Train into `out` (`out/model` is the result, `out/checkpoints` the resumable state).
+
+    A resume continues only a run of the same settings, data and warm start (anything else is refused);
+    `resume=False` deletes `out/checkpoints` first, so no earlier run's checkpoints mix with the new ones.
+    """
+    # pretrained backbones carry parts the judge never uses (a text model's pooler): DDP must not wait for them
+    unused = DistributedDataParallelKwargs(
+        find_unused_parameters=cfg.model.image_encoder != "tiny" or cfg.model.text_encoder != "tiny"
+    )
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(), kwargs_handlers=[unused]
+    )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     index = read_index(shards)
     model_cfg = cfg.model
-    _check_maps(index, model_cfg, shards)
     if init_from is not None:  # warm start: the champion's architecture and vocabulary
         model = RFNet.load(init_from)
         if model.config.labels != model_cfg.labels:
@@ -140,8 +141,14 @@ def train_rfnet(
             )
         model = RFNet(model_cfg)
     model_cfg = model.config
+    check_shards(index, model_cfg, shards)
     run_fp = fingerprint(
-        {**cfg.model_dump(mode="json", exclude={"workers", "threads"}), "model": model_cfg.model_dump(mode="json")}
+        {
+            **cfg.model_dump(mode="json", exclude={"workers", "threads"}),
+            "model": model_cfg.model_dump(mode="json"),
+            "data": sha256_of(shards / "index.json"),
+            "init_from": folder_hash(init_from) if init_from is not None else None,
+        }
     )
 
     dataset = ShardDataset(
@@ -164,6 +171,9 @@ def train_rfnet(
     weights = _class_weights(index, model_cfg.labels) if cfg.class_weighted else None
 
     ckpt_dir = out / "checkpoints"
+    if not resume and accelerator.is_main_process:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    accelerator.wait_for_everyone()
     step = 0
     latest = latest_checkpoint(ckpt_dir) if resume else None
     if latest is not None:
@@ -192,7 +202,8 @@ def train_rfnet(
             with accelerator.autocast():
                 logits = model(inputs)
                 loss = rfnet_loss(logits.float(), labels, weights, batch["source"], cfg.source_weights)
-            if not torch.isfinite(loss):
+            # every process stops together: one rank raising alone would leave the others waiting in DDP
+            if not accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all():
                 _keep_last_good(accelerator, model, last_good, run_fp, out)
                 raise NonFiniteLoss(
                     f"non-finite loss {loss.item()} at step {step}; {out / 'model'} holds the last good "
@@ -224,6 +235,15 @@ def train_rfnet(
         accelerator.unwrap_model(model).save(out / "model")
         summary["calibration"] = _calibrate(out / "model", shards, index, cfg)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        record = {
+            "config": cfg.model_dump(mode="json", exclude={"model"}),
+            "shards": {"path": shards.as_posix(), "index_sha256": sha256_of(shards / "index.json")},
+            "init_from": None
+            if init_from is None
+            else {"path": init_from.as_posix(), "sha256": folder_hash(init_from)},
+            "summary": summary,
+        }
+        (out / "model" / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return summary
 

@@ -23,9 +23,9 @@ from sklearn.metrics import (
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from reliable_ad.data.dataset import ShardDataset
+from reliable_ad.data.dataset import ShardDataset, read_index
 from reliable_ad.labels import AVAILABLE
-from reliable_ad.models.rfnet import CONFIG_FILE, RFNet
+from reliable_ad.models.rfnet import CONFIG_FILE, RFNet, RFNetConfig
 from reliable_ad.stats import expected_calibration_error
 
 SHARD_TO_INPUT = {"image": "generated", "product": "product", "depth": "depth", "saliency": "saliency"}
@@ -69,9 +69,28 @@ def shard_modalities(model: RFNet) -> list[str]:
     return [s for s, i in SHARD_TO_INPUT.items() if i in model.config.modalities]
 
 
+def check_shards(index: dict[str, Any], model: RFNetConfig, shards: Path) -> None:
+    """Refuse shards a model cannot be trained or judged on faithfully: the judge makes depth and saliency maps
+    with the model's extractors and resizes images to its image_size, so the shards must match both."""
+    maps = index.get("maps", {})
+    for kind, wanted in (("depth", model.depth_extractor), ("saliency", model.saliency_extractor)):
+        if kind in model.modalities and maps.get(kind) != wanted:
+            raise ValueError(
+                f"{shards}: the dataset's {kind} maps were made by {maps.get(kind)!r}, the model judges with "
+                f"{wanted!r}; set rfnet.model.{kind}_extractor to match, or remake the maps"
+            )
+    if model.image_size != index["image_size"]:
+        raise ValueError(
+            f"{shards}: the shards hold {index['image_size']} px images, the model's image_size is "
+            f"{model.image_size}; set rfnet.train.model.image_size to {index['image_size']}, or prepare the shards "
+            f"at {model.image_size} px (data.prepare.image_size)"
+        )
+
+
 @torch.no_grad()
 def predict_split(model: RFNet, shards: Path, split: str, batch_size: int = 128) -> Predictions:
     model.eval()
+    check_shards(read_index(shards), model.config, shards)
     dataset = ShardDataset(shards, split, model.config.label_set, modalities=shard_modalities(model))
     ids, products, sources, targets, probs = [], [], [], [], []
     for batch in tqdm(DataLoader(dataset, batch_size=batch_size), desc=f"predict {split}", leave=False):
@@ -85,8 +104,10 @@ def predict_split(model: RFNet, shards: Path, split: str, batch_size: int = 128)
 
 
 def macro_f1(target: NDArray[np.int64], predicted: NDArray[np.int64], classes: int) -> float:
-    _, _, f1, _ = precision_recall_fscore_support(target, predicted, labels=range(classes), zero_division=0)
-    return float(np.mean(f1))
+    """Mean F1 over the classes present in `target` (a source, or a bootstrap resample, may lack one): the one
+    definition behind metrics/rfnet.json and the promotion gate."""
+    _, _, f1, support = precision_recall_fscore_support(target, predicted, labels=range(classes), zero_division=0)
+    return float(np.mean(f1[support > 0]))
 
 
 def classification_metrics(p: Predictions) -> dict[str, Any]:
@@ -118,7 +139,7 @@ def _metrics(p: Predictions) -> dict[str, Any]:
     return {
         "n": len(p.target),
         "accuracy": float((predicted == p.target).mean()),
-        "macro_f1": float(np.mean(f1[support > 0])),  # over the classes present (a source may lack one)
+        "macro_f1": macro_f1(p.target, predicted, classes),
         "ap_available": float(average_precision_score(is_available, p.probabilities[:, available]))
         if is_available.any() and not is_available.all()
         else float("nan"),

@@ -1,0 +1,18 @@
+"""Content hashes that identify data and model folders (lineage, resume checks, comparison keys)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def folder_hash(folder: Path) -> str:
+    """SHA-256 over every file's relative path and bytes, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
