@@ -50,12 +50,16 @@ def evaluate_generation(
     metrics: Path,
     plots: Path,
     records: Path,
+    experiment: str = "reliable-ad",
 ) -> dict[str, Any]:
+    """Evaluate recurrent generation into `metrics`, `plots` and `records` (DVC), and log the same as the MLflow
+    run "evaluate-generation" with the settings and the models' folder hashes; adds its `mlflow_run_id`."""
     from reliable_ad.generation.evaluate import evaluate_generation as run
     from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.registry.tracking import flat_params, log_run, model_lineage
 
     p = params.generation
-    return run(
+    result = run(
         denoiser_from(generator, controlnet, params),
         judge_from(judge),
         load_prompt_pool(p.prompts),
@@ -64,6 +68,16 @@ def evaluate_generation(
         plots,
         records,
     )
+    models = {"generator": generator, "controlnet": controlnet or generator / "controlnet", "judge": judge}
+    run_id = log_run(
+        "evaluate-generation",
+        result,
+        flat_params(p.evaluate.model_dump(mode="json")) | {"prompts": str(p.prompts)},
+        model_lineage(models),
+        {"plots": plots, "records": records, "metrics": metrics},
+        experiment,
+    )
+    return {**result, "mlflow_run_id": run_id}
 
 
 def ingest_feedback(params: Params, batch: Path, dataset: Path, reports: Path, dvc_add: bool = False) -> Any:

@@ -212,7 +212,8 @@ def feedback_announce(
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
-    from reliable_ad.data.feedback import FeedbackError, folder_hash
+    from reliable_ad.data.feedback import FeedbackError
+    from reliable_ad.data.hashing import folder_hash
 
     if not batch.is_dir():
         raise FeedbackError(f"feedback batch {batch} does not exist or is not a folder")
@@ -366,7 +367,9 @@ def generate(
     ] = None,
     width: Annotated[int | None, _opt("--width", help="canvas width")] = None,
     height: Annotated[int | None, _opt("--height", help="canvas height")] = None,
-    image_scale: Annotated[float | None, _opt("--image_scale", help="product size share (pool default)")] = None,
+    image_scale: Annotated[
+        float | None, _opt("--image_scale", help="product size share for pool entries without image_scale")
+    ] = None,
     num_inference_steps: Annotated[int | None, _opt("--num_inference_steps", help="denoising steps")] = None,
     iterations: Annotated[int | None, _opt("--iterations", help="batches to generate")] = None,
     low_threshold: Annotated[int | None, _opt("--low_threshold", help="canny low threshold")] = None,
@@ -377,15 +380,23 @@ def generate(
     save_path: Annotated[Path | None, _opt("--save_path", help="output folder")] = None,
     data_path: Annotated[Path | None, _opt("--data_path", help="folder of product images")] = None,
     config: Annotated[Path | None, _opt("--config", help="prompt pool JSON")] = None,
+    clip_skip: Annotated[
+        int | None, _opt("--clip_skip", "--clip-skip", help="encode prompts by the layer this many before the last")
+    ] = None,
+    save_concat: Annotated[
+        bool, _opt("--save_concat", "--save-concat", help="also write product | output pairs to SAVE_PATH_concat")
+    ] = False,
+    pipeline: Annotated[str, _opt("--pipeline", help="the official pipeline class: T2I, its only one")] = "T2I",
     params: ParamsOption = None,
 ) -> None:
     """Generate ad images like the official sample.py (same flag names), logging product, prompt and seed."""
+    given = {k: v for k, v in locals().items() if k not in ("params", "clip_skip", "save_concat", "pipeline")}
     from reliable_ad.generation.official import run_generate
 
-    given = dict(locals())
-    given.pop("params")
+    if pipeline != "T2I":
+        raise ValueError(f"unknown pipeline {pipeline!r}: the official sampler has only T2I")
     args = _override(_params(params).generation.generate, **given)
-    records = run_generate(args)
+    records = run_generate(args, clip_skip=clip_skip, save_concat=save_concat)
     _print({"images": len(records), "save_path": str(args.save_path), "log": str(args.save_path / "log.jsonl")})
 
 

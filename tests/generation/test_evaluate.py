@@ -1,13 +1,15 @@
 import json
+import math
 
 import pandas as pd
+import pytest
 
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.evaluate import evaluate_generation
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import Judge
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
+from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 
 REQUIRED = (
@@ -18,32 +20,47 @@ REQUIRED = (
     "abandoned_share",
     "accepts_per_min_ratio_refill_vs_whole_batch",
     "accepts_per_call_ratio_refill_vs_whole_batch",
+    "unet_evals_ratio_early_vs_plain",
+    "false_abort_rate",
 )
+POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
+RECURRENT = RecurrentConfig(batch_size=2, max_attempts=2, steps=3, guidance_scale=2.0, threshold=0.1)
 
 
-def test_evaluation_runs_the_three_schedulers_on_the_same_jobs(tmp_path) -> None:
-    components = build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)))
-    judge = Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])))
+@pytest.fixture(scope="module")
+def components():
+    return build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)))
+
+
+@pytest.fixture(scope="module")
+def rfnet():
+    return RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"]))
+
+
+def _evaluate(components, rfnet, cfg: GenerationEvalConfig, folder):
+    return evaluate_generation(
+        Denoiser(components, steps=3, guidance_scale=2.0),
+        Judge(rfnet),
+        POOL,
+        cfg,
+        folder / "generation.json",
+        folder / "plots",
+        folder / "attempts.parquet",
+    )
+
+
+def test_evaluation_runs_the_three_schedulers_on_the_same_jobs(components, rfnet, tmp_path) -> None:
     cfg = GenerationEvalConfig(
         products=4,
         calibration_products=3,
         probe_steps=[1, 2],
         probe_thresholds=[0.0, 0.5, 1.01],
         max_false_abort=1.0,
-        recurrent=RecurrentConfig(batch_size=2, max_attempts=2, steps=3, guidance_scale=2.0, threshold=0.1),
+        recurrent=RECURRENT,
     )
-    pool = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
-    metrics = evaluate_generation(
-        Denoiser(components, steps=3, guidance_scale=2.0),
-        judge,
-        pool,
-        cfg,
-        tmp_path / "generation.json",
-        tmp_path / "plots",
-        tmp_path / "attempts.parquet",
-    )
+    metrics = _evaluate(components, rfnet, cfg, tmp_path)
     written = json.loads((tmp_path / "generation.json").read_text())
-    for key in (*REQUIRED, "unet_evals_ratio_early_vs_plain", "false_abort_rate"):
+    for key in REQUIRED:
         assert key in written, key
     assert set(metrics["runs"]) == {"plain", "early", "whole_batch"}
     runs = metrics["runs"]
@@ -58,3 +75,69 @@ def test_evaluation_runs_the_three_schedulers_on_the_same_jobs(tmp_path) -> None
     )
     assert (tmp_path / "plots" / "generation_curves.png").stat().st_size > 1000
     assert 0.0 <= metrics["false_abort_rate"] <= 1.0
+
+
+def test_without_a_calibrated_check_the_early_figures_are_nan_not_missing(components, rfnet, tmp_path) -> None:
+    """A threshold above 1 aborts every attempt: no false-abort budget of 0 allows that (or, with no accepted
+    calibration image, nothing is measurable), so no early run happens; the keys are still written."""
+    cfg = GenerationEvalConfig(
+        products=2,
+        calibration_products=2,
+        probe_steps=[1],
+        probe_thresholds=[1.01],
+        max_false_abort=0.0,
+        recurrent=RECURRENT,
+    )
+    metrics = _evaluate(components, rfnet, cfg, tmp_path)
+    written = json.loads((tmp_path / "generation.json").read_text())
+    assert "early" not in metrics["runs"] and "skipped" in written["early_rejection"]
+    for key in REQUIRED:
+        assert key in written, key
+    for key in ("unet_evals_ratio_early_vs_plain", "false_abort_rate", "final_available_rate_early"):
+        assert math.isnan(written[key]), key
+
+
+def test_api_logs_the_evaluation_to_mlflow(components, rfnet, tmp_path, tracking) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from reliable_ad.api import evaluate_generation as api_evaluate
+    from reliable_ad.data.hashing import folder_hash
+    from reliable_ad.params import GenerationParams, Params
+
+    save_components(components, tmp_path / "generator")
+    rfnet.save(tmp_path / "judge")
+    (tmp_path / "pool.json").write_text(json.dumps([entry.model_dump() for entry in POOL]))
+    cfg = GenerationEvalConfig(
+        products=2, calibration_products=2, probe_steps=[1], probe_thresholds=[0.5], recurrent=RECURRENT
+    )
+    params = Params(generation=GenerationParams(prompts=tmp_path / "pool.json", evaluate=cfg))
+    out = tmp_path / "out"
+    result = api_evaluate(
+        params,
+        tmp_path / "generator",
+        None,
+        str(tmp_path / "judge"),
+        out / "generation.json",
+        out / "plots",
+        out / "attempts.parquet",
+    )
+
+    client = MlflowClient()
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.info.run_name == "evaluate-generation"
+    written = json.loads((out / "generation.json").read_text())
+    for key in REQUIRED:
+        logged, expected = run.data.metrics[key], written[key]
+        assert (math.isnan(logged) and math.isnan(expected)) or logged == pytest.approx(expected), key
+    assert "runs" not in run.data.metrics and "early_rejection" not in run.data.metrics  # nested: in the JSON
+    assert run.data.params["products"] == "2" and run.data.params["recurrent.steps"] == "3"
+    assert run.data.params["max_false_abort"] == str(cfg.max_false_abort)
+    tags = run.data.tags
+    assert tags["model.generator.folder_hash"] == folder_hash(tmp_path / "generator")
+    assert tags["model.controlnet.folder_hash"] == folder_hash(tmp_path / "generator" / "controlnet")
+    assert tags["model.judge.folder_hash"] == folder_hash(tmp_path / "judge")
+    assert tags["git_commit"]
+    artifacts = {
+        a.path for folder in ("plots", "records", "metrics") for a in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {"plots/generation_curves.png", "records/attempts.parquet", "metrics/generation.json"} <= artifacts

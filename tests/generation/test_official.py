@@ -66,9 +66,72 @@ def test_generate_logs_every_output(setup, sampler: str) -> None:
         assert np.abs(image[opaque].astype(int) - canvas[..., :3][opaque].astype(int)).max() <= 1
 
 
-def test_unknown_sampler(setup) -> None:
+def test_unknown_sampler_fails_before_any_model_loads(setup) -> None:
+    """The model path does not exist either: only a check made before loading reports the sampler."""
+    args = _args(setup, "bad", sampler_name="PLMS").model_copy(update={"base_model_path": str(setup / "missing")})
     with pytest.raises(ValueError, match="unknown sampler 'PLMS'"):
-        run_generate(_args(setup, "bad", sampler_name="PLMS"))
+        run_generate(args)
+
+
+def test_clip_skip_reaches_the_text_encoder(setup) -> None:
+    def images(out: str, clip_skip: int | None) -> list[np.ndarray]:
+        records = run_generate(_args(setup, out), clip_skip=clip_skip)
+        assert all(r["clip_skip"] == clip_skip for r in records)
+        return [np.asarray(Image.open(r["output"])).astype(int) for r in records]
+
+    plain, last, skip = images("clip-none", None), images("clip-0", 0), images("clip-1", 1)
+    assert all(np.abs(a - b).max() <= 1 for a, b in zip(plain, last, strict=True))  # 0 skips nothing
+    assert any(np.abs(a - b).max() > 1 for a, b in zip(plain, skip, strict=True))
+    with pytest.raises(ValueError, match="clip_skip 2"):
+        run_generate(_args(setup, "clip-2"), clip_skip=2)  # the tiny text encoder has two layers
+
+
+def test_rad_generate_takes_the_official_flag_names(setup) -> None:
+    """`rad generate` as sample.py is called; the pool entry has no image_scale, so --image_scale places it."""
+    from typer.testing import CliRunner
+
+    from reliable_ad.cli import app
+
+    (setup / "pool-unscaled.json").write_text(json.dumps([{"prompt": "a product on a white desk"}]))
+    out = setup / "cli"
+    flags = {
+        "--pipeline": "T2I",
+        "--base_model_path": str(setup / "gen"),
+        "--data_path": str(setup / "products"),
+        "--config": str(setup / "pool-unscaled.json"),
+        "--save_path": str(out),
+        "--batch_size": "2",
+        "--num_inference_steps": "2",
+        "--iterations": "1",
+        "--seed": "5",
+        "--sampler_name": "Euler a",
+        "--image_scale": "0.4",
+        "--clip_skip": "1",
+    }
+    result = CliRunner().invoke(app, ["generate", *(x for item in flags.items() for x in item), "--save_concat"])
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and [r["seed"] for r in log] == [5, 6]
+    assert all(r["image_scale"] == 0.4 and r["clip_skip"] == 1 and r["sampler"] == "Euler a" for r in log)
+    for record in log:
+        image = np.asarray(Image.open(record["output"]))
+        product = Image.open(record["product"])
+        canvas = centre_zoom(ensure_alpha(np.asarray(product.convert(product.mode))), (64, 64), 0.4)
+        opaque = canvas[..., 3] == 255
+        assert np.abs(image[opaque].astype(int) - canvas[..., :3][opaque].astype(int)).max() <= 1
+        concat = np.asarray(Image.open(record["concat"]))
+        assert Path(record["concat"]).parent == setup / "cli_concat" and concat.shape == (64, 128, 3)
+        assert np.array_equal(concat[:, 64:], image) and (concat[:, :64][~opaque.any(axis=1)] == 255).all()
+
+
+def test_rad_generate_refuses_other_pipelines(setup) -> None:
+    from typer.testing import CliRunner
+
+    from reliable_ad.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--pipeline", "I2I", "--save_path", str(setup / "never")])
+    assert result.exit_code == 1 and "only T2I" in result.output
+    assert not (setup / "never").exists()
 
 
 def test_missing_model_path_never_reaches_a_hub(setup, tmp_path) -> None:

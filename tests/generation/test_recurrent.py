@@ -107,6 +107,38 @@ def test_early_rejection_stops_slots_at_the_check(components, products) -> None:
     assert stats.unet_evals == 5 * 3 * 1
 
 
+def test_early_rejection_stops_only_the_sample_predicted_to_fail(components, products) -> None:
+    """One batch of three; at the first early check (the judge's first call) only the middle sample looks bad:
+    it alone stops at the check, and its retry takes the freed slot while the others run on."""
+    cfg = _cfg(early_reject=True, early_step=1, early_threshold=0.5)
+    judge = StubJudge(lambda call, i: not (call == 1 and i == 1))
+    stats = recurrent_generate(Denoiser(components, steps=3), judge, products[:3], POOL, cfg, progress=False)
+    status = {(a.product, a.attempt): (a.status, a.step_reached) for a in stats.attempts}
+    assert status == {
+        (products[0].key, 1): ("accepted", 3),
+        (products[1].key, 1): ("aborted", 1),
+        (products[1].key, 2): ("accepted", 3),
+        (products[2].key, 1): ("accepted", 3),
+    }
+    assert stats.unet_evals == 1 + 3 * 3
+
+
+@pytest.mark.parametrize("next_prompt", [True, False])
+def test_retries_draw_new_seeds_and_take_the_next_prompt_when_configured(components, products, next_prompt) -> None:
+    pool = [PromptConfig(prompt="on an oak desktop"), PromptConfig(prompt="on a marble counter")]
+    cfg = RecurrentConfig(batch_size=2, max_attempts=3, steps=1, next_prompt_on_retry=next_prompt)
+    stats = recurrent_generate(
+        Denoiser(components, steps=1), StubJudge(lambda c, i: False), products[:2], pool, cfg, progress=False
+    )
+    assert len(stats.attempts) == 2 * 3
+    assert len({a.seed for a in stats.attempts}) == 2 * 3  # no two attempts share their noise
+    for index, product in enumerate(products[:2]):
+        attempts = sorted((a for a in stats.attempts if a.product == product.key), key=lambda a: a.attempt)
+        assert [a.attempt for a in attempts] == [1, 2, 3]
+        shift = [k if next_prompt else 0 for k in range(3)]
+        assert [a.prompt for a in attempts] == [pool[(index + s) % 2].prompt for s in shift]
+
+
 def test_whole_batch_runs_the_same_jobs(components, products) -> None:
     """Same products, attempts, seeds and prompts under both schedulers: their results pair up."""
     refill = recurrent_generate(

@@ -171,13 +171,14 @@ def evaluate_generation(
         or {"skipped": "no (step, threshold) keeps the false-abort budget with any accepted calibration image"},
         "runs": summaries,
     }
-    if "early" in runs:
-        early = summaries["early"]
-        metrics["unet_evals_ratio_early_vs_plain"] = _ratio(
-            early["unet_evals_per_accept"], base["unet_evals_per_accept"]
-        )
-        metrics["final_available_rate_early"] = 1.0 - early["abandoned_share"]
-        metrics["false_abort_rate"] = false_abort_rate(runs["early"], plain)
+    # without a calibrated early check the early figures are NaN (the reason is under "early_rejection"), so
+    # generation.json always has the same keys
+    early = summaries.get("early")
+    metrics["unet_evals_ratio_early_vs_plain"] = (
+        _ratio(early["unet_evals_per_accept"], base["unet_evals_per_accept"]) if early else float("nan")
+    )
+    metrics["final_available_rate_early"] = 1.0 - early["abandoned_share"] if early else float("nan")
+    metrics["false_abort_rate"] = false_abort_rate(runs["early"], plain) if early else float("nan")
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
     _write_records(runs, records_file)

@@ -2,10 +2,12 @@
 
 Per iteration: the next prompt-pool entry (``flag 1`` fills a colour into ``{}``), a batch of products
 from ``data_path`` (RGBA, or RGB on white turned into alpha), centre-zoomed to the entry's ``image_scale``
-(or kept in place with ``keep_loc``), canny 100/200 of the product alone, inpainting mask 255 - alpha
-dilated, StableDiffusionControlNetInpaintPipeline with the chosen sampler and optional LoRA, and the
-original product blended back. Unlike the original, products and colours are drawn from a seeded
-generator, and every output is logged with its product, prompt, seed and settings in ``log.jsonl``.
+(or the sampler's ``image_scale`` when the entry has none; kept in place with ``keep_loc``), canny 100/200
+of the product alone, inpainting mask 255 - alpha dilated, StableDiffusionControlNetInpaintPipeline with
+the chosen sampler, optional LoRA and ``clip_skip``, and the original product blended back; ``save_concat``
+also writes the product on white beside each output into ``<save_path>_concat``. Unlike the original,
+products and colours are drawn from a seeded generator, and every output is logged with its product, prompt,
+seed and settings in ``log.jsonl``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverSinglestepScheduler, EulerAncestralDiscreteScheduler
+from diffusers.utils import scale_lora_layers, unscale_lora_layers
 from PIL import Image
 
 from reliable_ad.data.imageio import decode
@@ -34,11 +37,35 @@ SAMPLERS: dict[str, tuple[Any, dict[str, Any]]] = {
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def scheduler_for(name: str, components: GeneratorComponents) -> Any:
+def check_sampler(name: str) -> None:
+    """Fail on a sampler name before any model loads (loading takes long on a real SD1.5)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; known: {sorted(SAMPLERS)}")
+
+
+def scheduler_for(name: str, components: GeneratorComponents) -> Any:
+    check_sampler(name)
     cls, extra = SAMPLERS[name]
     return cls.from_config(components.scheduler.config, **extra)
+
+
+@torch.no_grad()
+def clip_skip_embeds(
+    components: GeneratorComponents, texts: list[str], clip_skip: int, lora_scale: float | None
+) -> torch.Tensor:
+    """Prompt embeddings from the text encoder's layer `clip_skip` before the last, through its final norm, as
+    diffusers computes them: its own `clip_skip` path fails on transformers >= 5.6, whose CLIPTextModel has
+    no `text_model` any more (huggingface/diffusers#14124)."""
+    tokenizer, encoder = components.tokenizer, components.text_encoder
+    ids = tokenizer(
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(encoder.device)
+    if lora_scale is not None:
+        scale_lora_layers(encoder, lora_scale)
+    hidden = encoder(ids, output_hidden_states=True).hidden_states[-(clip_skip + 1)]
+    if lora_scale is not None:
+        unscale_lora_layers(encoder, lora_scale)
+    return torch.as_tensor(encoder.final_layer_norm(hidden))
 
 
 def load_product(path: Path, args: GenerateArgs, image_scale: float, matting: bool) -> np.ndarray:
@@ -65,8 +92,13 @@ def _touches_border(rgba: np.ndarray) -> bool:
     return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
-def run_generate(args: GenerateArgs) -> list[dict[str, Any]]:
-    """Generate `iterations` batches into `save_path`; returns the log records (also in log.jsonl)."""
+def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: bool = False) -> list[dict[str, Any]]:
+    """Generate `iterations` batches into `save_path`; returns the log records (also in log.jsonl).
+
+    `clip_skip`: prompts are encoded by the text encoder's layer that many before the last, as in the official
+    sampler. `save_concat`: also write the placed product on white beside each output, as it does.
+    """
+    check_sampler(args.sampler_name)
     pool = load_prompt_pool(args.config)
     products = (
         sorted(p for p in args.data_path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -76,6 +108,9 @@ def run_generate(args: GenerateArgs) -> list[dict[str, Any]]:
     if not products:
         raise FileNotFoundError(f"{args.data_path}: no product images (.png/.jpg) to generate for")
     components = load_components(args.base_model_path, args.controlnet_model_path, local_only=not args.allow_download)
+    layers = components.text_encoder.config.num_hidden_layers
+    if clip_skip is not None and not 0 <= clip_skip < layers:
+        raise ValueError(f"clip_skip {clip_skip} must lie in [0, {layers - 1}] for a {layers}-layer text encoder")
     pipe = components.pipeline()
     pipe.scheduler = scheduler_for(args.sampler_name, components)
     cross_attention = None
@@ -84,6 +119,9 @@ def run_generate(args: GenerateArgs) -> list[dict[str, Any]]:
         cross_attention = {"scale": args.lora_scale}
     pipe.set_progress_bar_config(disable=True)
     args.save_path.mkdir(parents=True, exist_ok=True)
+    concat_dir = args.save_path.with_name(args.save_path.name + "_concat") if save_concat else None
+    if concat_dir is not None:
+        concat_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     records: list[dict[str, Any]] = []
     for iteration in range(args.iterations):
@@ -93,16 +131,23 @@ def run_generate(args: GenerateArgs) -> list[dict[str, Any]]:
         chosen = [
             products[int(k)] for k in rng.choice(len(products), min(args.batch_size, len(products)), replace=False)
         ]
-        canvases = [load_product(p, args, entry.image_scale, entry.matting) for p in chosen]
+        image_scale = args.image_scale if entry.image_scale is None else entry.image_scale
+        canvases = [load_product(p, args, image_scale, entry.matting) for p in chosen]
         inputs = [control_inputs(c, args.low_threshold, args.high_threshold) for c in canvases]
         seeds = [
             int(args.seed) + iteration * args.batch_size + k if args.seed is not None else int(rng.integers(2**31))
             for k in range(len(chosen))
         ]
         started = time.perf_counter()
+        prompts = {"prompt": [prompt] * len(chosen), "negative_prompt": [negative] * len(chosen)}
+        lora_scale = args.lora_scale if args.lora_model_path else None
+        texts: dict[str, Any] = (
+            prompts
+            if clip_skip is None
+            else {f"{k}_embeds": clip_skip_embeds(components, v, clip_skip, lora_scale) for k, v in prompts.items()}
+        )
         result = pipe(
-            prompt=[prompt] * len(chosen),
-            negative_prompt=[negative] * len(chosen),
+            **texts,
             image=[Image.fromarray(i.init_image) for i in inputs],
             mask_image=[Image.fromarray(i.inpaint_mask) for i in inputs],
             control_image=[Image.fromarray(i.control_image) for i in inputs],
@@ -120,11 +165,17 @@ def run_generate(args: GenerateArgs) -> list[dict[str, Any]]:
         for k, (path, canvas) in enumerate(zip(chosen, canvases, strict=True)):
             image = np.clip(np.rint(result.images[k] * 255), 0, 255).astype(np.uint8)
             out = args.save_path / f"{path.stem}_{iteration:04d}_{k:02d}.png"
-            Image.fromarray(paste_product(image, canvas)).save(out)
+            output = paste_product(image, canvas)
+            Image.fromarray(output).save(out)
+            concat = concat_dir / out.name if concat_dir is not None else None
+            if concat is not None:
+                on_white = paste_product(np.full_like(output, 255), canvas)
+                Image.fromarray(np.concatenate([on_white, output], axis=1)).save(concat)
             records.append(
                 {
                     "product": str(path),
                     "output": str(out),
+                    "concat": str(concat) if concat is not None else None,
                     "prompt": prompt,
                     "negative_prompt": negative,
                     "seed": seeds[k],
@@ -132,7 +183,8 @@ def run_generate(args: GenerateArgs) -> list[dict[str, Any]]:
                     "steps": args.num_inference_steps,
                     "guidance_scale": args.guidance_scale,
                     "config_entry": iteration % len(pool),
-                    "image_scale": entry.image_scale,
+                    "image_scale": image_scale,
+                    "clip_skip": clip_skip,
                     "batch_seconds": round(seconds, 3),
                 }
             )

@@ -45,7 +45,9 @@ class PromptConfig(BaseModel):
 
     prompt: str = Field(min_length=1)
     negative_prompt: str = ""
-    image_scale: float = Field(0.7, gt=0, le=1, description="product size as a share of the canvas")
+    image_scale: float | None = Field(
+        None, gt=0, le=1, description="product size as a share of the canvas (None: the sampler's --image_scale)"
+    )
     matting: bool = False
     flag: int = Field(0, ge=0, le=1, description="1: fill a random colour into '{}' in the prompt")
 

@@ -93,3 +93,53 @@ def lineage(data: dict[str, Path]) -> dict[str, str]:
         tags[f"data.{name}.path"] = path.as_posix()
         tags[f"data.{name}.dvc_hash"] = dvc_hash(path)
     return tags
+
+
+def model_lineage(models: dict[str, str | Path]) -> dict[str, str]:
+    """Tags naming the models a run used; a folder also by the SHA-256 of its files, since its path alone does
+    not say which weights it held (a registry name@alias is kept as given)."""
+    from reliable_ad.data.hashing import folder_hash
+
+    tags = {}
+    for name, model in models.items():
+        tags[f"model.{name}"] = str(model)
+        if Path(model).is_dir():
+            tags[f"model.{name}.folder_hash"] = folder_hash(Path(model))
+    return tags
+
+
+def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested settings as MLflow params: dotted keys, every value as text."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= flat_params(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def log_run(
+    run_name: str,
+    metrics: dict[str, Any],
+    params: dict[str, str],
+    tags: dict[str, str],
+    artifacts: dict[str, Path],
+    experiment: str = "reliable-ad",
+) -> str:
+    """One MLflow run of results computed elsewhere: the numeric top-level metrics (NaN kept: it says a figure is
+    undefined), params, the code version plus `tags`, and files or folders (artifact folder -> path).
+    Returns the run id."""
+    import mlflow
+
+    experiment_id = setup(experiment)
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=git_commit() | tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(numeric)
+        for folder, path in artifacts.items():
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), folder)
+            else:
+                mlflow.log_artifact(str(path), folder)
+    return str(run.info.run_id)
