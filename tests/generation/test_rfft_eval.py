@@ -1,10 +1,12 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
+from reliable_ad.data.hashing import folder_hash
+from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig, RFFTConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
@@ -20,7 +22,7 @@ from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_compone
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.registry.controlnet import register_controlnet
 from reliable_ad.registry.gate import ControlNetGateConfig
-from reliable_ad.registry.models import CHAMPION, by_alias
+from reliable_ad.registry.models import CHAMPION, by_alias, get_version
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
 EVAL = GenerationEvalConfig(
@@ -43,6 +45,28 @@ def folders(tmp_path_factory):
 def _judge() -> Judge:
     torch.manual_seed(1)
     return Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])))
+
+
+def _earlier(key: str, **changes: object) -> dict[str, object]:
+    """An evaluation that says the candidate is far better by the judge (+0.75) and no different by the reviewer."""
+    return {
+        "comparison_key": key,
+        "products": 4,
+        "delta": 0.0,
+        "delta_ci_low": -0.25,
+        "delta_ci_high": 0.25,
+        "available_rate_first_reviewer_tuned": 0.5,
+        "available_rate_first_reviewer_base": 0.5,
+        "delta_rfnet": 0.75,
+        "delta_rfnet_ci_low": 0.5,
+        "delta_rfnet_ci_high": 1.0,
+        "available_rate_first_rfnet_tuned": 1.0,
+        "available_rate_first_rfnet_base": 0.25,
+        "guard_ok": True,
+        "diversity_base": 10.0,
+        "diversity_tuned": 10.0,
+        **changes,
+    }
 
 
 def test_diversity_sees_collapsed_backgrounds() -> None:
@@ -131,24 +155,7 @@ def test_the_gate_reuses_an_evaluation_of_the_same_key_and_only_that(folders, tr
     assert key != comparison_key(
         folders / "gen", folders / "gen" / "controlnet", judge_dir, EVAL, GuardConfig(), 200, 0.8
     )
-    # an evaluation that says the candidate is far better: reused only under its own key
-    earlier = {
-        "comparison_key": key,
-        "products": 4,
-        "delta": 0.0,
-        "delta_ci_low": -0.25,
-        "delta_ci_high": 0.25,
-        "available_rate_first_reviewer_tuned": 0.5,
-        "available_rate_first_reviewer_base": 0.5,
-        "delta_rfnet": 0.75,
-        "delta_rfnet_ci_low": 0.5,
-        "delta_rfnet_ci_high": 1.0,
-        "available_rate_first_rfnet_tuned": 1.0,
-        "available_rate_first_rfnet_base": 0.25,
-        "guard_ok": True,
-        "diversity_base": 10.0,
-        "diversity_tuned": 10.0,
-    }
+    earlier = _earlier(key)  # reused only under its own key
 
     def register(given_key: str) -> tuple[bool, str]:
         decision = register_controlnet(
@@ -173,3 +180,47 @@ def test_the_gate_reuses_an_evaluation_of_the_same_key_and_only_that(folders, tr
         )  # fmt: skip
     promoted, how = register(key)
     assert promoted and how.startswith("reused")
+
+
+def test_a_second_candidate_is_compared_with_the_champion(folders, tracking, tmp_path) -> None:
+    import mlflow
+
+    gate = ControlNetGateConfig(resamples=200, confidence=0.8)
+    judge_dir, candidate = tmp_path / "judge", tmp_path / "candidate"
+    _judge().model.save(judge_dir)
+    shutil.copytree(folders / "tuned", candidate)
+    RFFTConfig(beta=0.5).save(candidate)
+    key = comparison_key(folders / "gen", candidate, judge_dir, EVAL, GuardConfig(), 200, 0.8)
+
+    def register():
+        decision = register_controlnet(
+            candidate, folders / "gen", Judge.from_path(judge_dir), str(judge_dir), POOL, EVAL, GuardConfig(), gate,
+            earlier=_earlier(key), key=key,
+        )  # fmt: skip
+        return decision, mlflow.search_runs(experiment_names=["reliable-ad"], order_by=["start_time DESC"]).iloc[0]
+
+    first, _ = register()
+    assert first.promoted  # no champion: the evaluation against the base ControlNet is reused
+    second, run = register()  # the same weights against the champion: generated here, no gain
+    assert not second.promoted and second.champion_version == first.version and second.delta == 0.0
+    assert f"against champion v{first.version}" in second.reason
+    assert run["tags.comparison"] == "generated here" and run["tags.parent.champion_version"] == first.version
+    assert by_alias("reliable-controlnet", CHAMPION).version == first.version
+    assert run["tags.model.judge.folder_hash"] == folder_hash(judge_dir)
+    assert run["params.rfft.beta"] == "0.5" and run["params.rfft.regularizer"] == "cc"
+
+
+def test_a_candidate_that_fails_the_quality_guard_is_not_promoted(folders, tracking, tmp_path) -> None:
+    judge_dir = tmp_path / "judge"
+    _judge().model.save(judge_dir)
+    key = comparison_key(folders / "gen", folders / "tuned", judge_dir, EVAL, GuardConfig(), 200, 0.8)
+    decision = register_controlnet(
+        folders / "tuned", folders / "gen", _judge(), str(judge_dir), POOL, EVAL, GuardConfig(),
+        ControlNetGateConfig(resamples=200, confidence=0.8), decision_file=tmp_path / "d.json",
+        earlier=_earlier(key, guard_ok=False), key=key,
+    )  # fmt: skip
+    assert not decision.promoted and decision.reason == "quality guard failed"  # despite the judge's +0.75
+    assert by_alias("reliable-controlnet", CHAMPION) is None
+    stored = json.loads((tmp_path / "d.json").read_text())
+    assert stored["reason"] == "quality guard failed" and stored["extra"]["guard_ok"] is False
+    assert get_version("reliable-controlnet", decision.version).tags["gate.reason"] == "quality guard failed"

@@ -1,18 +1,24 @@
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import ControlNetModel
 from pydantic import ValidationError
 
 from reliable_ad.generation.config import RFFTConfig
+from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import Judge, JudgeInputError
 from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components, save_components
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.training.checkpoint import CheckpointMismatch
-from reliable_ad.training.rfft import rfft_train
+from reliable_ad.training.rfft import regularizer_loss, rfft_train
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
 
@@ -45,13 +51,18 @@ def _cfg(**kw) -> RFFTConfig:
     return RFFTConfig(**{**base, **kw})
 
 
+def _log(run: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.parametrize("regularizer", ["cc", "kl", "none"])
 def test_only_the_controlnet_changes_and_the_result_loads_in_the_stock_pipeline(generator, tmp_path, regularizer):
     judge = _judge()
     before = {k: v.clone() for k, v in judge.model.state_dict().items()}
-    summary = rfft_train(_cfg(regularizer=regularizer), generator, judge, POOL, tmp_path / "run")
-    assert summary["steps"] == 3
-    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    cfg = _cfg(regularizer=regularizer)
+    summary = rfft_train(cfg, generator, judge, POOL, tmp_path / "run")
+    assert summary["steps"] == 3 and summary["resumed_at_step"] == 0
+    log = _log(tmp_path / "run")
     assert len(log) == 3 and all(0.0 <= r["p_available"] <= 1.0 for r in log)
     # the tuned model starts as the frozen one: the regulariser is 0 at first, then grows unless switched off
     assert log[0]["regularizer"] == 0.0
@@ -63,13 +74,61 @@ def test_only_the_controlnet_changes_and_the_result_loads_in_the_stock_pipeline(
     assert any(changed)
     components = load_components(generator, tmp_path / "run" / "controlnet")  # stock pipeline, tuned ControlNet
     assert components.pipeline() is not None
+    assert RFFTConfig.saved_in(tmp_path / "run" / "controlnet") == cfg  # the settings travel with the weights
 
 
-def test_resume_and_refusals(generator, tmp_path) -> None:
+def test_an_interrupted_run_resumes_at_its_checkpoint_without_redoing_steps(generator, tmp_path, capsys) -> None:
+    run, cfg = tmp_path / "run", _cfg(steps=3, checkpoint_every=2)
+    rfft_train(cfg, generator, _judge(), POOL, run)
+    uninterrupted = ControlNetModel.from_pretrained(run / "controlnet", use_safetensors=True)
+    first = _log(run)
+    # as if killed after logging step 3, before the weights were written: the checkpoint of step 2 is the last
+    shutil.rmtree(run / "controlnet")
+    (run / "rfft_summary.json").unlink()
+    summary = rfft_train(cfg, generator, _judge(), POOL, run)
+    assert summary["resumed_at_step"] == 2 and "resumed from" in capsys.readouterr().out
+    log = _log(run)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert log[:2] == first[:2]  # steps 1 and 2 kept as logged, step 3 logged once, by the resumed run
+    resumed = ControlNetModel.from_pretrained(run / "controlnet", use_safetensors=True)
+    pairs = zip(resumed.parameters(), uninterrupted.parameters(), strict=True)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in pairs)  # weights and AdamW state were restored
+
+
+def test_a_run_with_other_settings_is_refused(generator, tmp_path) -> None:
     rfft_train(_cfg(steps=2), generator, _judge(), POOL, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "step-00000002").exists()
-    with pytest.raises(CheckpointMismatch, match="same settings"):
-        rfft_train(_cfg(steps=4, beta=0.5), generator, _judge(), POOL, tmp_path / "run")
+    with pytest.raises(CheckpointMismatch, match="same settings"):  # beta alone is part of the fingerprint
+        rfft_train(_cfg(steps=2, beta=0.5), generator, _judge(), POOL, tmp_path / "run")
+
+
+def test_a_fresh_run_leaves_nothing_of_the_earlier_one(generator, tmp_path) -> None:
+    run = tmp_path / "run"
+    rfft_train(_cfg(steps=2, checkpoint_every=1), generator, _judge(), POOL, run)
+    assert len(list((run / "checkpoints").iterdir())) == 2
+    # other settings, which a resume would refuse, and no checkpoint of its own (1 step, one every 2)
+    summary = rfft_train(_cfg(steps=1, beta=0.5), generator, _judge(), POOL, run, resume=False)
+    assert summary["resumed_at_step"] == 0
+    assert [r["step"] for r in _log(run)] == [1]
+    assert not (run / "checkpoints").exists()
+    assert RFFTConfig.saved_in(run / "controlnet") == _cfg(steps=1, beta=0.5)
+
+
+def test_cc_compares_guidance_directions_and_kl_guided_predictions(generator) -> None:
+    denoiser = Denoiser(load_components(generator), 4, guidance_scale=2.0)
+    one = torch.ones(1, 4, 2, 2)
+    tuned = (0 * one, one)  # (unconditional, text): direction 1, guided 0 + 2 * 1 = 2
+    same_guided = (one, 1.5 * one)  # direction 0.5, guided 1 + 2 * 0.5 = 2
+    same_direction = (one, 2 * one)  # direction 1, guided 1 + 2 * 1 = 3
+    assert float(regularizer_loss("kl", denoiser, tuned, same_guided)) == 0.0
+    assert float(regularizer_loss("cc", denoiser, tuned, same_guided)) == pytest.approx(0.25)
+    assert float(regularizer_loss("cc", denoiser, tuned, same_direction)) == 0.0
+    assert float(regularizer_loss("kl", denoiser, tuned, same_direction)) == pytest.approx(1.0)
+
+
+def test_the_denoising_anchor_is_logged(generator, tmp_path) -> None:
+    rfft_train(_cfg(steps=1, anchor=0.5), generator, _judge(), POOL, tmp_path / "run")
+    assert _log(tmp_path / "run")[0]["anchor"] > 0.0
 
 
 def test_bad_settings_are_refused() -> None:
@@ -92,6 +151,47 @@ def test_a_judge_that_cannot_backpropagate(generator, tmp_path) -> None:
     judge.model = Detached(judge.model)
     with pytest.raises(JudgeInputError, match="cannot backpropagate"):
         rfft_train(_cfg(), generator, judge, POOL, tmp_path / "run")
+
+
+def test_a_judge_that_detaches_only_the_image_inside() -> None:
+    class ImageDetached(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.config, self.available_index = model, model.config, model.available_index
+
+        def forward(self, inputs):
+            return self.model({**inputs, "generated": inputs["generated"].detach()})
+
+    _judge().requires_grad_check()  # the real judge passes
+    judge = _judge()
+    judge.model = ImageDetached(judge.model)
+    probe = torch.rand(1, 3, 64, 64, requires_grad=True)
+    product = np.zeros((64, 64, 4), np.uint8)
+    assert judge(probe, [product], ["probe"], grad=True).logits.requires_grad  # through its weights only
+    with pytest.raises(JudgeInputError, match="cannot backpropagate"):
+        judge.requires_grad_check()
+
+
+def test_two_cpu_processes_under_accelerate_launch(generator, tmp_path) -> None:
+    import yaml
+
+    _judge().model.save(tmp_path / "judge")
+    rfft = _cfg(steps=2).model_dump(mode="json")
+    prompts = Path(__file__).parents[2] / "configs" / "prompts_embedded.json"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generation": {"prompts": str(prompts), "rfft": rfft}}))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "reliable_ad.cli", "rfft", "train", "--out", str(tmp_path / "run"), "--generator", str(generator),
+        "--judge", str(tmp_path / "judge"), "--params", str(tmp_path / "params.yaml"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=300)
+    summary = json.loads((tmp_path / "run" / "rfft_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 2
+    assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2]  # one writer
+    ControlNetModel.from_pretrained(tmp_path / "run" / "controlnet", use_safetensors=True)
+    assert RFFTConfig.saved_in(tmp_path / "run" / "controlnet") == _cfg(steps=2)
 
 
 def test_a_controlnet_that_does_not_fit_the_unet(generator, tmp_path) -> None:

@@ -136,20 +136,20 @@ class RFFTConfig(BaseModel):
     batch_size: int = Field(4, ge=1, description="images per micro-batch (the paper: 4 per GPU)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (the paper: 4)")
     lr: float = Field(1e-5, gt=0, description="AdamW learning rate (the paper: 1e-5)")
-    weight_decay: float = Field(1e-2, ge=0)
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay of the ControlNet's weights")
     inference_steps: int = Field(20, ge=2, description="DDIM steps of the sampled trajectory (the paper: 40)")
     last_k: int = Field(10, ge=1, description="the gradient step is drawn among the last K (the paper: 10 of 40)")
-    guidance_scale: float = Field(7.5, ge=1)
+    guidance_scale: float = Field(7.5, ge=1, description="classifier-free guidance of the sampled trajectory")
     regularizer: Literal["cc", "kl", "none"] = Field("cc", description="Consistent Condition, KL, or nothing")
     beta: float = Field(1.0, ge=0, description="weight of the regulariser")
     anchor: float = Field(0.0, ge=0, description="weight of the plain denoising loss on available renders")
     products: int = Field(512, ge=1, description="training products (RF1M-synth, seed below)")
     product_seed: int = Field(4242, description="RF1M-synth seed of the training products (not the evaluation's)")
     categories: list[str] | None = Field(None, description="product categories (default: the generator's)")
-    checkpoint_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory (GPU)")
-    mixed_precision: str = Field("no", description="'no', 'fp16' or 'bf16' (GPU)")
-    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="autocast precision (GPU)")
+    seed: int = Field(0, description="seeds torch and every step's draw of products, prompts and noise")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
 
     @model_validator(mode="after")
@@ -157,6 +157,16 @@ class RFFTConfig(BaseModel):
         if self.last_k > self.inference_steps:
             raise ValueError(f"last_k {self.last_k} is larger than inference_steps {self.inference_steps}")
         return self
+
+    def save(self, controlnet: Path) -> None:
+        """Written into the tuned ControlNet's folder: the model, registered or copied, says how it was trained."""
+        (controlnet / "rfft_config.json").write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def saved_in(cls, controlnet: Path) -> RFFTConfig | None:
+        """The settings a ControlNet was fine-tuned with; None for one RFFT did not make."""
+        path = controlnet / "rfft_config.json"
+        return cls.model_validate_json(path.read_text()) if path.exists() else None
 
 
 class SimulatedFeedbackConfig(BaseModel):

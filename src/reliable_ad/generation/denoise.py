@@ -5,7 +5,8 @@ slot whose image is accepted, rejected early or finished takes the next job at o
 batch stays full. The UNet and ControlNet take a timestep per sample, and DDIM's update is per sample, so
 slots at different steps share one forward pass. With the same seed, prompt and settings a slot gives the
 stock StableDiffusionControlNetInpaintPipeline's image (tested). RFFT reuses `predict_noise` and `x0` with
-gradients on.
+gradients on. Every input is made on the CPU (the job's noise comes from a CPU generator, so a seed gives the
+same image on any device) and then moved to the components' device.
 """
 
 from __future__ import annotations
@@ -58,10 +59,11 @@ class Denoiser:
         steps: int = 20,
         guidance_scale: float = 7.5,
         controlnet_scale: float = 1.0,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
     ) -> None:
+        """`device`: where the inputs go; by default the UNet's, where every component must be."""
         self.c = components
-        self.device = torch.device(device)
+        self.device = components.unet.device if device is None else torch.device(device)
         self.guidance = guidance_scale
         self.controlnet_scale = controlnet_scale
         scheduler = DDIMScheduler.from_config(components.scheduler.config)
@@ -105,7 +107,7 @@ class Denoiser:
         image = torch.from_numpy(inputs.init_image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
         mask = torch.from_numpy((inputs.inpaint_mask >= 128).astype(np.float32))[None, None]
         masked = image * (mask < 0.5)
-        masked_latents = self.c.vae.encode(masked).latent_dist.sample(generator) * self.scale
+        masked_latents = self.c.vae.encode(masked.to(self.device)).latent_dist.sample(generator) * self.scale
         control = torch.from_numpy(inputs.control_image).permute(2, 0, 1)[None].float() / 255.0
         return Slot(
             job=job,

@@ -4,7 +4,8 @@ The candidate and the champion generate for the same held-out products with the 
 are judged by one fixed judge; the first-attempt available rate must improve with a paired bootstrap
 interval above the margin, and the candidate's quality guard must hold. With no champion the baseline is the
 base ControlNet, which `rad rfft evaluate` has already compared: its metrics are reused when their
-`comparison_key` says they come from the same generator, candidate, judge and settings.
+`comparison_key` says they come from the same generator, candidate, judge and settings. The run records
+the candidate's RFFT settings as params and, for a judge folder, the hash of its files as a tag.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.generation.config import GenerationEvalConfig
+from reliable_ad.generation.config import GenerationEvalConfig, RFFTConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
@@ -22,7 +23,7 @@ from reliable_ad.generation.rfft_eval import compare_generators
 from reliable_ad.judge import Judge
 from reliable_ad.registry.gate import ControlNetGateConfig, Decision, decide
 from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
-from reliable_ad.registry.tracking import lineage, setup
+from reliable_ad.registry.tracking import flat_params, lineage, model_lineage, setup
 from reliable_ad.stats import PairedDelta
 
 REGISTERED_NAME = "reliable-controlnet"
@@ -48,6 +49,7 @@ def register_controlnet(
 
     `earlier`: metrics of a base-vs-candidate comparison already made; used instead of generating again when
     there is no champion and its ``comparison_key`` equals `key` (the key of this candidate, judge, settings).
+    `run_params` are logged beside the RFFT settings saved with the candidate (``rfft.*``).
     """
     import mlflow
 
@@ -56,12 +58,15 @@ def register_controlnet(
     champion = by_alias(name, CHAMPION)
     reference = download_model(f"{name}@{CHAMPION}", experiment) if champion else None
 
-    tags = lineage({"generator": generator}) | {"model.kind": "controlnet", "judge": judge_uri}
+    tags = lineage({"generator": generator}) | model_lineage({"judge": judge_uri})
+    tags |= {"model.kind": "controlnet", "judge": judge_uri}
     if champion is not None:
         tags["parent.champion_version"] = champion.version
+    trained = RFFTConfig.saved_in(candidate)
+    params = (flat_params(trained.model_dump(mode="json"), "rfft.") if trained else {}) | (run_params or {})
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):
-        if run_params:
-            mlflow.log_params(run_params)
+        if params:
+            mlflow.log_params(params)
         reuse = champion is None and key is not None and earlier is not None and earlier.get("comparison_key") == key
         how = "reused from the evaluation of the same key" if reuse else "generated here"
         mlflow.set_tag("comparison", how)

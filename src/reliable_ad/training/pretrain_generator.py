@@ -84,7 +84,7 @@ def _encode_prompts(components: GeneratorComponents, prompts: list[str]) -> torc
         truncation=True,
         return_tensors="pt",
     ).input_ids
-    return components.text_encoder(ids)[0]
+    return components.text_encoder(ids.to(components.text_encoder.device))[0]
 
 
 def denoising_loss(
@@ -106,17 +106,18 @@ def denoising_loss(
         masks.append((~keep).astype(np.float32))
         controls.append(inputs.control_image)
         prompts.append("" if rng.random() < prompt_dropout else sample.rendering.prompt)
-    pixels = _to_tensor(images)
+    device = components.unet.device  # RFFT's anchor runs this on the accelerator's device
+    pixels = _to_tensor(images).to(device)
     # as the inpainting pipeline does: the image in [-1, 1], zero (not black) where the background is repainted
-    masked = pixels * torch.from_numpy(np.stack(keeps))[:, None].float()
+    masked = pixels * torch.from_numpy(np.stack(keeps))[:, None].float().to(device)
     with torch.no_grad():
         latents = components.vae.encode(pixels).latent_dist.sample() * scale
         masked_latents = components.vae.encode(masked).latent_dist.sample() * scale
     latent_size = latents.shape[-1]
-    mask = F.interpolate(torch.from_numpy(np.stack(masks))[:, None], size=(latent_size, latent_size))
-    control = torch.from_numpy(np.stack(controls).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    mask = F.interpolate(torch.from_numpy(np.stack(masks))[:, None], size=(latent_size, latent_size)).to(device)
+    control = torch.from_numpy(np.stack(controls).astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(device)
     noise = torch.randn_like(latents)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(samples),))
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(samples),)).to(device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     text = _encode_prompts(components, prompts)
     down, mid = components.controlnet(
@@ -260,7 +261,8 @@ def export_generator(cfg: PretrainConfig, checkpoint: Path, out: Path) -> dict[s
     save_components(components, out / "model")
     card = {
         "what": "tiny SD-style inpainting generator + canny ControlNet for RF1M-synth",
-        "command": "rad generator pretrain-tiny --out <folder> --params params.yaml",
+        # the learning rate only warms up, so a run of `steps` steps trains what this checkpoint holds
+        "command": f"rad generator pretrain-tiny --out <folder> --params params.yaml --steps {state['step']}",
         "synth_seed": cfg.synth.seed,
         "vae_steps": cfg.vae_steps,
         "steps": state["step"],

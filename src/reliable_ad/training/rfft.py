@@ -13,15 +13,19 @@ back through its alpha and let RFNet judge: the feedback loss is the cross-entro
 - ``none``: feedback alone (the paper: the available rate climbs to 99.8% and backgrounds collapse).
 
 Total loss = feedback + beta * regulariser (+ anchor * the plain denoising loss on available renders).
+
+Every model (the tuned and the frozen ControlNet, UNet, VAE, text encoder, the judge) lives on the
+accelerator's device; the denoiser moves its inputs there.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,9 +47,23 @@ from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load
 from reliable_ad.training.pretrain_generator import denoising_loss
 
 
-def _freeze(module: torch.nn.Module) -> torch.nn.Module:
+def _freeze(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     module.requires_grad_(False)
-    return module.eval()
+    return module.eval().to(device)
+
+
+def _clear(out: Path) -> None:
+    """A fresh run must not leave an earlier run's checkpoints, weights or summary among its own."""
+    for name in ("checkpoints", "controlnet"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    (out / "rfft_summary.json").unlink(missing_ok=True)
+
+
+def _keep_log_until(log: Path, step: int) -> None:
+    """Drop the log records of steps after `step`: a resumed run redoes them and logs them again."""
+    if log.exists():
+        kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
+        log.write_text("".join(f"{line}\n" for line in kept))
 
 
 def _batch(products: list[Product], pool: list[PromptConfig], cfg: RFFTConfig, rng: np.random.Generator) -> list[Any]:
@@ -63,17 +81,20 @@ def rfft_train(
     controlnet: Path | None = None,
     resume: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune the generator's ControlNet into `out/controlnet` (diffusers format, safetensors)."""
+    """Fine-tune the generator's ControlNet into `out/controlnet` (diffusers format, safetensors, with the
+    config beside it); `resume=False` starts over, removing what an earlier run left in `out`."""
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    device = accelerator.device
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
+    _freeze(judge.model, device)
+    judge.device = device
     judge.requires_grad_check()
-    _freeze(judge.model)
     components = load_components(generator, controlnet)
     for module in (components.unet, components.vae, components.text_encoder):
-        _freeze(module)
-    frozen = _freeze(copy.deepcopy(components.controlnet))
+        _freeze(module, device)
+    frozen = _freeze(copy.deepcopy(components.controlnet), device)
     tuned = components.controlnet.train()
     if cfg.gradient_checkpointing:
         tuned.enable_gradient_checkpointing()
@@ -87,14 +108,18 @@ def rfft_train(
             "judge": judge.config.model_dump(mode="json"),
         }
     )
-    ckpt_dir, start = out / "checkpoints", 0
+    ckpt_dir, log_path, start = out / "checkpoints", out / "train_log.jsonl", 0
+    if not resume and accelerator.is_main_process:
+        _clear(out)
     latest = latest_checkpoint(ckpt_dir) if resume else None
     if latest is not None:
         start = load_checkpoint(latest, {"controlnet": tuned}, optimizer, run_fp)["step"]
         accelerator.print(f"resumed from {latest} at step {start}")
+    if accelerator.is_main_process:
+        _keep_log_until(log_path, start)
     tuned, optimizer = accelerator.prepare(tuned, optimizer)
     components.controlnet = tuned
-    denoiser = Denoiser(components, cfg.inference_steps, cfg.guidance_scale, device=accelerator.device)
+    denoiser = Denoiser(components, cfg.inference_steps, cfg.guidance_scale)
     products = held_out_products(cfg.products, cfg.product_seed, cfg.categories or list(GENERATOR_CATEGORIES))
     anchor_world = SynthConfig(
         seed=cfg.product_seed + 1,
@@ -104,7 +129,6 @@ def rfft_train(
     )
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
     available = judge.model.available_index
-    log_path = out / "train_log.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     bar = tqdm(total=cfg.steps, initial=start, desc="rfft", disable=not accelerator.is_main_process)
@@ -148,9 +172,11 @@ def rfft_train(
         "regularizer": cfg.regularizer,
         "beta": cfg.beta,
         "processes": accelerator.num_processes,
+        "resumed_at_step": start,
     }
     if accelerator.is_main_process:
         accelerator.unwrap_model(tuned).save_pretrained(out / "controlnet", safe_serialization=True)
+        cfg.save(out / "controlnet")
         (out / "rfft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return summary
@@ -181,9 +207,20 @@ def rfft_losses(
     }
     if cfg.regularizer != "none":
         with torch.no_grad():
-            uncond0, text0 = denoiser.noise_branches(latents, t, slots, controlnet=frozen)
-        if cfg.regularizer == "cc":
-            losses["regularizer"] = F.mse_loss(text - uncond, text0 - uncond0)
-        else:
-            losses["regularizer"] = F.mse_loss(noise, denoiser.guided(uncond0, text0))
+            reference = denoiser.noise_branches(latents, t, slots, controlnet=frozen)
+        losses["regularizer"] = regularizer_loss(cfg.regularizer, denoiser, (uncond, text), reference)
     return losses
+
+
+def regularizer_loss(
+    kind: Literal["cc", "kl"],
+    denoiser: Denoiser,
+    tuned: tuple[torch.Tensor, torch.Tensor],
+    frozen: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """How far the tuned model's (unconditional, text) noise predictions moved from the frozen model's:
+    ``cc`` compares their text-guidance directions, ``kl`` their guided predictions."""
+    (uncond, text), (uncond0, text0) = tuned, frozen
+    if kind == "cc":
+        return F.mse_loss(text - uncond, text0 - uncond0)
+    return F.mse_loss(denoiser.guided(uncond, text), denoiser.guided(uncond0, text0))
