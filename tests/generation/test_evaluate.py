@@ -75,6 +75,10 @@ def test_evaluation_runs_the_three_schedulers_on_the_same_jobs(components, rfnet
     )
     assert (tmp_path / "plots" / "generation_curves.png").stat().st_size > 1000
     assert 0.0 <= metrics["false_abort_rate"] <= 1.0
+    curves = json.loads((tmp_path / "plots" / "cumulative_available.json").read_text())
+    assert all(row["available_rate_reviewer"] <= row["available_rate"] for row in curves)
+    last_plain = [row for row in curves if row["run"] == "plain"][-1]
+    assert last_plain["available_rate_reviewer"] == pytest.approx(runs["plain"]["final_available_rate_reviewer"])
 
 
 def test_without_a_calibrated_check_the_early_figures_are_nan_not_missing(components, rfnet, tmp_path) -> None:

@@ -8,7 +8,9 @@ from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.evaluate import held_out_products
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import (
+    Attempt,
     RecurrentConfig,
+    RunStats,
     cumulative_by_attempt,
     recurrent_generate,
     summarise,
@@ -164,3 +166,25 @@ def test_tau_is_the_judges_own_unless_the_config_sets_one(components, products) 
         Denoiser(components, steps=2, guidance_scale=2.0), judge, products, POOL, _cfg(threshold=0.5)
     )
     assert not any(a.status == "accepted" for a in strict.attempts)
+
+
+def test_cumulative_rates_by_the_judge_and_by_the_reviewer() -> None:
+    def attempt(product: str, k: int, status: str, reviewer: str) -> Attempt:
+        return Attempt(product, k, k, "p", status, 3, 0.9, "available", reviewer, 0.0)
+
+    stats = RunStats(
+        [
+            attempt("a", 1, "accepted", "available"),
+            attempt("b", 1, "rejected", "size_mismatch"),
+            attempt("b", 2, "accepted", "space_mismatch"),  # accepted, but the reviewer disagrees
+            attempt("c", 1, "rejected", "available"),
+            attempt("c", 2, "accepted", "available"),
+        ],
+        unet_evals=15,
+        seconds=1.0,
+        scheduler="plain",
+    )
+    assert cumulative_by_attempt(stats, 4, 3) == [0.25, 0.75, 0.75]
+    assert cumulative_by_attempt(stats, 4, 3, reviewer=True) == [0.25, 0.5, 0.5]
+    summary = summarise(stats, 4, 3)
+    assert summary["final_available_rate_reviewer"] == 0.5 and summary["reviewer_agrees_with_accepts"] == 2 / 3

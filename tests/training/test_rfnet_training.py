@@ -228,3 +228,19 @@ def test_class_weights_balance_the_training_split() -> None:
     weights = rfnet_training._class_weights(index, ["available", "size_mismatch", "unsuitable"])
     # inverse frequency, normalised over the classes present; an absent class weighs nothing
     assert torch.allclose(weights, torch.tensor([40 / 60, 40 / 20, 0.0]))
+
+
+def test_a_five_way_model_trains_and_evaluates_without_the_unsuitable_rows(tiny_shards: Path, tmp_path: Path) -> None:
+    five = ["available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination"]
+    refused = RFNetTrainConfig(model=RFNetConfig(**SMALL, labels=five), epochs=1)
+    with pytest.raises(ValueError, match="unsuitable"):
+        train_rfnet(refused, tiny_shards, tmp_path / "refused")
+    cfg = RFNetTrainConfig(
+        model=RFNetConfig(**SMALL, labels=five, other_labels="skip"), epochs=1, batch_size=16, lr=1e-3, threads=1
+    )
+    summary = train_rfnet(cfg, tiny_shards, tmp_path / "run")
+    unsuitable = read_index(tiny_shards)["label_counts"]["train"]["unsuitable"]
+    assert summary["train_rows_left_out"] == unsuitable > 0
+    assert summary["train_rows"] + unsuitable == _train_rows(tiny_shards)
+    metrics = evaluate_rfnet(tmp_path / "run" / "model", tiny_shards, tmp_path / "m.json", tmp_path / "plots")
+    assert set(metrics["per_class"]) == set(five) and metrics["confusion"] and len(metrics["confusion"]) == 5

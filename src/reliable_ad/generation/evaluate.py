@@ -203,15 +203,24 @@ def _plots(
     folder.mkdir(parents=True, exist_ok=True)
     curves = []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    attempts = range(1, max_attempts + 1)
     for name, stats in runs.items():
         curve = cumulative_by_attempt(stats, products, max_attempts)
-        curves += [{"run": name, "attempt": k + 1, "available_rate": v} for k, v in enumerate(curve)]
-        axes[0].plot(range(1, max_attempts + 1), curve, marker="o", label=name)
+        reviewed = cumulative_by_attempt(stats, products, max_attempts, reviewer=True)
+        curves += [
+            {"run": name, "attempt": k, "available_rate": v, "available_rate_reviewer": r}
+            for k, v, r in zip(attempts, curve, reviewed, strict=True)
+        ]
+        (line,) = axes[0].plot(attempts, curve, marker="o", label=f"{name}: accepted by the judge")
+        if any(a.reviewer_label is not None for a in stats.attempts):
+            axes[0].plot(
+                attempts, reviewed, "--", marker=".", color=line.get_color(), label=f"{name}: and by the reviewer"
+            )
     axes[0].set(
         xlabel="attempts",
         ylabel="products with an accepted image",
         ylim=(0, 1.02),
-        title="cumulative available rate (judge)",
+        title="cumulative available rate",
     )
     axes[0].legend()
     for step in sorted({row["step"] for row in calibrated["table"]}):

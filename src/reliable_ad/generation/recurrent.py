@@ -30,6 +30,7 @@ from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser, Job, Slot
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import Judge
+from reliable_ad.labels import AVAILABLE
 
 
 @dataclass
@@ -228,7 +229,7 @@ def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, fl
     first_accepted = {a.product for a in attempts if a.attempt == 1 and a.status == "accepted"}
     reviewed_first = [a for a in attempts if a.attempt == 1 and a.reviewer_label is not None]
     finals = {a.product: a for a in accepted}
-    reviewer_final = [a.reviewer_label == "available" for a in finals.values() if a.reviewer_label is not None]
+    reviewer_final = [a.reviewer_label == AVAILABLE for a in finals.values() if a.reviewer_label is not None]
     return {
         "products": products,
         "accepted": len(accepted),
@@ -241,6 +242,9 @@ def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, fl
         ),
         "judged_first_attempts": len(first),
         "reviewer_agrees_with_accepts": float(np.mean(reviewer_final)) if reviewer_final else float("nan"),
+        "final_available_rate_reviewer": (  # products whose accepted image the reviewer calls available
+            sum(reviewer_final) / max(1, products) if reviewer_final else float("nan")
+        ),
         "mean_attempts": float(np.mean([a.attempt for a in accepted])) if accepted else float("nan"),
         "attempts_total": len(attempts),
         "unet_evals": stats.unet_evals,
@@ -254,10 +258,11 @@ def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, fl
     }
 
 
-def cumulative_by_attempt(stats: RunStats, products: int, max_attempts: int) -> list[float]:
-    """Share of products with an accepted image after k attempts, k = 1..max_attempts."""
+def cumulative_by_attempt(stats: RunStats, products: int, max_attempts: int, reviewer: bool = False) -> list[float]:
+    """Share of products with an accepted image after k attempts, k = 1..max_attempts; with `reviewer`, with an
+    accepted image that the reviewer also calls available (what the products really got)."""
     best: dict[str, int] = {}
     for a in stats.attempts:
-        if a.status == "accepted":
+        if a.status == "accepted" and (not reviewer or a.reviewer_label == AVAILABLE):
             best[a.product] = min(best.get(a.product, a.attempt), a.attempt)
     return [sum(1 for v in best.values() if v <= k) / max(1, products) for k in range(1, max_attempts + 1)]

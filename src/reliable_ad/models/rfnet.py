@@ -17,7 +17,7 @@ import math
 import re
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,11 @@ class RFNetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     labels: list[str] = Field(default_factory=lambda: list(RF1M_LABELS.values()), description="label set, ordered")
+    other_labels: Literal["error", "skip"] = Field(
+        "error",
+        description="rows labelled outside `labels` (e.g. unsuitable for a five-way model on RF1M's six classes): "
+        "refuse them, or leave them out of training, evaluation and calibration (counted in train_summary.json)",
+    )
     modalities: list[str] = Field(default_factory=lambda: list(MODALITIES), description="inputs used")
     image_size: int = Field(64, ge=16, description="side the images are resized to (the paper: 384)")
     width: int = Field(64, ge=16, description="token width")

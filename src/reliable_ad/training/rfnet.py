@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from reliable_ad.data.dataset import ShardDataset, read_column, read_index
+from reliable_ad.data.dataset import ShardDataset, ShardIndex, read_column, read_index
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.shards import sha256_of
 from reliable_ad.models.rfnet import TRAINING_FILE, RFNet, RFNetConfig, build_vocabulary
@@ -158,9 +158,11 @@ def train_rfnet(
         modalities=shard_modalities(model),
         shuffle_buffer=cfg.shuffle_buffer,
         seed=cfg.seed,
+        unknown_labels=model_cfg.other_labels,
     )
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=dataset.collate)
-    steps_per_epoch = max(1, index["rows"]["train"] // (cfg.batch_size * accelerator.num_processes))
+    train_rows = ShardIndex(shards).count("train", model_cfg.label_set)  # without the rows left out
+    steps_per_epoch = max(1, train_rows // (cfg.batch_size * accelerator.num_processes))
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     drop_step = math.ceil(total_steps * cfg.lr_drop_at)
@@ -226,7 +228,8 @@ def train_rfnet(
     summary = {
         "steps": step,
         "epochs": cfg.epochs,
-        "train_rows": index["rows"]["train"],
+        "train_rows": train_rows,
+        "train_rows_left_out": index["rows"]["train"] - train_rows,
         "processes": accelerator.num_processes,
         "seconds": round(time.time() - started, 1),
         "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4) if losses else None,

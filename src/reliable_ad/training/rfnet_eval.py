@@ -91,7 +91,13 @@ def check_shards(index: dict[str, Any], model: RFNetConfig, shards: Path) -> Non
 def predict_split(model: RFNet, shards: Path, split: str, batch_size: int = 128) -> Predictions:
     model.eval()
     check_shards(read_index(shards), model.config, shards)
-    dataset = ShardDataset(shards, split, model.config.label_set, modalities=shard_modalities(model))
+    dataset = ShardDataset(
+        shards,
+        split,
+        model.config.label_set,
+        modalities=shard_modalities(model),
+        unknown_labels=model.config.other_labels,
+    )
     ids, products, sources, targets, probs = [], [], [], [], []
     for batch in tqdm(DataLoader(dataset, batch_size=batch_size), desc=f"predict {split}", leave=False):
         probs.append(model(model_inputs(batch, model)).softmax(-1).numpy())
