@@ -6,7 +6,7 @@ import pytest
 
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
-from reliable_ad.generation.evaluate import evaluate_generation
+from reliable_ad.generation.evaluate import evaluate_generation, held_out_products, product_groups
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import Judge
 from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
@@ -145,3 +145,11 @@ def test_api_logs_the_evaluation_to_mlflow(components, rfnet, tmp_path, tracking
         a.path for folder in ("plots", "records", "metrics") for a in client.list_artifacts(run.info.run_id, folder)
     }
     assert {"plots/generation_curves.png", "records/attempts.parquet", "metrics/generation.json"} <= artifacts
+
+
+def test_photos_of_one_product_share_a_bootstrap_group() -> None:
+    products = held_out_products(12, 777)
+    groups = product_groups(products)
+    ids = [p.key.rsplit("-", 1)[0] for p in products]
+    assert len(set(groups.tolist())) == len(set(ids)) < len(products)  # RF1M-synth shows a product several times
+    assert all((groups[i] == groups[j]) == (ids[i] == ids[j]) for i in range(12) for j in range(12))
