@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from numpy.typing import NDArray
 from tqdm import tqdm
 
 from reliable_ad.data.synth.world import SynthConfig, draw_sample
@@ -40,11 +39,11 @@ from reliable_ad.judge import Judge
 
 
 def held_out_products(count: int, seed: int, categories: list[str] | None = None, offset: int = 0) -> list[Product]:
-    """Product photos of RF1M-synth that are suitable (the "available" renderings' cut-outs) with captions.
-
-    RF1M-synth photographs each product several times (`samples_per_product`), so several entries may show one
-    product: their keys are "<product id>-<index>", and `product_groups` tells which belong together."""
-    synth = SynthConfig(n=offset + count, seed=seed, class_mix={"available": 1.0}, test_categories=[])
+    """Product photos of RF1M-synth that are suitable (the "available" renderings' cut-outs) with captions, one
+    per product: every entry is another product, so paired statistics over them count independent items."""
+    synth = SynthConfig(
+        n=offset + count, seed=seed, class_mix={"available": 1.0}, test_categories=[], samples_per_product=1
+    )
     if categories:
         synth = synth.model_copy(update={"categories": categories})
     products = []
@@ -59,12 +58,6 @@ def held_out_products(count: int, seed: int, categories: list[str] | None = None
             )
         )
     return products
-
-
-def product_groups(products: Sequence[Product]) -> NDArray[np.int64]:
-    """One group number per entry of `held_out_products`, shared by the photos of one product: a paired bootstrap
-    resamples whole products, as they are not independent items."""
-    return np.unique([p.key.rsplit("-", 1)[0] for p in products], return_inverse=True)[1].astype(np.int64)
 
 
 @torch.no_grad()
