@@ -199,3 +199,12 @@ def test_a_controlnet_that_does_not_fit_the_unet(generator, tmp_path) -> None:
     other.controlnet.save_pretrained(tmp_path / "cn", safe_serialization=True)
     with pytest.raises(ValueError, match="ControlNet does not match the UNet"):
         rfft_train(_cfg(), generator, _judge(), POOL, tmp_path / "run", controlnet=tmp_path / "cn")
+
+
+def test_mixed_precision_and_gradient_checkpointing_paths_run(generator, tmp_path) -> None:
+    """bf16 autocast on CPU and checkpointed ControlNet blocks: the GPU settings' code paths, on tiny parts."""
+    cfg = _cfg(steps=1, mixed_precision="bf16", gradient_checkpointing=True)
+    summary = rfft_train(cfg, generator, _judge(), POOL, tmp_path / "run")
+    assert summary["steps"] == 1
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(record["feedback"]) for record in log)
