@@ -251,3 +251,12 @@ def test_mixed_precision_path_runs(tiny_shards: Path, tmp_path: Path) -> None:
     summary = train_rfnet(_cfg(epochs=1, mixed_precision="bf16"), tiny_shards, tmp_path / "run")
     assert summary["final_loss"] is not None and np.isfinite(summary["final_loss"])
     assert RFNet.load(tmp_path / "run" / "model").config.labels
+
+
+def test_calibrating_on_a_source_without_rows_names_the_sources(tiny_shards: Path, tmp_path: Path) -> None:
+    from reliable_ad.training.rfnet_eval import calibrate_rfnet
+
+    RFNet(RFNetConfig(**SMALL)).save(tmp_path / "model")
+    with pytest.raises(ValueError, match=r"no rows of source 'rf1m-gen' \(sources: \['ds'\]\)"):
+        calibrate_rfnet(tmp_path / "model", tiny_shards, "val", "rf1m-gen")
+    assert RFNet.load(tmp_path / "model").config.acceptance_threshold is None  # nothing written
