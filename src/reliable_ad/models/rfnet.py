@@ -61,13 +61,6 @@ class RFNetConfig(BaseModel):
     text_encoder: str = Field("tiny", description="'tiny' or a transformers text model path / hub id")
     vocabulary: list[str] = Field(default_factory=list, description="caption words of the tiny text encoder")
     max_caption_tokens: int = Field(16, ge=2)
-    word_dropout: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="tiny text encoder, training only: each caption word becomes <unknown> with this probability "
-        "(numbers stay), so sizes are read from the number, not from the product nouns of the training categories",
-    )
     mask_generated: bool = Field(
         True,
         description="give the generated-image encoder the product's alpha as a 4th channel, so it sees which "
@@ -185,12 +178,9 @@ class TinyTextEncoder(nn.Module):
     """Words from a fixed vocabulary; numbers as a <num> token plus an embedding of their log value, so
     sizes never seen in training (an unseen product's 17 cm) still land between the ones that were."""
 
-    def __init__(
-        self, vocabulary: list[str], width: int, max_tokens: int, heads: int, word_dropout: float = 0.0
-    ) -> None:
+    def __init__(self, vocabulary: list[str], width: int, max_tokens: int, heads: int) -> None:
         super().__init__()
         self.words = {w: i + 2 for i, w in enumerate(vocabulary)}  # 0 pad, 1 unknown
-        self.word_dropout = word_dropout
         self.number_id = len(self.words) + 2
         self.max_tokens = max_tokens
         self.embed = nn.Embedding(self.number_id + 1, width, padding_idx=0)
@@ -211,15 +201,8 @@ class TinyTextEncoder(nn.Module):
                     ids[row, col] = self.words.get(token, 1)
         return ids, values
 
-    def drop_words(self, ids: torch.Tensor) -> torch.Tensor:
-        """Known words become <unknown> with probability word_dropout; numbers and padding stay."""
-        dropped = (ids > 1) & (ids != self.number_id) & (torch.rand(ids.shape) < self.word_dropout)
-        return ids.masked_fill(dropped, 1)
-
     def forward(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, values = self.tokenize(captions)
-        if self.training and self.word_dropout > 0:
-            ids = self.drop_words(ids)
         ids, values = ids.to(self.position.device), values.to(self.position.device)
         is_number = (ids == self.number_id).unsqueeze(-1)
         x = self.embed(ids) + torch.where(is_number, self.number(values), 0.0) + self.position
@@ -334,7 +317,7 @@ def _tiny_encoders(config: RFNetConfig) -> dict[str, nn.Module]:
     if "caption" in config.modalities:
         if config.text_encoder == "tiny":
             encoders["caption"] = TinyTextEncoder(
-                config.vocabulary, config.width, config.max_caption_tokens, config.heads, config.word_dropout
+                config.vocabulary, config.width, config.max_caption_tokens, config.heads
             )
         else:
             encoders["caption"] = _pretrained_text(config.text_encoder, config, from_config=False)
