@@ -312,15 +312,19 @@ def rfnet_ablate(
     epochs: Annotated[int | None, typer.Option(help="epochs per variant (default: rfnet.train.epochs)")] = None,
     variant: Annotated[
         list[str] | None,
-        typer.Option(help="run only this variant ('all', 'without depth', 'generated only', ...); repeatable"),
+        typer.Option(
+            help="run only this variant ('all', 'without depth', 'generated only', ...; repeatable); the other "
+            "rows of METRICS are kept"
+        ),
     ] = None,
+    fresh: Annotated[bool, typer.Option(help="retrain every variant run, ignoring checkpoints under OUT")] = False,
     params: ParamsOption = None,
 ) -> None:
     """The paper's modality ablation: all inputs, without each one, and the generated image alone."""
     from reliable_ad.training.rfnet_ablation import ablate, markdown
 
     cfg = _override(_params(params).rfnet.train, epochs=epochs)
-    typer.echo(markdown(ablate(cfg, shards, out, metrics, table, only=variant or ())))
+    typer.echo(markdown(ablate(cfg, shards, out, metrics, table, only=variant or (), fresh=fresh)))
 
 
 @rfnet_app.command("register")

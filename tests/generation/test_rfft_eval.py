@@ -224,3 +224,21 @@ def test_a_candidate_that_fails_the_quality_guard_is_not_promoted(folders, track
     stored = json.loads((tmp_path / "d.json").read_text())
     assert stored["reason"] == "quality guard failed" and stored["extra"]["guard_ok"] is False
     assert get_version("reliable-controlnet", decision.version).tags["gate.reason"] == "quality guard failed"
+
+
+def test_the_comparison_key_ignores_what_the_comparison_does_not_use(tmp_path) -> None:
+    folders = []
+    for name in ("generator", "controlnet", "judge"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "weights").write_text(name)
+        folders.append(tmp_path / name)
+    cfg = GenerationEvalConfig(products=8)
+
+    def key(eval_cfg: GenerationEvalConfig) -> str:
+        return comparison_key(*folders, eval_cfg, GuardConfig(), 200, 0.95)
+
+    assert key(cfg) == key(cfg.model_copy(update={"calibration_products": 5, "probe_steps": [2]}))
+    assert key(cfg) != key(cfg.model_copy(update={"products": 9}))
+    before = key(cfg)
+    (tmp_path / "judge" / "weights").write_text("another judge")
+    assert key(cfg) != before

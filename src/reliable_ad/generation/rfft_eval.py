@@ -150,6 +150,11 @@ def compare_generators(
     return metrics
 
 
+# the evaluation settings a comparison uses (early-rejection calibration plays no part in it); dvc.yaml's
+# evaluate_rfft stage lists the same keys
+COMPARED = {"products", "product_seed", "categories", "recurrent"}
+
+
 def comparison_key(
     generator: Path,
     controlnet: Path,
@@ -164,7 +169,7 @@ def comparison_key(
     digest = hashlib.sha256()
     for folder in (generator, controlnet, judge):
         digest.update(folder_hash(folder).encode())
-    settings = {"eval": cfg.model_dump(mode="json"), "guard": guard.model_dump(mode="json")}
+    settings = {"eval": cfg.model_dump(mode="json", include=COMPARED), "guard": guard.model_dump(mode="json")}
     digest.update(json.dumps({**settings, "resamples": resamples, "confidence": confidence}, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -85,7 +85,8 @@ def load_checkpoint(
     if state["fingerprint"] != config_fingerprint:
         raise CheckpointMismatch(
             f"checkpoint {path} was written with config {state['fingerprint']}, this run has "
-            f"{config_fingerprint}: resume with the same settings or start a new output folder"
+            f"{config_fingerprint} (other settings, data or warm start): resume with the same ones, or start "
+            f"afresh (--fresh) or in a new output folder"
         )
     for name, module in modules.items():
         module.load_state_dict(load_file(str(path / f"model-{name}.safetensors")))

@@ -41,20 +41,25 @@ def ablate(
     metrics_file: Path,
     table_file: Path,
     only: Sequence[str] = (),
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Train one RFNet per variant (all of them, or those named in `only`) into `out/<variant>` and evaluate each
-    on the test split."""
+    on the test split. An interrupted ablation resumes each variant's run unless `fresh`. With `only`, the named
+    rows of an existing `metrics_file` are replaced and the others kept, so rows can be run one at a time."""
     table = variants()
     unknown = [name for name in only if name not in table]
     if unknown:
         raise ValueError(f"unknown ablation variants {unknown}; known: {list(table)}")
+    earlier = json.loads(metrics_file.read_text()) if only and metrics_file.exists() else {}
     results: dict[str, Any] = {}
     for name, modalities in table.items():
         if only and name not in only:
+            if name in earlier:
+                results[name] = earlier[name]
             continue
         run = out / name.replace(" ", "_")
         variant = cfg.model_copy(update={"model": cfg.model.model_copy(update={"modalities": modalities})})
-        train_rfnet(variant, shards, run, resume=True)
+        train_rfnet(variant, shards, run, resume=not fresh)
         metrics = evaluate_rfnet(run / "model", shards, run / "metrics.json", run / "plots")
         results[name] = {k: metrics[k] for k in ("macro_f1", "accuracy", "ap_available", "ece")}
         results[name]["modalities"] = modalities
