@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
     print(machine())
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_columns", 20)
     predictions = predict_split(RFNet.load(args.model), args.shards, args.split)
     files = [args.shards / shard["file"] for shard in read_index(args.shards)["splits"][args.split]["shards"]]
     columns = ["id", "category", "height_cm", "source"]
