@@ -85,3 +85,14 @@ def tiny_pretrained_encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[
         BertConfig(vocab_size=5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     ).save_pretrained(folder / "bert")
     return folder / "resnet", folder / "bert"
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one state per process, fixed by the first Accelerator: a test that trains with other
+    precision settings starts from, and leaves behind, a clean one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

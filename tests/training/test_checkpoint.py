@@ -48,5 +48,5 @@ def test_old_checkpoints_are_pruned_and_partial_ones_ignored(tmp_path) -> None:
 def test_resume_from_another_config_is_refused(tmp_path) -> None:
     model, optimizer = _model_and_optimizer(0)
     path = save_checkpoint(tmp_path, {"net": model}, optimizer, 1, fingerprint({"lr": 1}))
-    with pytest.raises(CheckpointMismatch, match="same settings"):
+    with pytest.raises(CheckpointMismatch, match="other settings, data or warm start"):
         load_checkpoint(path, {"net": model}, optimizer, fingerprint({"lr": 2}))

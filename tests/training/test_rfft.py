@@ -98,7 +98,9 @@ def test_an_interrupted_run_resumes_at_its_checkpoint_without_redoing_steps(gene
 def test_a_run_with_other_settings_is_refused(generator, tmp_path) -> None:
     rfft_train(_cfg(steps=2), generator, _judge(), POOL, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "step-00000002").exists()
-    with pytest.raises(CheckpointMismatch, match="same settings"):  # beta alone is part of the fingerprint
+    with pytest.raises(
+        CheckpointMismatch, match="other settings, data or warm start"
+    ):  # beta alone is part of the fingerprint
         rfft_train(_cfg(steps=2, beta=0.5), generator, _judge(), POOL, tmp_path / "run")
 
 
@@ -201,7 +203,7 @@ def test_a_controlnet_that_does_not_fit_the_unet(generator, tmp_path) -> None:
         rfft_train(_cfg(), generator, _judge(), POOL, tmp_path / "run", controlnet=tmp_path / "cn")
 
 
-def test_mixed_precision_and_gradient_checkpointing_paths_run(generator, tmp_path) -> None:
+def test_mixed_precision_and_gradient_checkpointing_paths_run(generator, tmp_path, fresh_accelerate_state) -> None:
     """bf16 autocast on CPU and checkpointed ControlNet blocks: the GPU settings' code paths, on tiny parts."""
     cfg = _cfg(steps=1, mixed_precision="bf16", gradient_checkpointing=True)
     summary = rfft_train(cfg, generator, _judge(), POOL, tmp_path / "run")

@@ -246,7 +246,7 @@ def test_a_five_way_model_trains_and_evaluates_without_the_unsuitable_rows(tiny_
     assert set(metrics["per_class"]) == set(five) and metrics["confusion"] and len(metrics["confusion"]) == 5
 
 
-def test_mixed_precision_path_runs(tiny_shards: Path, tmp_path: Path) -> None:
+def test_mixed_precision_path_runs(tiny_shards: Path, tmp_path: Path, fresh_accelerate_state) -> None:
     """bf16 autocast on CPU stands in for the GPU's mixed precision: same code path, finite loss, loadable model."""
     summary = train_rfnet(_cfg(epochs=1, mixed_precision="bf16"), tiny_shards, tmp_path / "run")
     assert summary["final_loss"] is not None and np.isfinite(summary["final_loss"])
