@@ -27,9 +27,9 @@ from sklearn.metrics import roc_auc_score
 from common import machine
 from reliable_ad.api import denoiser_from, judge_from
 from reliable_ad.generation.config import GENERATOR_CATEGORIES
-from reliable_ad.generation.evaluate import held_out_products
+from reliable_ad.generation.evaluate import first_attempt_previews, held_out_products
 from reliable_ad.generation.prompts import load_prompt_pool
-from reliable_ad.generation.recurrent import acceptance_threshold, job_for
+from reliable_ad.generation.recurrent import acceptance_threshold
 from reliable_ad.judge import Judge
 from reliable_ad.params import load_params
 
@@ -90,19 +90,7 @@ def main() -> None:
     pool = load_prompt_pool(params.generation.prompts)
     products = held_out_products(args.products, args.product_seed, list(GENERATOR_CATEGORIES))
     probes = [s for s in params.generation.evaluate.probe_steps if s < rc.steps]
-    previews: dict[int, list[np.ndarray]] = {s: [] for s in probes}
-    accepted: list[bool] = []
-    for start in range(0, len(products), rc.batch_size):
-        chunk = range(start, min(len(products), start + rc.batch_size))
-        slots = [denoiser.start(job_for(products[i], i, 1, pool, rc)) for i in chunk]
-        while not denoiser.done(slots[0]):
-            denoiser.advance(slots)
-            if slots[0].step in previews:
-                previews[slots[0].step] += list(denoiser.images(torch.cat([s.x0 for s in slots]), slots))
-        final = denoiser.images(torch.cat([s.latents for s in slots]), slots)
-        out = judge(final, [products[i].rgba for i in chunk], [products[i].caption for i in chunk])
-        accepted += [p >= acceptance_threshold(rc, judge) for p in out.p_available.tolist()]
-    target = np.array(accepted)
+    previews, target = first_attempt_previews(denoiser, judge, products, pool, rc, probes)
     cut = int(len(products) * (1 - args.test_share))
     test = slice(cut, None)
     rgba = [p.rgba for p in products]

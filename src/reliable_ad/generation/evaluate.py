@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 from reliable_ad.data.synth.world import SynthConfig, draw_sample
-from reliable_ad.generation.config import GenerationEvalConfig
+from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import (
@@ -61,6 +62,32 @@ def held_out_products(count: int, seed: int, categories: list[str] | None = None
 
 
 @torch.no_grad()
+def first_attempt_previews(
+    denoiser: Denoiser,
+    judge: Judge,
+    products: Sequence[Product],
+    pool: Sequence[PromptConfig],
+    rc: RecurrentConfig,
+    steps: Sequence[int],
+) -> tuple[dict[int, list[NDArray[np.uint8]]], NDArray[np.bool_]]:
+    """Each product's first attempt run to the end: its x0 previews at `steps` (decoded, product pasted) and
+    whether the judge accepts the final image."""
+    previews: dict[int, list[NDArray[np.uint8]]] = {s: [] for s in steps}
+    tau = acceptance_threshold(rc, judge)
+    accepted: list[bool] = []
+    for start in tqdm(range(0, len(products), rc.batch_size), desc="first attempts", unit="batch"):
+        chunk = range(start, min(len(products), start + rc.batch_size))
+        slots = [denoiser.start(job_for(products[i], i, 1, pool, rc)) for i in chunk]
+        while not denoiser.done(slots[0]):
+            denoiser.advance(slots)
+            if slots[0].step in previews:
+                previews[slots[0].step] += denoiser.images(torch.cat([s.x0 for s in slots if s.x0 is not None]), slots)
+        images = denoiser.images(torch.cat([s.latents for s in slots]), slots)
+        out = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
+        accepted += [p >= tau for p in out.p_available.tolist()]
+    return previews, np.array(accepted)
+
+
 def calibrate_early_rejection(
     denoiser: Denoiser,
     judge: Judge,
@@ -70,22 +97,10 @@ def calibrate_early_rejection(
 ) -> dict[str, Any]:
     """Judge x0 at the probe steps of first attempts, then pick the cheapest (step, threshold) in budget."""
     rc = cfg.recurrent
-    probes: dict[int, list[float]] = {s: [] for s in cfg.probe_steps if s < rc.steps}
-    finals: list[bool] = []
-    for start in tqdm(range(0, len(products), rc.batch_size), desc="calibrate", unit="batch"):
-        chunk = range(start, min(len(products), start + rc.batch_size))
-        slots = [denoiser.start(job_for(products[i], i, 1, pool, rc)) for i in chunk]
-        while not denoiser.done(slots[0]):
-            denoiser.advance(slots)
-            if slots[0].step in probes:
-                x0 = torch.cat([s.x0 for s in slots if s.x0 is not None])
-                images = denoiser.images(x0, slots)
-                out = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
-                probes[slots[0].step] += out.p_available.tolist()
-        images = denoiser.images(torch.cat([s.latents for s in slots]), slots)
-        out = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
-        finals += [p >= acceptance_threshold(rc, judge) for p in out.p_available.tolist()]
-    accepted = np.array(finals)
+    steps = [s for s in cfg.probe_steps if s < rc.steps]
+    previews, accepted = first_attempt_previews(denoiser, judge, products, pool, rc, steps)
+    rgba, captions = [p.rgba for p in products], [p.caption for p in products]
+    probes = {step: judge(images, rgba, captions).p_available.tolist() for step, images in previews.items()}
     table, best = [], None
     for step, scores in probes.items():
         p = np.array(scores)
@@ -107,7 +122,7 @@ def calibrate_early_rejection(
             cheaper = best is None or row["steps_per_accept"] < best["steps_per_accept"]
             if false_abort <= cfg.max_false_abort and math.isfinite(row["steps_per_accept"]) and cheaper:
                 best = row
-    return {"chosen": best, "table": table, "attempts": len(finals), "accept_rate": float(accepted.mean())}
+    return {"chosen": best, "table": table, "attempts": len(accepted), "accept_rate": float(accepted.mean())}
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -113,11 +113,7 @@ def compare_generators(
     }
     delta, delta_rfnet = (
         paired_bootstrap(
-            scores["tuned"],
-            scores["base"],
-            resamples=resamples,
-            confidence=confidence,
-            seed=cfg.recurrent.seed,
+            scores["tuned"], scores["base"], resamples=resamples, confidence=confidence, seed=cfg.recurrent.seed
         )
         for scores in (reviewer, rfnet)
     )

@@ -11,7 +11,7 @@ import numpy as np
 from reliable_ad.models.rfnet import TRAINING_FILE, RFNet
 from reliable_ad.registry.gate import Decision, GateConfig, decide
 from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
-from reliable_ad.registry.tracking import lineage, setup
+from reliable_ad.registry.tracking import flat_params, lineage, setup
 from reliable_ad.stats import paired_bootstrap
 from reliable_ad.training.rfnet_eval import Predictions, classification_metrics, macro_f1, predict_split
 
@@ -55,15 +55,14 @@ def register_rfnet(
             f"candidate labels {candidate.config.labels} differ from champion v{champion_version.version}'s "
             f"{champion.config.labels}: refusing to compare; register under another name or retrain"
         )
-    tags = lineage({"shards": shards}) | {"model.kind": "rfnet"} | _trained_on(candidate_dir)
+    training = _training_record(candidate_dir)
+    tags = lineage({"shards": shards}) | {"model.kind": "rfnet"} | _trained_on(training)
     if champion_version is not None:
         tags["parent.champion_version"] = champion_version.version
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):
         mlflow.log_params({f"model.{k}": v for k, v in candidate.config.model_dump(exclude={"vocabulary"}).items()})
-        training = candidate_dir / TRAINING_FILE
-        if training.exists():
-            settings = json.loads(training.read_text())["config"]
-            mlflow.log_params({f"train.{k}": json.dumps(v) if isinstance(v, dict) else v for k, v in settings.items()})
+        if training:
+            mlflow.log_params(flat_params(training["config"], "train."))
         ours = predict_split(candidate, shards, split)
         metrics = classification_metrics(ours)
         mlflow.log_metrics(_flat("candidate", metrics))
@@ -111,12 +110,16 @@ def register_rfnet(
     return decision
 
 
-def _trained_on(model_dir: Path) -> dict[str, str]:
+def _training_record(model_dir: Path) -> dict[str, Any] | None:
+    """How the model was trained (written by `train_rfnet`); None for a model from elsewhere."""
+    path = model_dir / TRAINING_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _trained_on(record: dict[str, Any] | None) -> dict[str, str]:
     """Tags from the model's training record: the data version it learned from, not the one it is gated on."""
-    training = model_dir / TRAINING_FILE
-    if not training.exists():
+    if record is None:
         return {}
-    record = json.loads(training.read_text())
     tags = {
         "trained_on.shards.path": record["shards"]["path"],
         "trained_on.shards.index_sha256": record["shards"]["index_sha256"],

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from reliable_ad.data.dataset import ShardDataset, ShardIndex, read_column, read_index
+from reliable_ad.data.dataset import ShardDataset, ShardIndex, read_column
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.shards import sha256_of
 from reliable_ad.models.rfnet import TRAINING_FILE, RFNet, RFNetConfig, build_vocabulary
@@ -127,7 +127,8 @@ def train_rfnet(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
-    index = read_index(shards)
+    shard_index = ShardIndex(shards)
+    index = shard_index.data
     model_cfg = cfg.model
     if init_from is not None:  # warm start: the champion's architecture and vocabulary
         model = RFNet.load(init_from)
@@ -142,12 +143,14 @@ def train_rfnet(
         model = RFNet(model_cfg)
     model_cfg = model.config
     check_shards(index, model_cfg, shards)
+    data_hash = sha256_of(shards / "index.json")
+    init_hash = folder_hash(init_from) if init_from is not None else None
     run_fp = fingerprint(
         {
             **cfg.model_dump(mode="json", exclude={"workers", "threads"}),
             "model": model_cfg.model_dump(mode="json"),
-            "data": sha256_of(shards / "index.json"),
-            "init_from": folder_hash(init_from) if init_from is not None else None,
+            "data": data_hash,
+            "init_from": init_hash,
         }
     )
 
@@ -161,7 +164,7 @@ def train_rfnet(
         unknown_labels=model_cfg.other_labels,
     )
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=dataset.collate)
-    train_rows = ShardIndex(shards).count("train", model_cfg.label_set)  # without the rows left out
+    train_rows = shard_index.count("train", model_cfg.label_set)  # without the rows left out
     steps_per_epoch = max(1, train_rows // (cfg.batch_size * accelerator.num_processes))
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -240,10 +243,8 @@ def train_rfnet(
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         record = {
             "config": cfg.model_dump(mode="json", exclude={"model"}),
-            "shards": {"path": shards.as_posix(), "index_sha256": sha256_of(shards / "index.json")},
-            "init_from": None
-            if init_from is None
-            else {"path": init_from.as_posix(), "sha256": folder_hash(init_from)},
+            "shards": {"path": shards.as_posix(), "index_sha256": data_hash},
+            "init_from": None if init_from is None else {"path": init_from.as_posix(), "sha256": init_hash},
             "summary": summary,
         }
         (out / "model" / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
