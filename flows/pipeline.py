@@ -23,9 +23,17 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
 
+from reliable_ad.api import RoundData, round_controlnet, round_finished, round_judge, round_of_batch
 from reliable_ad.params import Params, load_params
 
 GENERATED = Path("data/rf1m-gen")  # the generator's images labelled by the reviewer (`rad feedback simulate`)
+ROUND_DATA = RoundData(
+    Path("data/rf1m-synth"),
+    Path("data/manifest/manifest.parquet"),
+    (Path("data/feedback"), GENERATED),
+    Path("data/rounds"),
+    Path("reports/rounds"),
+)
 TRANSIENT_MARKERS = ("Connection refused", "Max retries exceeded", "timed out", "Temporary failure", "503", "502")
 
 
@@ -160,6 +168,23 @@ def register_controlnet(params: Params, controlnet: Path, generator: Path, judge
     return run(params, controlnet, generator, judge, Path("metrics/rfft_gate.json"))
 
 
+@task(**TRACKING)
+def feedback_round(
+    params: Params,
+    k: int,
+    generator: Path,
+    judge: Path,
+    controlnet: Path,
+    out: Path,
+    ingested: dict[str, Any] | None = None,
+    tune: bool = True,
+) -> dict[str, Any]:
+    """One feedback round (`rad rounds run` runs the same function): resumes at its step when retried."""
+    from reliable_ad.api import feedback_round as run
+
+    return run(params, k, generator, judge, controlnet, ROUND_DATA, out, ingested=ingested, tune=tune, progress=False)
+
+
 @task
 def ingest_feedback(params: Params, batch: Path, dataset: Path) -> dict[str, Any]:
     from reliable_ad.api import ingest_feedback as run
@@ -209,6 +234,10 @@ def generation_shard(
 # ------------------------------------------------------------------------------------------------- flows
 
 
+ROUNDS = Path("models/rounds")  # the pipeline's rounds (what `rad rounds run` writes)
+RETRAINED = Path("models/retrained")  # rounds started by new human feedback
+
+
 @flow(name="full-pipeline", log_prints=True)
 def full_pipeline(params_path: str = "params.yaml", generator: str | None = None, run_rfft: bool = True) -> dict:
     """The whole pipeline of the embedded default (what `dvc repro` runs), as one Prefect flow."""
@@ -230,6 +259,10 @@ def full_pipeline(params_path: str = "params.yaml", generator: str | None = None
         if run_rfft:
             tuned = rfft(params, Path(generator), str(model), Path("models/rfft"))
             summary["rfft_gate"] = register_controlnet(params, tuned, Path(generator), str(model))
+            judge, controlnet = model, tuned
+            for k in range(1, params.rounds.count + 1):
+                summary[f"round_{k}"] = feedback_round(params, k, Path(generator), judge, controlnet, ROUNDS)
+                judge, controlnet = round_judge(ROUNDS, k), round_controlnet(ROUNDS, k)
     return summary
 
 
@@ -241,22 +274,19 @@ def retrain_on_feedback(
     logger = get_run_logger()
     params = load_params(Path(params_path))
     feedback = Path("data/feedback")
+    tune = bool(generator and run_rfft)
     summary: dict[str, Any] = {"ingest": ingest_feedback(params, Path(batch), feedback)}
-    if summary["ingest"]["status"] == "already ingested":
-        logger.info("batch %s was ingested before: nothing to retrain", batch)
+    k = round_of_batch(feedback, summary["ingest"]["batch_hash"])  # a rerun of the same batch resumes its round
+    if summary["ingest"]["status"] == "already ingested" and round_finished(RETRAINED, k, tune):
+        logger.info("batch %s was ingested and its round %d finished before: nothing to retrain", batch, k)
         return summary
     summary["data_version"] = dvc_add(feedback)
-    root, manifest, shards = Path("data/rf1m-synth"), Path("data/manifest/manifest.parquet"), Path("data/shards")
-    summary["prepare"] = prepare(params, root, manifest, [feedback, GENERATED], shards)
-    warm = champion_folder("rfnet")
-    candidate = train_rfnet(params, shards, Path("models/rfnet-retrain"), init_from=warm)
-    summary["rfnet_gate"] = register_rfnet(params, candidate, shards, Path("metrics/rfnet_gate.json"))
-    if generator:
-        judge = "rfnet@champion"
-        summary["generation"] = evaluate_generation(params, Path(generator), None, judge)
-        if run_rfft:
-            tuned = rfft(params, Path(generator), judge, Path("models/rfft-retrain"))
-            summary["rfft_gate"] = register_controlnet(params, tuned, Path(generator), judge)
+    judge = champion_folder("rfnet")
+    if judge is None:
+        raise ValueError("no rfnet champion to warm-start from: run the full pipeline (or `rad rfnet register`) first")
+    model = Path(generator or "models/tiny-generator/model")  # not read when nothing is tuned
+    controlnet = (champion_folder("reliable-controlnet") if tune else None) or model / "controlnet"
+    summary["round"] = feedback_round(params, k, model, judge, controlnet, RETRAINED, summary["ingest"], tune=tune)
     return summary
 
 

@@ -17,6 +17,18 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")
+def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random generator pipeline folder (UNet, ControlNet, VAE, text encoder, tokenizer, scheduler)."""
+    from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
+
+    folder = tmp_path_factory.mktemp("generator") / "gen"
+    save_components(
+        build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))), folder
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small RF1M-synth dataset, imported and prepared: the input of training and evaluation tests."""
     from reliable_ad.data.rf1m import ImportConfig, import_dataset

@@ -552,6 +552,43 @@ def rfft_register(
     _print(register_controlnet(_params(params), controlnet, generator, judge, decision, comparison))
 
 
+rounds_app = typer.Typer(
+    help="Feedback rounds: label the generator's newest images, retrain, tune.", no_args_is_help=True
+)
+app.add_typer(rounds_app, name="rounds")
+
+
+@rounds_app.command("run")
+@user_errors
+def rounds_run(
+    judge: Annotated[Path, typer.Option(help="the first judge (round 0)")] = Path("models/rfnet/model"),
+    controlnet: Annotated[Path, typer.Option(help="the first tuned ControlNet (round 0)")] = Path(
+        "models/rfft/controlnet"
+    ),
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
+    root: Annotated[Path, typer.Option(help="the main dataset")] = Path("data/rf1m-synth"),
+    manifest: Annotated[Path, typer.Option(help="its manifest")] = Path("data/manifest/manifest.parquet"),
+    feedback: Annotated[
+        list[Path] | None,
+        typer.Option(help="feedback datasets every round trains on (default: data/feedback, rf1m-gen)"),
+    ] = None,
+    data: Annotated[Path, typer.Option(help="the rounds' own feedback datasets and shards")] = Path("data/rounds"),
+    out: Annotated[Path, typer.Option(help="the rounds' judges, ControlNets, comparisons and gates")] = Path(
+        "models/rounds"
+    ),
+    reports: Annotated[Path, typer.Option(help="validation reports of the rounds' batches")] = Path("reports/rounds"),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = Path("metrics/rounds.json"),
+    params: ParamsOption = None,
+) -> None:
+    """`rounds.count` feedback rounds: the current ControlNet's images of fresh products labelled (the reviewer
+    here), ingested, the judge retrained warm-started, RFFT again under it, evaluated, gated. Resumable."""
+    from reliable_ad.api import RoundData, feedback_rounds
+
+    sources = tuple(feedback or (Path("data/feedback"), Path("data/rf1m-gen")))
+    folders = RoundData(root, manifest, sources, data, reports)
+    _print(feedback_rounds(_params(params), generator, judge, controlnet, folders, out, metrics))
+
+
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.maps import extractor
 from reliable_ad.labels import AVAILABLE
 from reliable_ad.models.rfnet import RFNet
@@ -45,6 +47,7 @@ class Judge:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.config = model.config
+        self.source: Path | None = None  # the folder it was loaded from, if any
         self._depth = extractor("depth", self.config.depth_extractor) if "depth" in self.config.modalities else None
         self._saliency = (
             extractor("saliency", self.config.saliency_extractor) if "saliency" in self.config.modalities else None
@@ -58,7 +61,9 @@ class Judge:
 
     @classmethod
     def from_path(cls, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 64) -> Judge:
-        return cls(RFNet.load(Path(folder), device), device, batch_size)
+        judge = cls(RFNet.load(Path(folder), device), device, batch_size)
+        judge.source = Path(folder)
+        return judge
 
     @classmethod
     def from_registry(cls, uri: str, device: str | torch.device = "cpu", batch_size: int = 64) -> Judge:
@@ -67,6 +72,29 @@ class Judge:
 
         return cls.from_path(download_model(uri), device, batch_size)
 
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config.labels)
+
+    def to(self, device: str | torch.device) -> Judge:
+        """Frozen, in eval mode, on `device` (RFFT moves its reward to the accelerator's device)."""
+        self.model.requires_grad_(False).eval().to(device)
+        self.device = torch.device(device)
+        return self
+
+    def describe(self) -> dict[str, object]:
+        """What identifies this judge: its config and, when loaded from a folder, the hash of its files (a
+        resume under other weights is refused; a gate can tell whether it is asked to count this judge)."""
+        files = {"path": str(self.source), "sha256": folder_hash(self.source)} if self.source else {}
+        return {"config": self.config.model_dump(mode="json"), **files}
+
+    def log_p_available(
+        self, images: ImageBatch, products: Sequence[NDArray[np.uint8]], captions: Sequence[str], grad: bool = False
+    ) -> torch.Tensor:
+        """log p(available) per image: the reward RFFT raises."""
+        logits = self(images, products, captions, grad=grad).logits
+        return logits.log_softmax(-1)[:, self.model.available_index]
+
     def requires_grad_check(self) -> None:
         """Refuse to be used as a differentiable reward unless a gradient reaches the generated image: logits
         that require grad only through the judge's own weights would leave the generator with no signal."""
@@ -74,7 +102,7 @@ class Judge:
         probe = torch.rand(1, 3, size, size, device=self.device, requires_grad=True)
         product = np.zeros((size, size, 4), np.uint8)
         product[2:-2, 2:-2, 3] = 255
-        reward = self(probe, [product], ["probe"], grad=True).logits.log_softmax(-1)[:, self.model.available_index]
+        reward = self.log_p_available(probe, [product], ["probe"], grad=True)
         (grad,) = torch.autograd.grad(reward.sum(), probe, allow_unused=True) if reward.requires_grad else (None,)
         if grad is None or not bool(grad.abs().sum() > 0):
             raise JudgeInputError("this judge cannot backpropagate into the generated image")
@@ -148,3 +176,63 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+class Reward(Protocol):
+    """What RFFT needs of a judge: a differentiable log p(available), on a device, identifiable in a fingerprint."""
+
+    @property
+    def labels(self) -> list[str]: ...
+
+    def to(self, device: str | torch.device) -> Reward: ...
+
+    def describe(self) -> dict[str, object]: ...
+
+    def requires_grad_check(self) -> None: ...
+
+    def log_p_available(
+        self, images: ImageBatch, products: Sequence[NDArray[np.uint8]], captions: Sequence[str], grad: bool = False
+    ) -> torch.Tensor: ...
+
+
+Combine = Literal["mean", "min", "mean_minus_std"]
+
+
+class JudgeEnsemble:
+    """Several judges (other seeds or data halves) as one conservative reward (Coste et al. 2023): an image
+    that one judge doubts is not rewarded as if all agreed, so a flaw of one judge is harder to exploit."""
+
+    def __init__(self, judges: Sequence[Judge], combine: Combine = "min") -> None:
+        if len(judges) < 2:
+            raise JudgeInputError(f"an ensemble needs at least 2 judges, got {len(judges)}")
+        label_sets = {tuple(j.labels) for j in judges}
+        if len(label_sets) > 1:
+            raise JudgeInputError(f"the ensemble's judges have different label sets: {sorted(label_sets)}")
+        self.judges = list(judges)
+        self.combine = combine
+
+    @property
+    def labels(self) -> list[str]:
+        return self.judges[0].labels
+
+    def to(self, device: str | torch.device) -> JudgeEnsemble:
+        for judge in self.judges:
+            judge.to(device)
+        return self
+
+    def describe(self) -> dict[str, object]:
+        return {"combine": self.combine, "judges": [j.describe() for j in self.judges]}
+
+    def requires_grad_check(self) -> None:
+        for judge in self.judges:
+            judge.requires_grad_check()
+
+    def log_p_available(
+        self, images: ImageBatch, products: Sequence[NDArray[np.uint8]], captions: Sequence[str], grad: bool = False
+    ) -> torch.Tensor:
+        scores = torch.stack([j.log_p_available(images, products, captions, grad=grad) for j in self.judges])
+        if self.combine == "min":
+            return scores.min(dim=0).values
+        if self.combine == "mean":
+            return scores.mean(dim=0)
+        return scores.mean(dim=0) - scores.std(dim=0)

@@ -22,6 +22,7 @@ from reliable_ad.generation.config import (
     PretrainConfig,
     RecurrentConfig,
     RFFTConfig,
+    RoundsConfig,
     SimulatedFeedbackConfig,
 )
 from reliable_ad.generation.guard import GuardConfig
@@ -69,6 +70,7 @@ class Params(BaseModel):
     data: DataParams = Field(default_factory=DataParams)
     rfnet: RFNetParams = Field(default_factory=RFNetParams)
     generation: GenerationParams = Field(default_factory=GenerationParams)
+    rounds: RoundsConfig = Field(default_factory=RoundsConfig)
 
 
 class ParamsError(ValueError):

@@ -46,9 +46,11 @@ TINY = {
             "products": 3,
             "lr": 0.001,
             "threads": 1,
+            "select": {"every": 1, "products": 2},
         },
         "gate": {"resamples": 200},
     },
+    "rounds": {"count": 1, "products": 6, "rfnet_epochs": 1, "unseen_products": 2},
 }
 
 
@@ -87,21 +89,29 @@ def test_full_pipeline_then_retrain_on_feedback(inside) -> None:
     assert summary["rfnet_gate"]["promoted"] and "first valid candidate" in summary["rfnet_gate"]["reason"]
     assert "available_rate_first_rfnet" in summary["generation"]
     assert "promoted" in summary["rfft_gate"]
+    # a feedback round: the tuned ControlNet's images labelled, the judge retrained, RFFT again, both gated
+    first_round = summary["round_1"]
+    assert first_round["round"] == 1 and first_round["labels"] and first_round["human_labels"]["method"] >= 6
+    assert {"hacking_gap_tuned", "delta", "available_rate_first_rfnet_tuned"} <= set(first_round["comparison"])
     for produced in (
         "metrics/rfnet.json",
         "metrics/rfnet_gate.json",
         "metrics/generation.json",
         "models/rfft/controlnet",
+        "models/rounds/round-1/rfnet/model",
+        "models/rounds/round-1/rfft/controlnet",
+        "data/rounds/round-1/feedback/manifest.parquet",
     ):
         assert (inside / produced).exists(), produced
 
     write_synth(SynthConfig(n=24, seed=99), inside / "incoming" / "batch1")
     retrained = retrain_on_feedback(batch="incoming/batch1", params_path="params.yaml")
     assert retrained["ingest"]["status"] == "ingested" and retrained["ingest"]["rows_accepted"] == 24
-    assert retrained["prepare"]["rows_in"] == 160 + 8 + 24
-    assert retrained["rfnet_gate"]["version"] == "2"  # warm-started from the champion, gated against it
+    # the same round code: the judge warm-started from the champion on all data, gated against it
+    assert retrained["round"]["round"] == 1 and "rfnet_promoted" in retrained["round"]
+    assert (inside / "models/retrained/round-1/rfnet/model").exists()
     again = retrain_on_feedback(batch="incoming/batch1", params_path="params.yaml")
-    assert again["ingest"]["status"] == "already ingested" and "rfnet_gate" not in again
+    assert again["ingest"]["status"] == "already ingested" and "round" not in again
 
 
 def _task_runs(flow_run_id):

@@ -23,6 +23,7 @@ from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.registry.controlnet import register_controlnet
 from reliable_ad.registry.gate import ControlNetGateConfig
 from reliable_ad.registry.models import CHAMPION, by_alias, get_version
+from reliable_ad.training.rfft import JUDGES_FILE
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
 EVAL = GenerationEvalConfig(
@@ -148,7 +149,7 @@ def test_registering_a_controlnet_that_does_not_beat_the_base(folders, tracking,
 def test_the_gate_reuses_an_evaluation_of_the_same_key_and_only_that(folders, tracking, tmp_path) -> None:
     import mlflow
 
-    gate = ControlNetGateConfig(resamples=200, confidence=0.8)
+    gate = ControlNetGateConfig(resamples=200, confidence=0.8, judge="rfnet")
     judge_dir = tmp_path / "judge"
     _judge().model.save(judge_dir)
     key = comparison_key(folders / "gen", folders / "tuned", judge_dir, EVAL, GuardConfig(), 200, 0.8)
@@ -185,7 +186,7 @@ def test_the_gate_reuses_an_evaluation_of_the_same_key_and_only_that(folders, tr
 def test_a_second_candidate_is_compared_with_the_champion(folders, tracking, tmp_path) -> None:
     import mlflow
 
-    gate = ControlNetGateConfig(resamples=200, confidence=0.8)
+    gate = ControlNetGateConfig(resamples=200, confidence=0.8, judge="rfnet")
     judge_dir, candidate = tmp_path / "judge", tmp_path / "candidate"
     _judge().model.save(judge_dir)
     shutil.copytree(folders / "tuned", candidate)
@@ -242,3 +243,44 @@ def test_the_comparison_key_ignores_what_the_comparison_does_not_use(tmp_path) -
     before = key(cfg)
     (tmp_path / "judge" / "weights").write_text("another judge")
     assert key(cfg) != before
+
+
+def test_a_gate_asked_to_count_the_judge_rfft_tuned_against_is_refused(folders, tracking, tmp_path) -> None:
+    judge_dir, candidate = tmp_path / "judge", tmp_path / "candidate"
+    _judge().model.save(judge_dir)
+    shutil.copytree(folders / "tuned", candidate)
+    (candidate / JUDGES_FILE).write_text(json.dumps(Judge.from_path(judge_dir).describe()))
+    gate = ControlNetGateConfig(resamples=200, confidence=0.8, judge="rfnet")
+    with pytest.raises(ValueError, match="a judge this ControlNet was tuned against"):
+        register_controlnet(
+            candidate, folders / "gen", _judge(), str(judge_dir), POOL, EVAL, GuardConfig(), gate,
+            decision_file=tmp_path / "d.json",
+        )  # fmt: skip
+    assert not (tmp_path / "d.json").exists() and by_alias("reliable-controlnet", CHAMPION) is None
+    frozen = tmp_path / "frozen-judge"  # another judge, frozen for evaluation: allowed
+    torch.manual_seed(3)
+    RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])).save(frozen)
+    key = comparison_key(folders / "gen", candidate, frozen, EVAL, GuardConfig(), 200, 0.8)
+    decision = register_controlnet(
+        candidate, folders / "gen", Judge.from_path(frozen), str(frozen), POOL, EVAL, GuardConfig(), gate,
+        earlier=_earlier(key), key=key,
+    )  # fmt: skip
+    assert decision.promoted and decision.metric == "available_rate_first_rfnet"
+
+
+def test_a_hacking_gap_above_the_bound_blocks_promotion_whatever_the_gain(folders, tracking, tmp_path) -> None:
+    judge_dir = tmp_path / "judge"
+    _judge().model.save(judge_dir)
+    key = comparison_key(folders / "gen", folders / "tuned", judge_dir, EVAL, GuardConfig(), 200, 0.8)
+    gained = {"delta": 0.5, "delta_ci_low": 0.25, "delta_ci_high": 0.75, "available_rate_first_reviewer_tuned": 0.8}
+    gate = ControlNetGateConfig(resamples=200, confidence=0.8)  # counts by the reviewer
+    decision = register_controlnet(
+        folders / "tuned", folders / "gen", _judge(), str(judge_dir), POOL, EVAL, GuardConfig(), gate,
+        earlier=_earlier(key, **gained, hacking_gap_tuned=0.2), key=key,
+    )  # fmt: skip
+    assert not decision.promoted and decision.reason.startswith("hacking gap +0.200 above the bound 0.05")
+    decision = register_controlnet(
+        folders / "tuned", folders / "gen", _judge(), str(judge_dir), POOL, EVAL, GuardConfig(), gate,
+        earlier=_earlier(key, **gained, hacking_gap_tuned=0.0), key=key,
+    )  # fmt: skip
+    assert decision.promoted and decision.metric == "available_rate_first_reviewer"

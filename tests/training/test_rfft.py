@@ -11,25 +11,20 @@ import torch
 from diffusers import ControlNetModel
 from pydantic import ValidationError
 
+from reliable_ad.data.hashing import folder_hash
 from reliable_ad.generation.config import RFFTConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.judge import Judge, JudgeInputError
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components, save_components
+from reliable_ad.judge import Judge, JudgeEnsemble, JudgeInputError
+from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.training.checkpoint import CheckpointMismatch
-from reliable_ad.training.rfft import regularizer_loss, rfft_train
+from reliable_ad.training.rfft import feedback_loss, regularizer_loss, rfft_train, trained_against
+from reliable_ad.training.rfft_select import snapshots
+
+FIVE_WAY = ["available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination"]
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
-
-
-@pytest.fixture(scope="module")
-def generator(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("rfft") / "gen"
-    save_components(
-        build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))), folder
-    )
-    return folder
 
 
 def _judge() -> Judge:
@@ -210,3 +205,49 @@ def test_mixed_precision_and_gradient_checkpointing_paths_run(generator, tmp_pat
     assert summary["steps"] == 1
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(record["feedback"]) for record in log)
+
+
+def test_the_capped_reward_stops_pushing_images_already_confidently_available() -> None:
+    log_p = torch.log(torch.tensor([0.2, 0.5, 0.95], requires_grad=True))
+    log_p.retain_grad()
+    feedback_loss(log_p, _cfg(reward="capped", reward_cap=0.9)).backward()
+    assert log_p.grad is not None and log_p.grad.tolist() == pytest.approx([-1 / 3, -1 / 3, 0.0])
+    plain = torch.log(torch.tensor([0.2, 0.5, 0.95]))
+    assert float(feedback_loss(plain, _cfg())) == pytest.approx(float(-plain.mean()))  # the paper's CE
+
+
+def test_an_ensemble_is_conservative_and_refuses_judges_of_other_label_sets() -> None:
+    torch.manual_seed(0)
+    judges = [_judge(), Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], vocabulary=["cm"])))]
+    images = torch.rand(3, 3, 64, 64)
+    products = [np.zeros((64, 64, 4), np.uint8)] * 3
+    each = torch.stack([j.log_p_available(images, products, ["a"] * 3) for j in judges])
+    ensemble = JudgeEnsemble(judges, "min")
+    assert torch.equal(ensemble.log_p_available(images, products, ["a"] * 3), each.min(0).values)
+    spread = JudgeEnsemble(judges, "mean_minus_std").log_p_available(images, products, ["a"] * 3)
+    assert torch.allclose(spread, each.mean(0) - each.std(0))
+    five_way = Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], vocabulary=["cm"], labels=FIVE_WAY)))
+    with pytest.raises(JudgeInputError, match="different label sets"):
+        JudgeEnsemble([judges[0], five_way])
+    with pytest.raises(JudgeInputError, match="at least 2 judges"):
+        JudgeEnsemble(judges[:1])
+
+
+def test_an_ensemble_trains_and_is_recorded_with_the_controlnet(generator, tmp_path) -> None:
+    for name in ("a", "b"):
+        _judge().model.save(tmp_path / name)
+    ensemble = JudgeEnsemble([Judge.from_path(tmp_path / "a"), Judge.from_path(tmp_path / "b")], "min")
+    rfft_train(_cfg(steps=1), generator, ensemble, POOL, tmp_path / "run")
+    hashes = trained_against(tmp_path / "run" / "controlnet")
+    assert hashes == [folder_hash(tmp_path / "a"), folder_hash(tmp_path / "b")]
+
+
+def test_snapshots_are_saved_every_select_every_steps_and_at_the_end(generator, tmp_path) -> None:
+    cfg = _cfg(steps=3, select={"every": 2, "by": "reviewer"})
+    rfft_train(cfg, generator, _judge(), POOL, tmp_path / "run")
+    assert [step for step, _ in snapshots(tmp_path / "run")] == [2, 3]
+    ControlNetModel.from_pretrained(tmp_path / "run" / "snapshots" / "step-000002", use_safetensors=True)
+    with pytest.raises(ValidationError, match="nothing to choose from"):
+        _cfg(select={"every": 0, "by": "reviewer"})
+    with pytest.raises(ValidationError, match=r"no select\.judge folder"):
+        _cfg(select={"by": "judge"})

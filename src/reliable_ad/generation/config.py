@@ -127,6 +127,22 @@ class PretrainConfig(BaseModel):
     threads: int = Field(2, ge=1, description="torch CPU threads")
 
 
+class SelectionConfig(BaseModel):
+    """Which RFFT snapshot is kept: chosen by verdicts that were not in the loss (never the training judge)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(50, ge=0, description="optimizer steps between snapshots of the ControlNet (0: keep the last)")
+    by: Literal["reviewer", "judge", "last"] = Field(
+        "reviewer",
+        description="reviewer: human labels of validation products (the embedded world's reviewer); judge: "
+        "another RFNet (other seed or data half) given as `judge`; last: no selection",
+    )
+    judge: Path | None = Field(None, description="RFNet folder of the selecting judge (by: judge)")
+    products: int = Field(48, ge=1, description="validation products, neither training nor evaluation products")
+    product_seed: int = Field(5150, description="RF1M-synth seed of the validation products")
+
+
 class RFFTConfig(BaseModel):
     """Reliable Feedback Fine-Tuning of the ControlNet (the paper's defaults in the comments)."""
 
@@ -140,6 +156,17 @@ class RFFTConfig(BaseModel):
     inference_steps: int = Field(20, ge=2, description="DDIM steps of the sampled trajectory (the paper: 40)")
     last_k: int = Field(10, ge=1, description="the gradient step is drawn among the last K (the paper: 10 of 40)")
     guidance_scale: float = Field(7.5, ge=1, description="classifier-free guidance of the sampled trajectory")
+    feedback_weight: float = Field(1.0, ge=0, description="weight of the judge's feedback loss (0: the anchor alone)")
+    reward: Literal["ce", "capped"] = Field(
+        "ce", description="ce: the paper's -log p(available); capped: no gradient once p >= reward_cap"
+    )
+    reward_cap: float = Field(0.9, gt=0, le=1, description="p(available) above which `capped` stops pushing")
+    ensemble: list[Path] = Field(
+        default_factory=list, description="more RFNet folders (other seeds or data halves) judging beside the main one"
+    )
+    combine: Literal["mean", "min", "mean_minus_std"] = Field(
+        "min", description="how the ensemble's log p(available) are combined (min, mean minus spread: conservative)"
+    )
     regularizer: Literal["cc", "kl", "none"] = Field("cc", description="Consistent Condition, KL, or nothing")
     beta: float = Field(1.0, ge=0, description="weight of the regulariser")
     anchor: float = Field(0.0, ge=0, description="weight of the plain denoising loss on available renders")
@@ -147,6 +174,7 @@ class RFFTConfig(BaseModel):
     product_seed: int = Field(4242, description="RF1M-synth seed of the training products (not the evaluation's)")
     categories: list[str] | None = Field(None, description="product categories (default: the generator's)")
     checkpoint_every: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
+    select: SelectionConfig = Field(default_factory=SelectionConfig)
     gradient_checkpointing: bool = Field(False, description="trade compute for memory (GPU)")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="autocast precision (GPU)")
     seed: int = Field(0, description="seeds torch and every step's draw of products, prompts and noise")
@@ -156,6 +184,10 @@ class RFFTConfig(BaseModel):
     def _k_within_steps(self) -> RFFTConfig:
         if self.last_k > self.inference_steps:
             raise ValueError(f"last_k {self.last_k} is larger than inference_steps {self.inference_steps}")
+        if self.select.by == "judge" and self.select.judge is None:
+            raise ValueError("select.by is 'judge' but no select.judge folder is given")
+        if self.select.by != "last" and self.select.every == 0:
+            raise ValueError(f"select.by is {self.select.by!r} but select.every is 0: there is nothing to choose from")
         return self
 
     def save(self, controlnet: Path) -> None:
@@ -178,3 +210,17 @@ class SimulatedFeedbackConfig(BaseModel):
     products: int = Field(2000, ge=1, description="products generated once each")
     product_seed: int = Field(2000, description="RF1M-synth seed the products come from (own ids, own products)")
     seed: int = Field(0, description="seed of the generation jobs (noise and prompt draws)")
+
+
+class RoundsConfig(BaseModel):
+    """Feedback rounds: the generator's newest images labelled by people, the judge retrained on them, RFFT
+    again under the new judge. Round 0 is the pipeline's first judge and RFFT; these come after it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(1, ge=0, description="feedback rounds after the first RFFT (0: none)")
+    products: int = Field(1000, ge=1, description="fresh training products generated and labelled per round")
+    product_seed: int = Field(3000, description="RF1M-synth seed of round 1's products; round k uses seed + k - 1")
+    rfnet_epochs: int = Field(3, ge=1, description="epochs of the judge's warm-started retraining on all data")
+    unseen_products: int = Field(96, ge=0, description="products of another seed, first attempts only (0: skip)")
+    unseen_product_seed: int = Field(8888, description="RF1M-synth seed of the unseen products")

@@ -246,6 +246,12 @@ def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, fl
             sum(reviewer_final) / max(1, products) if reviewer_final else float("nan")
         ),
         "mean_attempts": float(np.mean([a.attempt for a in accepted])) if accepted else float("nan"),
+        # what a production team pays per image a person would use: every attempt made, over those accepts
+        "attempts_per_reviewer_available_accept": (
+            len([a for a in attempts if a.status != "aborted"]) / sum(reviewer_final)
+            if sum(reviewer_final)
+            else float("nan")
+        ),
         "attempts_total": len(attempts),
         "unet_evals": stats.unet_evals,
         "unet_evals_per_accept": stats.unet_evals / len(accepted) if accepted else float("nan"),

@@ -1,5 +1,8 @@
 """Base versus fine-tuned generator, in one run: same products, same seeds, same judge, and the reviewer.
 
+The hacking gap is the judge's first-attempt available rate minus the reviewer's on the same images: a
+ControlNet tuned against the judge that raises the first and not the second has learnt to fool it.
+
 Besides the available rates (and a paired bootstrap interval of their difference over products), a
 quality guard catches the paper's failure mode, backgrounds collapsing into one simple look: the background
 diversity of the tuned samples (mean pairwise distance of a colour-layout descriptor of everything but the
@@ -20,7 +23,7 @@ from numpy.typing import NDArray
 from reliable_ad.data.colour import to_lab
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.scene import dilate
-from reliable_ad.generation.config import GenerationEvalConfig
+from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.evaluate import held_out_products
 from reliable_ad.generation.guard import GuardConfig
@@ -105,21 +108,47 @@ def compare_generators(
     }
     first = {name: _first_attempts(stats.attempts) for name, stats in runs.items()}
     keys = [p.key for p in products]
-    reviewer = {n: np.array([first[n][k].reviewer_label == "available" for k in keys], float) for n in runs}
-    rfnet = {n: np.array([first[n][k].status == "accepted" for k in keys], float) for n in runs}
     rgba = {p.key: p.rgba for p in products}
     features = {
         n: np.stack([background_descriptor(_image(first[n][k]), rgba[k], guard.grid) for k in keys]) for n in runs
     }
-    delta, delta_rfnet = (
-        paired_bootstrap(
-            scores["tuned"], scores["base"], resamples=resamples, confidence=confidence, seed=cfg.recurrent.seed
-        )
-        for scores in (reviewer, rfnet)
-    )
     summaries = {n: summarise(s, len(products), rc.max_attempts) for n, s in runs.items()}
     metrics: dict[str, Any] = {
-        "products": len(products),
+        **paired_rates(first, keys, resamples, confidence, cfg.recurrent.seed),
+        **quality_guard(features["base"], features["tuned"], guard),
+        "mean_attempts_base": summaries["base"]["mean_attempts"],
+        "mean_attempts_tuned": summaries["tuned"]["mean_attempts"],
+        "attempts_per_available_base": summaries["base"]["attempts_per_reviewer_available_accept"],
+        "attempts_per_available_tuned": summaries["tuned"]["attempts_per_reviewer_available_accept"],
+        "abandoned_share_base": summaries["base"]["abandoned_share"],
+        "abandoned_share_tuned": summaries["tuned"]["abandoned_share"],
+        "attempts_total_base": summaries["base"]["attempts_total"],
+        "attempts_total_tuned": summaries["tuned"]["attempts_total"],
+    }
+    if key is not None:
+        metrics["comparison_key"] = key
+    if metrics_file is not None:
+        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    if grid_file is not None:
+        _grid(first, keys[:16], grid_file)
+    return metrics
+
+
+def paired_rates(
+    first: dict[str, dict[str, Attempt]], keys: list[str], resamples: int, confidence: float, seed: int
+) -> dict[str, Any]:
+    """First-attempt available rates of base and tuned by the reviewer and by the judge, their paired
+    differences with bootstrap intervals, and each side's hacking gap (the judge's rate minus the reviewer's
+    on the same images: how far the judge is being fooled)."""
+    reviewer = {n: np.array([first[n][k].reviewer_label == "available" for k in keys], float) for n in first}
+    rfnet = {n: np.array([first[n][k].status == "accepted" for k in keys], float) for n in first}
+    delta, delta_rfnet = (
+        paired_bootstrap(scores["tuned"], scores["base"], resamples=resamples, confidence=confidence, seed=seed)
+        for scores in (reviewer, rfnet)
+    )
+    return {
+        "products": len(keys),
         "available_rate_first_reviewer_base": float(reviewer["base"].mean()),
         "available_rate_first_reviewer_tuned": float(reviewer["tuned"].mean()),
         "delta": delta.delta,
@@ -130,20 +159,31 @@ def compare_generators(
         "delta_rfnet": delta_rfnet.delta,
         "delta_rfnet_ci_low": delta_rfnet.low,
         "delta_rfnet_ci_high": delta_rfnet.high,
-        **quality_guard(features["base"], features["tuned"], guard),
-        "mean_attempts_base": summaries["base"]["mean_attempts"],
-        "mean_attempts_tuned": summaries["tuned"]["mean_attempts"],
-        "abandoned_share_base": summaries["base"]["abandoned_share"],
-        "abandoned_share_tuned": summaries["tuned"]["abandoned_share"],
+        "hacking_gap_base": float(rfnet["base"].mean() - reviewer["base"].mean()),
+        "hacking_gap_tuned": float(rfnet["tuned"].mean() - reviewer["tuned"].mean()),
     }
-    if key is not None:
-        metrics["comparison_key"] = key
-    if metrics_file is not None:
-        metrics_file.parent.mkdir(parents=True, exist_ok=True)
-        metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
-    if grid_file is not None:
-        _grid(first, keys[:16], grid_file)
-    return metrics
+
+
+def first_attempt_comparison(
+    base: Denoiser,
+    tuned: Denoiser,
+    judge: Judge,
+    pool: Sequence[PromptConfig],
+    products: int,
+    product_seed: int,
+    recurrent: RecurrentConfig,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Base and tuned first attempts only (cheaper than `compare_generators`), e.g. on products of another seed
+    to see whether a gain holds beyond the evaluation set."""
+    rc = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
+    items = held_out_products(products, product_seed)
+    first = {
+        name: _first_attempts(recurrent_generate(d, judge, items, pool, rc, progress=False).attempts)
+        for name, d in (("base", base), ("tuned", tuned))
+    }
+    return {"product_seed": product_seed, **paired_rates(first, [p.key for p in items], resamples, confidence, rc.seed)}
 
 
 # the evaluation settings a comparison uses (early-rejection calibration plays no part in it); dvc.yaml's

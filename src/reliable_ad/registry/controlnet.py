@@ -1,8 +1,10 @@
 """Log, register and gate a fine-tuned ControlNet as `reliable-controlnet`.
 
 The candidate and the champion generate for the same held-out products with the same seeds in one run and
-are judged by one fixed judge; the first-attempt available rate must improve with a paired bootstrap
-interval above the margin, and the candidate's quality guard must hold. With no champion the baseline is the
+are judged by one fixed judge; the first-attempt available rate by the gate's judge (the reviewer, or a frozen
+evaluation RFNet: never one RFFT tuned against) must improve with a paired bootstrap interval above the
+margin, the candidate's quality guard must hold, and its hacking gap (the training judge's rate minus the
+reviewer's) must stay under the bound. With no champion the baseline is the
 base ControlNet, which `rad rfft evaluate` has already compared: its metrics are reused when their
 `comparison_key` says they come from the same generator, candidate, judge and settings. The run records
 the candidate's RFFT settings as params and, for a judge folder, the hash of its files as a tag.
@@ -15,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from reliable_ad.data.hashing import folder_hash
 from reliable_ad.generation.config import GenerationEvalConfig, RFFTConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.guard import GuardConfig
@@ -25,6 +28,7 @@ from reliable_ad.registry.gate import ControlNetGateConfig, Decision, decide
 from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
 from reliable_ad.registry.tracking import flat_params, lineage, model_lineage, setup
 from reliable_ad.stats import PairedDelta
+from reliable_ad.training.rfft import trained_against
 
 REGISTERED_NAME = "reliable-controlnet"
 
@@ -44,22 +48,25 @@ def register_controlnet(
     run_params: dict[str, Any] | None = None,
     earlier: dict[str, Any] | None = None,
     key: str | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> Decision:
     """Compare the candidate with the champion (or the base ControlNet when there is none), register, gate.
 
     `earlier`: metrics of a base-vs-candidate comparison already made; used instead of generating again when
     there is no champion and its ``comparison_key`` equals `key` (the key of this candidate, judge, settings).
-    `run_params` are logged beside the RFFT settings saved with the candidate (``rfft.*``).
+    `run_params` are logged beside the RFFT settings saved with the candidate (``rfft.*``); `extra_tags` add
+    lineage of the caller's own (a feedback round, its parents).
     """
     import mlflow
 
+    refuse_trained_judge(gate, judge_uri, trained_against(candidate))
     experiment_id = setup(experiment)
     rc = cfg.recurrent
     champion = by_alias(name, CHAMPION)
     reference = download_model(f"{name}@{CHAMPION}", experiment) if champion else None
 
     tags = lineage({"generator": generator}) | model_lineage({"judge": judge_uri})
-    tags |= {"model.kind": "controlnet", "judge": judge_uri}
+    tags |= {"model.kind": "controlnet", "judge": judge_uri} | (extra_tags or {})
     if champion is not None:
         tags["parent.champion_version"] = champion.version
     trained = RFFTConfig.saved_in(candidate)
@@ -87,6 +94,7 @@ def register_controlnet(
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float | bool)})
         paired = _paired(metrics, gate)  # before registering: a gate that cannot count registers nothing
         version = log_model_folder("controlnet", candidate, name)
+        gap = float(metrics.get("hacking_gap_tuned", float("nan")))
         decision = decide(
             name,
             version.version,
@@ -103,15 +111,42 @@ def register_controlnet(
                 "guard_ok": metrics["guard_ok"],
                 "diversity_base": metrics["diversity_base"],
                 "diversity_tuned": metrics["diversity_tuned"],
+                "hacking_gap_tuned": gap,
                 "comparison": how,
             },
-            guard_ok=bool(metrics["guard_ok"]),
+            blocked=_blocked(metrics, gap, gate),
         )
         mlflow.log_dict(decision.__dict__, "gate_decision.json")
     if decision_file is not None:
         decision_file.parent.mkdir(parents=True, exist_ok=True)
         decision_file.write_text(json.dumps(decision.__dict__, indent=2, default=str) + "\n")
     return decision
+
+
+def _blocked(metrics: dict[str, Any], gap: float, gate: ControlNetGateConfig) -> str | None:
+    """Why the candidate may not be promoted whatever its gain: a failed quality guard or a hacking gap above the
+    bound (a gap is NaN without reviewer verdicts, as in the real world: then the frozen judge's gate decides)."""
+    if not metrics["guard_ok"]:
+        return "quality guard failed"
+    if gap > gate.max_hacking_gap:
+        return f"hacking gap {gap:+.3f} above the bound {gate.max_hacking_gap}: the judge is pleased, not the reviewer"
+    return None
+
+
+def refuse_trained_judge(gate: ControlNetGateConfig, judge: Path | str, trained_against: list[str]) -> None:
+    """A gate that counts the verdicts of a judge RFFT optimised would pass a ControlNet that fools it."""
+    if gate.judge != "rfnet" or not trained_against:
+        return
+    if not Path(judge).is_dir():
+        raise ValueError(
+            f"the gate counts by RFNet {judge}, which cannot be checked against the judges this ControlNet was "
+            "tuned against: give the gate a judge folder"
+        )
+    if folder_hash(Path(judge)) in trained_against:
+        raise ValueError(
+            f"the gate is asked to count by {judge}, a judge this ControlNet was tuned against: set "
+            "generation.gate.judge to reviewer, or give the gate a frozen evaluation judge"
+        )
 
 
 def _paired(metrics: dict[str, Any], gate: ControlNetGateConfig) -> PairedDelta:

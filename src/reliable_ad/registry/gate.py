@@ -44,12 +44,18 @@ class GateConfig(BaseModel):
 
 
 class ControlNetGateConfig(GateConfig):
-    """The ControlNet gate: how sure, and whose verdicts count."""
+    """The ControlNet gate: how sure, whose verdicts count, and how far the training judge may be fooled."""
 
-    judge: Literal["rfnet", "reviewer"] = Field(
-        "rfnet",
-        description="count first-attempt available images by the fixed RFNet, or by the embedded world's "
-        "reviewer (the 'human' there: a judge-pleasing ControlNet cannot pass it)",
+    judge: Literal["reviewer", "rfnet"] = Field(
+        "reviewer",
+        description="count first-attempt available images by the embedded world's reviewer (the 'human' there), "
+        "or by the RFNet given to the gate, which must be a frozen evaluation judge: one RFFT trained against "
+        "is refused (a ControlNet that fools it would pass)",
+    )
+    max_hacking_gap: float = Field(
+        0.05,
+        description="the training judge's first-attempt available rate minus the reviewer's on the same tuned "
+        "samples, at most (above it the ControlNet pleases the judge more than the people it stands for)",
     )
 
 
@@ -82,18 +88,17 @@ def decide(
     champion_version: str | None,
     cfg: GateConfig,
     extra: dict[str, Any] | None = None,
-    guard_ok: bool = True,
+    blocked: str | None = None,
 ) -> Decision:
     """Apply the gate, record it on the version, move the aliases.
 
     `paired` compares the candidate with the champion (or another baseline, named in `extra["baseline"]`);
-    None when there is nothing to compare with, and then the first valid candidate is promoted.
+    None when there is nothing to compare with, and then the first valid candidate is promoted. `blocked`
+    names a check the candidate failed besides the comparison (quality guard, hacking gap): never promoted.
     """
     extra = extra or {}
-    if not guard_ok:
-        decision = Decision(
-            name, version, False, "quality guard failed", metric, candidate_value, margin=cfg.margin, extra=extra
-        )
+    if blocked is not None:
+        decision = Decision(name, version, False, blocked, metric, candidate_value, margin=cfg.margin, extra=extra)
     elif paired is None:
         valid = candidate_value == candidate_value  # NaN is never valid
         reason = "first valid candidate: no champion to compare with" if valid else "candidate metric is NaN"

@@ -37,12 +37,13 @@ def register_rfnet(
     split: str = "test",
     decision_file: Path | None = None,
     plots_dir: Path | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> Decision:
     """Evaluate the candidate (and the champion, if any) on `split`, log everything, register, gate.
 
     `plots_dir` (the evaluation's figures, if given) is logged with the run; `decision_file` gets the decision.
     The candidate's training record (settings, the shards it trained on, its warm start) becomes the run's
-    params and `trained_on.*` tags.
+    params and `trained_on.*` tags; `extra_tags` add lineage of the caller's own (a feedback round, its parents).
     """
     import mlflow
 
@@ -56,7 +57,7 @@ def register_rfnet(
             f"{champion.config.labels}: refusing to compare; register under another name or retrain"
         )
     training = _training_record(candidate_dir)
-    tags = lineage({"shards": shards}) | {"model.kind": "rfnet"} | _trained_on(training)
+    tags = lineage({"shards": shards}) | {"model.kind": "rfnet"} | _trained_on(training) | (extra_tags or {})
     if champion_version is not None:
         tags["parent.champion_version"] = champion_version.version
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):

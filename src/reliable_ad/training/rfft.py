@@ -41,10 +41,13 @@ from reliable_ad.generation.denoise import Denoiser, Slot
 from reliable_ad.generation.evaluate import held_out_products
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import Product, job_for
-from reliable_ad.judge import Judge
+from reliable_ad.judge import Reward
 from reliable_ad.models.generator import load_components
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from reliable_ad.training.pretrain_generator import denoising_loss
+
+JUDGES_FILE = "rfft_judges.json"  # beside the weights: which judges the ControlNet was tuned against
+SNAPSHOTS = "snapshots"  # the ControlNet every `select.every` steps, for the choice by an unoptimised judge
 
 
 def _freeze(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -54,7 +57,7 @@ def _freeze(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 def _clear(out: Path) -> None:
     """A fresh run must not leave an earlier run's checkpoints, weights or summary among its own."""
-    for name in ("checkpoints", "controlnet"):
+    for name in ("checkpoints", "controlnet", SNAPSHOTS):
         shutil.rmtree(out / name, ignore_errors=True)
     (out / "rfft_summary.json").unlink(missing_ok=True)
 
@@ -75,7 +78,7 @@ def _batch(products: list[Product], pool: list[PromptConfig], cfg: RFFTConfig, r
 def rfft_train(
     cfg: RFFTConfig,
     generator: Path,
-    judge: Judge,
+    judge: Reward,
     pool: list[PromptConfig],
     out: Path,
     controlnet: Path | None = None,
@@ -88,8 +91,7 @@ def rfft_train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
-    _freeze(judge.model, device)
-    judge.device = device
+    judge.to(device)
     judge.requires_grad_check()
     components = load_components(generator, controlnet)
     for module in (components.unet, components.vae, components.text_encoder):
@@ -102,10 +104,10 @@ def rfft_train(
     optimizer = torch.optim.AdamW(tuned.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run_fp = fingerprint(
         {
-            **cfg.model_dump(mode="json", exclude={"threads"}),
+            **cfg.model_dump(mode="json", exclude={"threads", "select"}),  # selection does not change training
             "generator": str(generator),
             "controlnet": str(controlnet),
-            "judge": judge.config.model_dump(mode="json"),
+            "judge": judge.describe(),
         }
     )
     ckpt_dir, log_path, start = out / "checkpoints", out / "train_log.jsonl", 0
@@ -128,7 +130,6 @@ def rfft_train(
         categories=cfg.categories or list(GENERATOR_CATEGORIES),
     )
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
-    available = judge.model.available_index
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     bar = tqdm(total=cfg.steps, initial=start, desc="rfft", disable=not accelerator.is_main_process)
@@ -141,11 +142,15 @@ def rfft_train(
             for _ in range(index):  # the trajectory so far, on-policy, without gradients
                 denoiser.advance(slots)
             with accelerator.autocast():
-                losses = rfft_losses(denoiser, judge, slots, index, frozen, cfg, available)
+                losses = rfft_losses(denoiser, judge, slots, index, frozen, cfg)
                 if cfg.anchor > 0:
                     renders = [draw_sample(anchor_world, int(k)) for k in rng.integers(0, 10**6, cfg.batch_size)]
                     losses["anchor"] = denoising_loss(components, noise_scheduler, renders, 0.1, rng)
-            total = losses["feedback"] + cfg.beta * losses["regularizer"] + cfg.anchor * losses["anchor"]
+            total = (
+                cfg.feedback_weight * losses["feedback"]
+                + cfg.beta * losses["regularizer"]
+                + cfg.anchor * losses["anchor"]
+            )
             if not torch.isfinite(total):
                 raise FloatingPointError(f"non-finite RFFT loss at step {step}; last checkpoint: {latest}")
             accelerator.backward(total / cfg.grad_accum)
@@ -165,6 +170,9 @@ def rfft_train(
                 latest = save_checkpoint(
                     ckpt_dir, {"controlnet": accelerator.unwrap_model(tuned)}, optimizer, step + 1, run_fp
                 )
+            if cfg.select.every and ((step + 1) % cfg.select.every == 0 or step + 1 == cfg.steps):
+                snapshot = out / SNAPSHOTS / f"step-{step + 1:06d}"
+                accelerator.unwrap_model(tuned).save_pretrained(snapshot, safe_serialization=True)
     bar.close()
     summary = {
         "steps": cfg.steps,
@@ -177,19 +185,38 @@ def rfft_train(
     if accelerator.is_main_process:
         accelerator.unwrap_model(tuned).save_pretrained(out / "controlnet", safe_serialization=True)
         cfg.save(out / "controlnet")
+        (out / "controlnet" / JUDGES_FILE).write_text(json.dumps(judge.describe(), indent=2) + "\n")
         (out / "rfft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return summary
 
 
+def feedback_loss(log_p: torch.Tensor, cfg: RFFTConfig) -> torch.Tensor:
+    """The paper's cross-entropy toward "available" (-log p); ``capped`` gives no gradient to an image the
+    reward already finds available with p >= cap (ReFL's relu(2 - r) idea): pushing a confident verdict
+    further is where a judge's blind spots get exploited."""
+    if cfg.reward == "capped":
+        return -(log_p * (log_p.detach().exp() < cfg.reward_cap)).mean()
+    return -log_p.mean()
+
+
+def trained_against(controlnet: Path) -> list[str]:
+    """The file hashes of the judges a ControlNet was tuned against (none for one RFFT did not make)."""
+    path = controlnet / JUDGES_FILE
+    if not path.exists():
+        return []
+    described = json.loads(path.read_text())
+    judges = described.get("judges", [described])  # an ensemble lists its members
+    return [judge["sha256"] for judge in judges if "sha256" in judge]
+
+
 def rfft_losses(
     denoiser: Denoiser,
-    judge: Judge,
+    judge: Reward,
     slots: list[Slot],
     index: int,
     frozen: torch.nn.Module,
     cfg: RFFTConfig,
-    available: int,
 ) -> dict[str, torch.Tensor]:
     """Feedback and regulariser losses of one gradient step taken at trajectory step `index`."""
     latents = torch.cat([s.latents for s in slots])
@@ -197,11 +224,10 @@ def rfft_losses(
     uncond, text = denoiser.noise_branches(latents, t, slots)
     noise = denoiser.guided(uncond, text)
     images = Denoiser.paste(denoiser.decode(denoiser.x0(latents, noise, t)), slots)
-    verdict = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots], grad=True)
-    target = torch.full((len(slots),), available, device=verdict.logits.device)
+    log_p = judge.log_p_available(images, [s.job.product for s in slots], [s.job.caption for s in slots], grad=True)
     losses = {
-        "feedback": F.cross_entropy(verdict.logits, target),
-        "p_available": verdict.p_available.detach().mean(),
+        "feedback": feedback_loss(log_p, cfg),
+        "p_available": log_p.detach().exp().mean(),
         "regularizer": torch.zeros((), device=latents.device),
         "anchor": torch.zeros((), device=latents.device),
     }

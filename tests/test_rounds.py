@@ -1,0 +1,107 @@
+"""Feedback rounds through the API, on tiny settings: what a round produces, a resume after a kill, a bad batch."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import reliable_ad.api as api
+from reliable_ad.api import RoundData, RoundError, feedback_round, feedback_rounds
+from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.synth.writer import write_synth
+from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.params import Params
+
+PROMPTS = Path(__file__).parents[1] / "configs" / "prompts_embedded.json"
+
+
+def _params() -> Params:
+    return Params.model_validate(
+        {
+            "data": {"validate": {"workers": 1, "data_docs": False}},
+            "rfnet": {"train": {"batch_size": 16, "threads": 1, "checkpoint_every": 1000}, "gate": {"resamples": 100}},
+            "generation": {
+                "prompts": str(PROMPTS),
+                "evaluate": {
+                    "products": 3,
+                    "recurrent": {"batch_size": 4, "max_attempts": 2, "steps": 3, "guidance_scale": 2.0},
+                },
+                "rfft": {
+                    "steps": 2,
+                    "batch_size": 2,
+                    "inference_steps": 3,
+                    "last_k": 2,
+                    "products": 4,
+                    "lr": 1e-3,
+                    "threads": 1,
+                    "select": {"every": 1, "products": 2},
+                },
+                "gate": {"resamples": 100},
+            },
+            "rounds": {"count": 1, "products": 6, "rfnet_epochs": 1, "unseen_products": 2},
+        }
+    )
+
+
+@pytest.fixture
+def world(tiny_shards: Path, generator: Path, tmp_path: Path, tracking: Path) -> dict:
+    judge = tmp_path / "judge"
+    RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])).save(judge)
+    root = tiny_shards.parent / "ds"
+    data = RoundData(root, root / "manifest.parquet", (), tmp_path / "data-rounds", tmp_path / "reports")
+    return {"judge": judge, "controlnet": generator / "controlnet", "generator": generator, "data": data}
+
+
+def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world, tmp_path, monkeypatch) -> None:
+    params, out = _params(), tmp_path / "rounds"
+    calls = {"simulate": 0}
+    simulate, rfft_train = api.simulate_feedback, api.rfft_train
+
+    def counted(*args, **kwargs):
+        calls["simulate"] += 1
+        return simulate(*args, **kwargs)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed during RFFT")
+
+    monkeypatch.setattr(api, "simulate_feedback", counted)
+    monkeypatch.setattr(api, "rfft_train", killed)
+    args = (params, world["generator"], world["judge"], world["controlnet"], world["data"], out)
+    with pytest.raises(KeyboardInterrupt):
+        feedback_rounds(*args)
+    state = json.loads((out / "round-1" / "state.json").read_text())
+    assert set(state["done"]) == {"feedback", "judge"}  # labelled, ingested, judge retrained and gated
+    monkeypatch.setattr(api, "rfft_train", rfft_train)
+    summary = feedback_rounds(*args, metrics=tmp_path / "rounds.json")
+    assert calls["simulate"] == 1  # the resumed round did not generate and label its batch again
+    (row,) = summary["rounds"]
+    assert row["labels"] and sum(row["labels"].values()) == 6
+    assert row["human_labels"]["method"] == 6 + 2 * 3  # the batch, and 2 products x 3 snapshot candidates
+    assert row["human_labels"]["counting"] > 0
+    assert {"delta", "hacking_gap_tuned", "attempts_per_available_tuned"} <= set(row["comparison"])
+    assert row["unseen"]["products"] == 2
+    assert json.loads((tmp_path / "rounds.json").read_text())["final"] == pytest.approx(row["comparison"], nan_ok=True)
+    assert (out / "round-1" / "rfft" / "selection.json").exists()
+    import mlflow
+
+    versions = {v.name: v for v in mlflow.MlflowClient().search_model_versions()}
+    run = mlflow.get_run(versions["reliable-controlnet"].run_id)
+    assert run.data.tags["round"] == "1" and run.data.tags["round.data_version"] == row["data_version"]
+    again = feedback_rounds(*args)  # everything done: nothing is redone
+    assert calls["simulate"] == 1 and again["rounds"][0]["comparison"] == pytest.approx(row["comparison"], nan_ok=True)
+
+
+def test_a_batch_that_fails_validation_stops_the_round_and_ingests_nothing(world, tmp_path) -> None:
+    from reliable_ad.api import ingest_feedback
+
+    batch = tmp_path / "batch"
+    write_synth(SynthConfig(n=8, seed=41), batch)
+    next(iter(sorted((batch / "images").glob("*.png")))).write_bytes(b"not a png")
+    dataset = tmp_path / "feedback"
+    ingested = ingest_feedback(_params(), batch, dataset, tmp_path / "reports").model_dump()
+    assert ingested["status"] == "rejected"
+    data = RoundData(world["data"].root, world["data"].manifest, (dataset,), tmp_path / "r", tmp_path / "reports")
+    with pytest.raises(RoundError, match=f"round 1: the feedback batch {batch} failed validation"):
+        feedback_round(_params(), 1, world["generator"], world["judge"], world["controlnet"], data, tmp_path / "o",
+                       ingested=ingested, tune=False)  # fmt: skip
+    assert not (tmp_path / "o" / "round-1" / "rfnet").exists()

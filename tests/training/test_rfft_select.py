@@ -1,0 +1,57 @@
+import json
+
+import torch
+from diffusers import ControlNetModel
+
+from reliable_ad.generation.config import RecurrentConfig, RFFTConfig, SelectionConfig
+from reliable_ad.generation.prompts import PromptConfig
+from reliable_ad.judge import Judge
+from reliable_ad.models.generator import load_components
+from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.training.rfft import JUDGES_FILE, rfft_train
+from reliable_ad.training.rfft_select import SELECTION_FILE, select_snapshot
+
+POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
+FIRST = RecurrentConfig(batch_size=4, steps=3, guidance_scale=2.0)
+
+
+def _cfg(steps: int) -> RFFTConfig:
+    return RFFTConfig(
+        steps=steps, batch_size=2, inference_steps=4, last_k=2, products=4, lr=1e-3, threads=1,
+        select=SelectionConfig(every=1),
+    )  # fmt: skip
+
+
+def _judge() -> Judge:
+    torch.manual_seed(0)
+    return Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])))
+
+
+def test_the_reviewer_chooses_among_step_0_and_every_snapshot_ties_going_to_the_earliest(generator, tmp_path):
+    run = tmp_path / "run"
+    rfft_train(_cfg(steps=2), generator, _judge(), POOL, run)
+    cfg = SelectionConfig(every=1, products=3)
+    result = select_snapshot(run, generator, None, _judge(), POOL, FIRST, cfg, progress=False)
+    table = result["table"]
+    assert [row["step"] for row in table] == [0, 1, 2]
+    assert result["human_labels"] == 3 * 3  # every candidate's images were labelled: people's time, counted
+    best = max(row["selector_rate"] for row in table)
+    assert result["chosen_step"] == min(row["step"] for row in table if row["selector_rate"] == best)
+    assert all(row["gap"] == row["training_judge_rate"] - row["selector_rate"] for row in table)
+    assert json.loads((run / SELECTION_FILE).read_text())["chosen_step"] == result["chosen_step"]
+    kept = ControlNetModel.from_pretrained(run / "controlnet", use_safetensors=True)
+    source = run / "snapshots" / f"step-{result['chosen_step']:06d}" if result["chosen_step"] else None
+    expected = load_components(generator, source).controlnet
+    assert all(torch.equal(a, b.to(a.dtype)) for a, b in zip(kept.parameters(), expected.parameters(), strict=True))
+    # how the run trained stays with whichever weights were kept
+    assert RFFTConfig.saved_in(run / "controlnet") is not None and (run / "controlnet" / JUDGES_FILE).exists()
+
+
+def test_another_judge_can_choose_and_labels_no_human_image(generator, tmp_path):
+    run = tmp_path / "run"
+    rfft_train(_cfg(steps=1), generator, _judge(), POOL, run)
+    torch.manual_seed(7)
+    RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])).save(tmp_path / "j2")
+    cfg = SelectionConfig(every=1, by="judge", judge=tmp_path / "j2", products=2)
+    result = select_snapshot(run, generator, None, _judge(), POOL, FIRST, cfg, progress=False)
+    assert result["human_labels"] == 0 and result["by"].startswith("judge") and len(result["table"]) == 2
