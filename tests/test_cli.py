@@ -10,6 +10,10 @@ import yaml
 from typer.testing import CliRunner
 
 from reliable_ad.cli import app
+from reliable_ad.data import layout
+from reliable_ad.data.rf1m import ImportConfig, import_dataset
+from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 
@@ -33,6 +37,18 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+@pytest.fixture(scope="module")
+def truncated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An imported RF1M-synth folder of 16 rows whose first image is truncated (validation quarantines it).
+    Shared: tests write only under their own folders, never into it."""
+    root = tmp_path_factory.mktemp("truncated") / "ds"
+    write_synth(SynthConfig(n=16, seed=3), root)
+    import_dataset(root, ImportConfig())
+    image = sorted((root / layout.IMAGES_DIR).iterdir())[0]
+    image.write_bytes(image.read_bytes()[:40])
     return root
 
 
@@ -70,3 +86,9 @@ def test_calibrate_writes_tau_into_the_model(tiny_shards: Path, tmp_path: Path) 
     output = _run("rfnet", "calibrate", "--model", str(tmp_path / "model"), "--shards", str(tiny_shards))
     tau = json.loads(output)["threshold"]
     assert RFNet.load(tmp_path / "model").config.acceptance_threshold == pytest.approx(tau)
+
+
+def test_a_failing_validation_exits_1_with_its_report_and_nothing_else(truncated: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "validate", str(truncated), "--out-dir", str(tmp_path / "v")])
+    assert result.exit_code == 1 and "FAILED" in result.output and "1 quarantined" in result.output
+    assert not [line for line in result.output.splitlines() if line.startswith("error")]  # it printed "error: 1"

@@ -41,6 +41,8 @@ def user_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except typer.Exit:  # a command's own exit code (a RuntimeError to click), not an error to report
+            raise
         except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as error:
             if os.environ.get("RAD_DEBUG"):
                 raise
