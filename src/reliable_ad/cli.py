@@ -446,6 +446,7 @@ def rfnet_register(
 
 
 GENERATE = DEFAULTS.generation.generate
+NATIVE = "the pipeline's native size: UNet sample size x VAE scale factor, 512 for SD1.5"
 
 
 @app.command("generate")
@@ -473,8 +474,10 @@ def generate(
     controlnet_conditioning_scale: Annotated[
         float, typer.Option("--controlnet_conditioning_scale", help="ControlNet residual scale")
     ] = GENERATE.controlnet_conditioning_scale,
-    width: Annotated[int, typer.Option("--width", help="canvas width")] = GENERATE.width,
-    height: Annotated[int, typer.Option("--height", help="canvas height")] = GENERATE.height,
+    width: Annotated[int | None, typer.Option("--width", help="canvas width", show_default=NATIVE)] = GENERATE.width,
+    height: Annotated[
+        int | None, typer.Option("--height", help="canvas height", show_default=NATIVE)
+    ] = GENERATE.height,
     image_scale: Annotated[
         float, typer.Option("--image_scale", help="product size share for pool entries without image_scale")
     ] = GENERATE.image_scale,

@@ -66,6 +66,19 @@ def test_generate_logs_every_output(setup, sampler: str) -> None:
         assert np.abs(image[opaque].astype(int) - canvas[..., :3][opaque].astype(int)).max() <= 1
 
 
+def test_without_a_size_a_pipeline_generates_at_its_native_size(setup, tmp_path) -> None:
+    """As diffusers and the official sampler do (512 px for SD1.5): here 48 px, a UNet sample size of 12 times
+    the VAE's scale factor 4."""
+    sizes = TinyGeneratorConfig(image_size=48, unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))
+    save_components(build_tiny_components(sizes), tmp_path / "gen48")
+    args = _args(setup, "native").model_copy(update={"base_model_path": str(tmp_path / "gen48")})
+    records = run_generate(args)
+    assert [Image.open(r["output"]).size for r in records] == [(48, 48)] * 2
+    assert {(r["width"], r["height"]) for r in records} == {(48, 48)}
+    wide = run_generate(args.model_copy(update={"save_path": tmp_path / "wide", "width": 64}))
+    assert {Image.open(r["output"]).size for r in wide} == {(64, 48)}
+
+
 def test_unknown_sampler_fails_before_any_model_loads(setup) -> None:
     """The model path does not exist either: only a check made before loading reports the sampler."""
     args = _args(setup, "bad", sampler_name="PLMS").model_copy(update={"base_model_path": str(setup / "missing")})

@@ -24,8 +24,8 @@ class GenerateArgs(BaseModel):
     guidance_scale: float = 7.5
     eta: float = 0.0
     controlnet_conditioning_scale: float = 1.0
-    width: int = Field(64, ge=8)
-    height: int = Field(64, ge=8)
+    width: int | None = Field(None, ge=8, description="canvas width (None: the pipeline's native size)")
+    height: int | None = Field(None, ge=8, description="canvas height (None: the pipeline's native size)")
     image_scale: float = Field(0.7, gt=0, le=1, description="used when the pool entry has none")
     num_inference_steps: int = Field(20, ge=1)
     iterations: int = Field(1, ge=1)

@@ -68,18 +68,26 @@ def clip_skip_embeds(
     return torch.as_tensor(encoder.final_layer_norm(hidden))
 
 
-def load_product(path: Path, args: GenerateArgs, image_scale: float, matting: bool) -> np.ndarray:
-    """A product file as an RGBA canvas of width x height, placed as the sampler places it."""
+def native_size(pipe: Any) -> int:
+    """The side a diffusers pipeline generates at when given none: its UNet's sample size in pixels (512 for
+    SD1.5), as the pipeline itself computes it."""
+    return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+
+def load_product(
+    path: Path, args: GenerateArgs, size: tuple[int, int], image_scale: float, matting: bool
+) -> np.ndarray:
+    """A product file as an RGBA canvas of `size` (width, height), placed as the sampler places it."""
     rgba = ensure_alpha(
         np.asarray(decode(path.read_bytes(), str(path)).convert("RGBA" if _has_alpha(path) else "RGB")),
         source=str(path),
     )
     if args.keep_loc:
-        return np.asarray(Image.fromarray(rgba).resize((args.width, args.height), Image.Resampling.LANCZOS))
+        return np.asarray(Image.fromarray(rgba).resize(size, Image.Resampling.LANCZOS))
     touches = _touches_border(rgba)
     if matting and touches:  # the sampler stretches a product cut by its frame instead of zooming it
-        return np.asarray(Image.fromarray(rgba).resize((args.width, args.height), Image.Resampling.LANCZOS))
-    return centre_zoom(rgba, (args.width, args.height), image_scale)
+        return np.asarray(Image.fromarray(rgba).resize(size, Image.Resampling.LANCZOS))
+    return centre_zoom(rgba, size, image_scale)
 
 
 def _has_alpha(path: Path) -> bool:
@@ -112,6 +120,7 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
     if clip_skip is not None and not 0 <= clip_skip < layers:
         raise ValueError(f"clip_skip {clip_skip} must lie in [0, {layers - 1}] for a {layers}-layer text encoder")
     pipe = components.pipeline()
+    width, height = args.width or native_size(pipe), args.height or native_size(pipe)
     pipe.scheduler = scheduler_for(args.sampler_name, components)
     cross_attention = None
     if args.lora_model_path:
@@ -132,7 +141,7 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
             products[int(k)] for k in rng.choice(len(products), min(args.batch_size, len(products)), replace=False)
         ]
         image_scale = args.image_scale if entry.image_scale is None else entry.image_scale
-        canvases = [load_product(p, args, image_scale, entry.matting) for p in chosen]
+        canvases = [load_product(p, args, (width, height), image_scale, entry.matting) for p in chosen]
         inputs = [control_inputs(c, args.low_threshold, args.high_threshold) for c in canvases]
         seeds = [
             int(args.seed) + iteration * args.batch_size + k if args.seed is not None else int(rng.integers(2**31))
@@ -151,8 +160,8 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
             image=[Image.fromarray(i.init_image) for i in inputs],
             mask_image=[Image.fromarray(i.inpaint_mask) for i in inputs],
             control_image=[Image.fromarray(i.control_image) for i in inputs],
-            height=args.height,
-            width=args.width,
+            height=height,
+            width=width,
             num_inference_steps=args.num_inference_steps,
             guidance_scale=args.guidance_scale,
             eta=args.eta,
@@ -181,6 +190,8 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
                     "seed": seeds[k],
                     "sampler": args.sampler_name,
                     "steps": args.num_inference_steps,
+                    "width": width,
+                    "height": height,
                     "guidance_scale": args.guidance_scale,
                     "config_entry": iteration % len(pool),
                     "image_scale": image_scale,
