@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,9 @@ def setup(tmp_path_factory):
 
 
 def _args(setup: Path, out: str, **kw) -> GenerateArgs:
+    kw.setdefault("data_path", setup / "products")
     return GenerateArgs(
         base_model_path=str(setup / "gen"),
-        data_path=setup / "products",
         config=setup / "pool.json",
         save_path=setup / out,
         num_inference_steps=2,
@@ -77,6 +78,24 @@ def test_without_a_size_a_pipeline_generates_at_its_native_size(setup, tmp_path)
     assert {(r["width"], r["height"]) for r in records} == {(48, 48)}
     wide = run_generate(args.model_copy(update={"save_path": tmp_path / "wide", "width": 64}))
     assert {Image.open(r["output"]).size for r in wide} == {(64, 48)}
+
+
+def test_every_product_is_checked_before_any_model_loads(setup, tmp_path) -> None:
+    """Whatever the seed draws: the run is refused naming each bad file, before the (missing) model is loaded."""
+    products = tmp_path / "products"
+    shutil.copytree(setup / "products", products)
+    busy = np.random.default_rng(0).integers(0, 200, (64, 64, 3), dtype=np.uint8)  # no white background
+    Image.fromarray(busy).save(products / "busy.jpg")
+    (products / "broken.png").write_bytes(b"not an image")
+    missing_model = str(tmp_path / "missing")
+    args = _args(setup, "never", data_path=products).model_copy(update={"base_model_path": missing_model})
+    with pytest.raises(ProductImageError) as refused:
+        run_generate(args)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == f"2 of 6 product images in {products} cannot be used:"
+    assert lines[1].startswith(f"  {products / 'broken.png'}: cannot decode image (not an image")
+    assert lines[2].startswith(f"  {products / 'busy.jpg'}: RGB without alpha")
+    assert not (setup / "never").exists()
 
 
 def test_unknown_sampler_fails_before_any_model_loads(setup) -> None:

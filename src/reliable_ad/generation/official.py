@@ -23,9 +23,15 @@ from diffusers import DDIMScheduler, DPMSolverSinglestepScheduler, EulerAncestra
 from diffusers.utils import scale_lora_layers, unscale_lora_layers
 from PIL import Image
 
-from reliable_ad.data.imageio import decode
+from reliable_ad.data.imageio import ImageDecodeError, decode
 from reliable_ad.generation.config import GenerateArgs
-from reliable_ad.generation.preprocess import centre_zoom, control_inputs, ensure_alpha, paste_product
+from reliable_ad.generation.preprocess import (
+    ProductImageError,
+    centre_zoom,
+    control_inputs,
+    ensure_alpha,
+    paste_product,
+)
 from reliable_ad.generation.prompts import load_prompt_pool
 from reliable_ad.models.generator import GeneratorComponents, load_components
 
@@ -74,25 +80,38 @@ def native_size(pipe: Any) -> int:
     return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
 
+def read_product(path: Path) -> np.ndarray:
+    """A product file as RGBA: its own alpha, or alpha from its white background (refused with neither)."""
+    image = decode(path.read_bytes(), str(path))
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    return ensure_alpha(np.asarray(image.convert("RGBA" if has_alpha else "RGB")), source=str(path))
+
+
+def check_products(folder: Path, paths: list[Path]) -> None:
+    """Refuse the run, naming every product that cannot be used, before any model loads: a bad product must
+    not fail a run only when the seed happens to draw it."""
+    problems = []
+    for path in paths:
+        try:
+            read_product(path)
+        except (ImageDecodeError, ProductImageError, OSError) as error:
+            problems.append(str(error))
+    if problems:
+        header = f"{len(problems)} of {len(paths)} product images in {folder} cannot be used:"
+        raise ProductImageError("\n  ".join([header, *problems]))
+
+
 def load_product(
     path: Path, args: GenerateArgs, size: tuple[int, int], image_scale: float, matting: bool
 ) -> np.ndarray:
     """A product file as an RGBA canvas of `size` (width, height), placed as the sampler places it."""
-    rgba = ensure_alpha(
-        np.asarray(decode(path.read_bytes(), str(path)).convert("RGBA" if _has_alpha(path) else "RGB")),
-        source=str(path),
-    )
+    rgba = read_product(path)
     if args.keep_loc:
         return np.asarray(Image.fromarray(rgba).resize(size, Image.Resampling.LANCZOS))
     touches = _touches_border(rgba)
     if matting and touches:  # the sampler stretches a product cut by its frame instead of zooming it
         return np.asarray(Image.fromarray(rgba).resize(size, Image.Resampling.LANCZOS))
     return centre_zoom(rgba, size, image_scale)
-
-
-def _has_alpha(path: Path) -> bool:
-    with Image.open(path) as image:
-        return image.mode in ("RGBA", "LA") or "transparency" in image.info
 
 
 def _touches_border(rgba: np.ndarray) -> bool:
@@ -115,6 +134,7 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
     )
     if not products:
         raise FileNotFoundError(f"{args.data_path}: no product images (.png/.jpg) to generate for")
+    check_products(args.data_path, products)
     components = load_components(args.base_model_path, args.controlnet_model_path, local_only=not args.allow_download)
     layers = components.text_encoder.config.num_hidden_layers
     if clip_skip is not None and not 0 <= clip_skip < layers:
