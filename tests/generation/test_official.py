@@ -36,15 +36,9 @@ def setup(tmp_path_factory):
 
 
 def _args(setup: Path, out: str, **kw) -> GenerateArgs:
-    kw.setdefault("data_path", setup / "products")
+    settings = {"data_path": setup / "products", "save_path": setup / out, "seed": 5, **kw}
     return GenerateArgs(
-        base_model_path=str(setup / "gen"),
-        config=setup / "pool.json",
-        save_path=setup / out,
-        num_inference_steps=2,
-        batch_size=2,
-        seed=5,
-        **kw,
+        base_model_path=str(setup / "gen"), config=setup / "pool.json", num_inference_steps=2, batch_size=2, **settings
     )
 
 
@@ -96,6 +90,39 @@ def test_every_product_is_checked_before_any_model_loads(setup, tmp_path) -> Non
     assert lines[1].startswith(f"  {products / 'broken.png'}: cannot decode image (not an image")
     assert lines[2].startswith(f"  {products / 'busy.jpg'}: RGB without alpha")
     assert not (setup / "never").exists()
+
+
+def _log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_runs_into_one_folder_keep_every_image_and_record(setup, tmp_path) -> None:
+    """Two runs, two seeds: four images, four records, each pointing at its own image (names used to collide)."""
+    first = run_generate(_args(setup, "unused", save_path=tmp_path / "out", iterations=1))
+    before = {r["output"]: Path(r["output"]).read_bytes() for r in first}
+    second = run_generate(_args(setup, "unused", save_path=tmp_path / "out", iterations=1, seed=9))
+    log = _log(tmp_path / "out")
+    assert log == first + second and [r["run"] for r in log] == [1, 1, 2, 2]
+    assert sorted(r["output"] for r in log) == sorted(str(p) for p in (tmp_path / "out").glob("*.png"))
+    assert all(Path(name).read_bytes() == data for name, data in before.items())
+
+
+def test_a_crash_mid_run_leaves_a_record_of_every_image(setup, tmp_path, monkeypatch) -> None:
+    """Records are written as images are: a run that dies in its second batch has logged the first."""
+    import reliable_ad.generation.official as official
+
+    real, calls = official.control_inputs, iter(range(100))
+
+    def control_inputs(*args, **kwargs):
+        if next(calls) >= 2:  # the second batch of two
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(official, "control_inputs", control_inputs)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_generate(_args(setup, "unused", save_path=tmp_path / "out", iterations=2))
+    log = _log(tmp_path / "out")
+    assert len(log) == 2 and sorted(r["output"] for r in log) == sorted(map(str, (tmp_path / "out").glob("*.png")))
 
 
 def test_unknown_sampler_fails_before_any_model_loads(setup) -> None:

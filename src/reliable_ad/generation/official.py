@@ -7,12 +7,14 @@ of the product alone, inpainting mask 255 - alpha dilated, StableDiffusionContro
 the chosen sampler, optional LoRA and ``clip_skip``, and the original product blended back; ``save_concat``
 also writes the product on white beside each output into ``<save_path>_concat``. Unlike the original,
 products and colours are drawn from a seeded generator, and every output is logged with its product, prompt,
-seed and settings in ``log.jsonl``.
+seed and settings in ``log.jsonl`` as it is written. Output names carry the run's number
+(``<product>_r<run>_<iteration>_<index>.png``): runs into one folder add to it, never overwrite.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,8 @@ SAMPLERS: dict[str, tuple[Any, dict[str, Any]]] = {
     "DPM++ SDE Karras": (DPMSolverSinglestepScheduler, {"use_karras_sigmas": True}),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LOG_FILE = "log.jsonl"
+OUTPUT_NAME = re.compile(r"_r(\d+)_\d{4}_\d{2}\.png$")  # <product>_r<run>_<iteration>_<index>.png
 
 
 def check_sampler(name: str) -> None:
@@ -119,6 +123,28 @@ def _touches_border(rgba: np.ndarray) -> bool:
     return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
+def next_run(save_path: Path) -> int:
+    """The number of a new run into `save_path`, above every run in its log and in its images' names, so no
+    name of an earlier run (logged or not, e.g. by a run that crashed) comes again."""
+    log = save_path / LOG_FILE
+    logged = (
+        [json.loads(line).get("run", 0) for line in log.read_text().splitlines() if line.strip()]
+        if log.exists()
+        else []
+    )
+    named = [int(m.group(1)) for p in save_path.glob("*.png") if (m := OUTPUT_NAME.search(p.name))]
+    return max([0, *logged, *named]) + 1
+
+
+def save_new(image: np.ndarray, path: Path) -> None:
+    """Write a PNG where there is no file yet: nothing already there is overwritten."""
+    try:
+        with path.open("xb") as handle:
+            Image.fromarray(image).save(handle, format="PNG")
+    except FileExistsError as error:
+        raise FileExistsError(f"{path} exists already: not overwritten") from error
+
+
 def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: bool = False) -> list[dict[str, Any]]:
     """Generate `iterations` batches into `save_path`; returns the log records (also in log.jsonl).
 
@@ -151,6 +177,8 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
     concat_dir = args.save_path.with_name(args.save_path.name + "_concat") if save_concat else None
     if concat_dir is not None:
         concat_dir.mkdir(parents=True, exist_ok=True)
+    log_path = args.save_path / LOG_FILE
+    run = next_run(args.save_path)
     rng = np.random.default_rng(args.seed)
     records: list[dict[str, Any]] = []
     for iteration in range(args.iterations):
@@ -193,33 +221,32 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
         seconds = time.perf_counter() - started
         for k, (path, canvas) in enumerate(zip(chosen, canvases, strict=True)):
             image = np.clip(np.rint(result.images[k] * 255), 0, 255).astype(np.uint8)
-            out = args.save_path / f"{path.stem}_{iteration:04d}_{k:02d}.png"
+            out = args.save_path / f"{path.stem}_r{run}_{iteration:04d}_{k:02d}.png"
             output = paste_product(image, canvas)
-            Image.fromarray(output).save(out)
+            save_new(output, out)
             concat = concat_dir / out.name if concat_dir is not None else None
             if concat is not None:
                 on_white = paste_product(np.full_like(output, 255), canvas)
-                Image.fromarray(np.concatenate([on_white, output], axis=1)).save(concat)
-            records.append(
-                {
-                    "product": str(path),
-                    "output": str(out),
-                    "concat": str(concat) if concat is not None else None,
-                    "prompt": prompt,
-                    "negative_prompt": negative,
-                    "seed": seeds[k],
-                    "sampler": args.sampler_name,
-                    "steps": args.num_inference_steps,
-                    "width": width,
-                    "height": height,
-                    "guidance_scale": args.guidance_scale,
-                    "config_entry": iteration % len(pool),
-                    "image_scale": image_scale,
-                    "clip_skip": clip_skip,
-                    "batch_seconds": round(seconds, 3),
-                }
-            )
-    with (args.save_path / "log.jsonl").open("a") as log:
-        for record in records:
-            log.write(json.dumps(record) + "\n")
+                save_new(np.concatenate([on_white, output], axis=1), concat)
+            record = {
+                "run": run,
+                "product": str(path),
+                "output": str(out),
+                "concat": str(concat) if concat is not None else None,
+                "prompt": prompt,
+                "negative_prompt": negative,
+                "seed": seeds[k],
+                "sampler": args.sampler_name,
+                "steps": args.num_inference_steps,
+                "width": width,
+                "height": height,
+                "guidance_scale": args.guidance_scale,
+                "config_entry": iteration % len(pool),
+                "image_scale": image_scale,
+                "clip_skip": clip_skip,
+                "batch_seconds": round(seconds, 3),
+            }
+            with log_path.open("a") as log:  # as each image is written: a crash leaves no image unlogged
+                log.write(json.dumps(record) + "\n")
+            records.append(record)
     return records
