@@ -492,6 +492,9 @@ def generate(
     keep_loc: Annotated[
         bool, typer.Option("--keep_loc", help="keep the product where it is", show_default="off")
     ] = GENERATE.keep_loc,
+    white_tolerance: Annotated[
+        int, typer.Option("--white_tolerance", help="how far below 255 an RGB product's white background may be")
+    ] = GENERATE.white_tolerance,
     seed: Annotated[
         int | None, typer.Option("--seed", help="seed (images get seed + index)", show_default="random")
     ] = GENERATE.seed,

@@ -34,7 +34,7 @@ from reliable_ad.data import layout
 from reliable_ad.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, decode
 from reliable_ad.data.rf1m import FileIndex
 from reliable_ad.data.sources import Location, location_of, read_rows
-from reliable_ad.generation.preprocess import ProductImageError, ensure_alpha
+from reliable_ad.generation.preprocess import WHITE_TOLERANCE, ProductImageError, ensure_alpha
 from reliable_ad.labels import RF1M_LABELS, LabelSet
 
 PLAIN_CHUNK = 256  # rows of plain files per worker task; a package is one task (read front to back once)
@@ -53,7 +53,9 @@ class ValidationConfig(BaseModel):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="pixel limit checked before decoding (bomb guard)")
     image_modes: list[str] = Field(default_factory=lambda: ["RGB", "RGBA", "L"], description="generated image modes")
     product_modes: list[str] = Field(default_factory=lambda: ["RGBA", "RGB"], description="product image modes")
-    white_tolerance: int = Field(0, ge=0, le=254, description="how far from 255 an RGB product background may be")
+    white_tolerance: int = Field(
+        WHITE_TOLERANCE, ge=0, le=254, description="how far below 255 an RGB product's white background may be"
+    )
     class_share: tuple[float, float] = Field((0.0, 1.0), description="default [min, max] share of every class")
     class_share_bounds: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="per-class [min, max] share, overriding class_share"
@@ -308,7 +310,7 @@ def _check_row(row: _FileRow, data: dict[str, bytes], cfg: ValidationConfig) -> 
             raise ImageDecodeError(
                 f"{source['product']}: size {_wxh(product)} differs from the generated image's {_wxh(image)}"
             )
-        ensure_alpha(np.asarray(product), source["product"], cfg.white_tolerance)
+        ensure_alpha(np.asarray(product), source["product"], cfg.white_tolerance, "data.validate.white_tolerance")
         for kind in OPTIONAL_KINDS:
             if kind in data:
                 decode(data[kind], source[kind], cfg.max_pixels)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.generation.preprocess import WHITE_TOLERANCE
 
 
 class GenerateArgs(BaseModel):
@@ -32,6 +33,9 @@ class GenerateArgs(BaseModel):
     low_threshold: int = 100
     high_threshold: int = 200
     keep_loc: bool = False
+    white_tolerance: int = Field(
+        WHITE_TOLERANCE, ge=0, le=254, description="how far below 255 an RGB product's white background may be"
+    )
     seed: int | None = None
     sampler_name: str = "DDIM"
     save_path: Path = Path("results")

@@ -84,20 +84,21 @@ def native_size(pipe: Any) -> int:
     return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
 
-def read_product(path: Path) -> np.ndarray:
+def read_product(path: Path, white_tolerance: int) -> np.ndarray:
     """A product file as RGBA: its own alpha, or alpha from its white background (refused with neither)."""
     image = decode(path.read_bytes(), str(path))
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    return ensure_alpha(np.asarray(image.convert("RGBA" if has_alpha else "RGB")), source=str(path))
+    rgb_or_rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+    return ensure_alpha(rgb_or_rgba, str(path), white_tolerance, setting="--white_tolerance")
 
 
-def check_products(folder: Path, paths: list[Path]) -> None:
+def check_products(folder: Path, paths: list[Path], white_tolerance: int) -> None:
     """Refuse the run, naming every product that cannot be used, before any model loads: a bad product must
     not fail a run only when the seed happens to draw it."""
     problems = []
     for path in paths:
         try:
-            read_product(path)
+            read_product(path, white_tolerance)
         except (ImageDecodeError, ProductImageError, OSError) as error:
             problems.append(str(error))
     if problems:
@@ -109,7 +110,7 @@ def load_product(
     path: Path, args: GenerateArgs, size: tuple[int, int], image_scale: float, matting: bool
 ) -> np.ndarray:
     """A product file as an RGBA canvas of `size` (width, height), placed as the sampler places it."""
-    rgba = read_product(path)
+    rgba = read_product(path, args.white_tolerance)
     if args.keep_loc:
         return np.asarray(Image.fromarray(rgba).resize(size, Image.Resampling.LANCZOS))
     touches = _touches_border(rgba)
@@ -160,7 +161,7 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
     )
     if not products:
         raise FileNotFoundError(f"{args.data_path}: no product images (.png/.jpg) to generate for")
-    check_products(args.data_path, products)
+    check_products(args.data_path, products, args.white_tolerance)
     components = load_components(args.base_model_path, args.controlnet_model_path, local_only=not args.allow_download)
     layers = components.text_encoder.config.num_hidden_layers
     if clip_skip is not None and not 0 <= clip_skip < layers:
