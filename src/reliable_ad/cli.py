@@ -177,7 +177,10 @@ def data_import(
         typer.Option(help="label.txt separator (one character)", show_default=repr(DEFAULTS.data.import_.separator)),
     ] = DEFAULTS.data.import_.separator,
     quarantine: Annotated[
-        bool, typer.Option(help="bad lines go to rejects.jsonl instead of stopping")
+        bool,
+        typer.Option(
+            help="bad label lines go to rejects.jsonl instead of stopping the import (a broken package still stops it)"
+        ),
     ] = DEFAULTS.data.import_.quarantine,
     summary_json: Annotated[
         Path | None, typer.Option("--summary", help="write the summary here (JSON)", show_default=NOT_WRITTEN)

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reliable_ad.data import layout
-from reliable_ad.data.sources import list_members
+from reliable_ad.data.sources import PACKAGE_ERRORS, list_members
 from reliable_ad.labels import parse_label
 
 METADATA_SCHEMA = pa.schema(
@@ -42,6 +42,10 @@ METADATA_SCHEMA = pa.schema(
 )
 REQUIRED_METADATA = ("prompt", "title")  # RFNet reads the title as the caption; generation needs the prompt
 
+PACKAGE_STOPS = (
+    "this stops the run (--quarantine sets aside bad label lines, not packages): replace the package, or move it "
+    "out of the folder to go on without its rows"
+)
 # Names that PurePosixPath would change or that may be unsafe; only these are checked one by one.
 _SUSPICIOUS_NAME = r"^$|^[/\\]|^.:|\.\.|\\|//|(^|/)\.(/|$)|/$"
 
@@ -230,10 +234,7 @@ class FileIndex:
         self.packages: dict[str, set[str]] = {}
         for path in sorted(root.iterdir()):
             if path.is_file() and layout.is_archive(path.name):
-                members = list_members(path)
-                if not members:
-                    raise DatasetError(f"{path}: package has no members")
-                self.packages[path.name] = set(members)
+                self.packages[path.name] = set(_package_members(path))
 
     def folder(self, top: str) -> set[str]:
         """Relative paths ('top/…') of the files under root/top."""
@@ -276,6 +277,20 @@ class FileIndex:
             pa.concat_arrays([packages, packages.filter(strippable)]),
             pa.concat_arrays([members, members.filter(strippable)]),
         )
+
+
+def _package_members(package: Path) -> list[str]:
+    """The members of a package. One that cannot be read stops the run, naming it and why: which of its rows
+    are gone is not known, so there is nothing to quarantine."""
+    kind = "zip" if package.suffix == ".zip" else "tar"
+    try:
+        members = list_members(package)
+    except PACKAGE_ERRORS as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())  # tarfile's reasons span lines
+        raise DatasetError(f"{package}: not a readable {kind} package ({reason}); {PACKAGE_STOPS}") from error
+    if not members:
+        raise DatasetError(f"{package}: package has no members; {PACKAGE_STOPS}")
+    return members
 
 
 class _Rows:
