@@ -2,12 +2,13 @@
 written), which function tests cannot see (`rad generate` once failed on every call this way)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from reliable_ad.cli import app
 from reliable_ad.data import layout
@@ -92,3 +93,29 @@ def test_a_failing_validation_exits_1_with_its_report_and_nothing_else(truncated
     result = CliRunner().invoke(app, ["data", "validate", str(truncated), "--out-dir", str(tmp_path / "v")])
     assert result.exit_code == 1 and "FAILED" in result.output and "1 quarantined" in result.output
     assert not [line for line in result.output.splitlines() if line.startswith("error")]  # it printed "error: 1"
+
+
+def test_real_style_data_needs_only_flags_and_each_refusal_names_its_params_key(tmp_path: Path) -> None:
+    """Data as a real release may come: no metadata.jsonl, no depth or saliency maps, 80 px images."""
+    root = tmp_path / "release"
+    write_synth(SynthConfig(n=8, size=80, seed=4), root)
+    (root / layout.METADATA_FILE).unlink()
+    for folder in (layout.DEPTH_DIR, layout.SALIENCY_DIR):
+        shutil.rmtree(root / folder)
+
+    def rad(*args: str) -> Result:
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    refused = rad("data", "import", root)
+    assert refused.exit_code == 1
+    assert "set data.import.require_metadata: false (or --no-require-metadata)" in refused.output
+    assert rad("data", "import", root, "--no-require-metadata").exit_code == 0
+    prepare = ("data", "prepare", root, "--out", tmp_path / "shards")
+    refused = rad(*prepare)
+    assert "set data.prepare.include_depth: false (or --no-include-depth) to leave depth maps out" in refused.output
+    refused = rad(*prepare, "--no-include-depth", "--no-include-saliency")
+    assert "expected 64x64 (data.prepare.image_size, --image-size)" in refused.output
+    assert "set data.prepare.on_size_mismatch: resize (or --on-size-mismatch resize)" in refused.output
+    done = rad(*prepare, "--no-include-depth", "--no-include-saliency", "--on-size-mismatch", "resize")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["resized"] == 8 * 2  # image and product of each row

@@ -176,6 +176,9 @@ def data_import(
         str,
         typer.Option(help="label.txt separator (one character)", show_default=repr(DEFAULTS.data.import_.separator)),
     ] = DEFAULTS.data.import_.separator,
+    require_metadata: Annotated[
+        bool, typer.Option(help="every image needs a metadata.jsonl entry with prompt and title")
+    ] = DEFAULTS.data.import_.require_metadata,
     quarantine: Annotated[
         bool,
         typer.Option(
@@ -191,7 +194,9 @@ def data_import(
     from reliable_ad.api import write_json
     from reliable_ad.data.rf1m import import_dataset
 
-    cfg = _override(ctx, _params(params).data.import_, separator=separator, quarantine=quarantine)
+    cfg = _override(
+        ctx, _params(params).data.import_, separator=separator, require_metadata=require_metadata, quarantine=quarantine
+    )
     summary = import_dataset(root, cfg, out).model_dump(mode="json")
     write_json(summary_json, summary)
     _print(summary)
@@ -224,6 +229,7 @@ def data_validate(
 @data_app.command("prepare")
 @user_errors
 def data_prepare(
+    ctx: typer.Context,
     root: Annotated[Path, typer.Argument(help="dataset folder in the RF1M layout")],
     out: Annotated[Path, typer.Option(help="shard folder to write")],
     manifest: Annotated[Path | None, typer.Option(help="manifest", show_default="ROOT/manifest.parquet")] = None,
@@ -231,6 +237,18 @@ def data_prepare(
         list[Path] | None,
         typer.Option(help="feedback dataset(s) to add (each with its manifest.parquet)", show_default="none"),
     ] = None,
+    image_size: Annotated[
+        int, typer.Option(help="side every image must have, in pixels")
+    ] = DEFAULTS.data.prepare.image_size,
+    on_size_mismatch: Annotated[
+        str, typer.Option(help="an image of another size: refuse, or resize it to IMAGE_SIZE")
+    ] = DEFAULTS.data.prepare.on_size_mismatch,
+    include_depth: Annotated[
+        bool, typer.Option(help="store each row's depth map")
+    ] = DEFAULTS.data.prepare.include_depth,
+    include_saliency: Annotated[
+        bool, typer.Option(help="store each row's saliency map")
+    ] = DEFAULTS.data.prepare.include_saliency,
     params: ParamsOption = None,
 ) -> None:
     """Turn the manifest into a few large Parquet shards plus index.json (what DVC tracks and training reads)."""
@@ -238,7 +256,14 @@ def data_prepare(
     from reliable_ad.data.shards import prepare_shards
 
     more = [(folder, folder / MANIFEST_FILE) for folder in feedback or []]
-    cfg = _params(params).data.prepare
+    cfg = _override(
+        ctx,
+        _params(params).data.prepare,
+        image_size=image_size,
+        on_size_mismatch=on_size_mismatch,
+        include_depth=include_depth,
+        include_saliency=include_saliency,
+    )
     summary = prepare_shards(root, manifest or root / MANIFEST_FILE, out, cfg, more=more)
     _print(summary.model_dump(mode="json"))
 

@@ -139,7 +139,7 @@ def oversized_root(synth_manifest_root: Path, tmp_path: Path) -> tuple[Path, str
 def test_wrong_size_is_refused(oversized_root: tuple[Path, str], tmp_path: Path) -> None:
     root, _ = oversized_root
     with pytest.raises(
-        PrepareError, match=r"products/.*product image is 80x80, expected 64x64.*on_size_mismatch='resize'"
+        PrepareError, match=r"products/.*product image is 80x80, expected 64x64.*on_size_mismatch: resize"
     ):
         prepare_shards(root, root / layout.MANIFEST_FILE, tmp_path / "out", SMALL)
 
@@ -249,7 +249,7 @@ def test_row_without_a_depth_map_is_named_unless_depth_is_left_out(synth_manifes
     table[4]["depth"] = None
     pq.write_table(pa.Table.from_pylist(table, schema=layout.MANIFEST_SCHEMA), root / layout.MANIFEST_FILE)
     with pytest.raises(
-        PrepareError, match=r"row 4 \(id .*\): the manifest names no depth file; set include_depth=false"
+        PrepareError, match=r"row 4 \(id .*\): the manifest names no depth file; set data.prepare.include_depth: false"
     ):
         prepare_shards(root, root / layout.MANIFEST_FILE, tmp_path / "out", SMALL)
     cfg = SMALL.model_copy(update={"include_depth": False})

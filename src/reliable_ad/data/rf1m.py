@@ -61,7 +61,7 @@ class BadLineError(DatasetError):
         self.file, self.line, self.text, self.reason = file, line, text, reason
         message = f"{file}:{line}: {reason}; line: {text!r}"
         if more:
-            message += f" ({more} more bad line(s); import with quarantine to list them all)"
+            message += f" ({more} more bad line(s); --quarantine, or data.import.quarantine: true, lists them all)"
         super().__init__(message)
 
 
@@ -173,7 +173,10 @@ def read_metadata(path: Path, required: bool) -> pa.Table | None:
     """metadata.jsonl as a table with METADATA_SCHEMA (other fields ignored), or None when there is none."""
     if not path.is_file():
         if required:
-            raise DatasetError(f"{path}: metadata file not found (or import with require_metadata=false)")
+            raise DatasetError(
+                f"{path}: metadata file not found; set data.import.require_metadata: false (or --no-require-metadata) "
+                "to import without it (titles and prompts left empty)"
+            )
         return None
     options = pajson.ParseOptions(explicit_schema=METADATA_SCHEMA, unexpected_field_behavior="ignore")
     try:

@@ -223,7 +223,8 @@ def png_for(data: bytes, kind: str, source: str, cfg: PrepareConfig) -> tuple[by
     if not size_ok and cfg.on_size_mismatch == "refuse":
         raise PrepareError(
             f"{source}: {DESCRIPTION[kind]} is {width}x{height}, expected {cfg.image_size}x{cfg.image_size} "
-            f"(image_size); set on_size_mismatch='resize' to resize it with {cfg.interpolation!r} interpolation"
+            "(data.prepare.image_size, --image-size); set data.prepare.on_size_mismatch: resize "
+            f"(or --on-size-mismatch resize) to resize it with {cfg.interpolation!r} interpolation"
         )
     pixels = _to_target(decode(data, source), kind, source)
     if not size_ok:
@@ -417,7 +418,8 @@ class _Run:
 
     def _no_file(self, table: pa.Table, k: int, kind: str) -> PrepareError:
         number, row = next(_rows(table.slice(k, 1)))
-        hint = f"; set include_{kind}=false to leave {kind} maps out" if kind in ("depth", "saliency") else ""
+        flag = f"set data.prepare.include_{kind}: false (or --no-include-{kind})"
+        hint = f"; {flag} to leave {kind} maps out" if kind in ("depth", "saliency") else ""
         return PrepareError(f"{_where(self.manifest, number, row)}: the manifest names no {kind} file{hint}")
 
     def select(self, table: pa.Table) -> pa.Table:
