@@ -119,3 +119,12 @@ def test_real_style_data_needs_only_flags_and_each_refusal_names_its_params_key(
     done = rad(*prepare, "--no-include-depth", "--no-include-saliency", "--on-size-mismatch", "resize")
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["resized"] == 8 * 2  # image and product of each row
+
+
+def test_prepare_leaves_out_what_validation_quarantined(truncated: Path, tmp_path: Path) -> None:
+    """`rad data validate` quarantines a truncated image; `rad data prepare` then leaves it out and counts it."""
+    root = Path(shutil.copytree(truncated, tmp_path / "ds"))
+    assert CliRunner().invoke(app, ["data", "validate", str(root)]).exit_code == 1  # verdict in ROOT/validation
+    summary = json.loads(_run("data", "prepare", str(root), "--out", str(tmp_path / "shards")))
+    assert summary["rows_quarantined"] == 1 and summary["validation"] == str(root / "validation")
+    assert summary["rows_in"] == sum(summary["rows_written"].values()) + 1 == 16

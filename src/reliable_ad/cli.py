@@ -249,11 +249,19 @@ def data_prepare(
     include_saliency: Annotated[
         bool, typer.Option(help="store each row's saliency map")
     ] = DEFAULTS.data.prepare.include_saliency,
+    validation: Annotated[
+        Path | None,
+        typer.Option(
+            help="`rad data validate`'s reports folder: the rows it quarantined are left out",
+            show_default="ROOT/validation where it exists",
+        ),
+    ] = None,
     params: ParamsOption = None,
 ) -> None:
     """Turn the manifest into a few large Parquet shards plus index.json (what DVC tracks and training reads)."""
     from reliable_ad.data.layout import MANIFEST_FILE
     from reliable_ad.data.shards import prepare_shards
+    from reliable_ad.data.validate import VERDICT_FILE
 
     more = [(folder, folder / MANIFEST_FILE) for folder in feedback or []]
     cfg = _override(
@@ -264,7 +272,8 @@ def data_prepare(
         include_depth=include_depth,
         include_saliency=include_saliency,
     )
-    summary = prepare_shards(root, manifest or root / MANIFEST_FILE, out, cfg, more=more)
+    verdict = validation or (root / "validation" if (root / "validation" / VERDICT_FILE).exists() else None)
+    summary = prepare_shards(root, manifest or root / MANIFEST_FILE, out, cfg, more=more, validation=verdict)
     _print(summary.model_dump(mode="json"))
 
 
