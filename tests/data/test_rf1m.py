@@ -337,6 +337,7 @@ def test_quarantine_keeps_every_row_accounted_for(root: Path) -> None:
     assert [r["text"] for r in rejects] == bad
     assert all(r["file"] == layout.LABEL_FILE and r["reason"] for r in rejects)
     assert summary.rejected == {"duplicate": 1, "format": 1, "image": 1, "label": 1, "name": 1}
+    assert summary.quarantined == [f"label.txt line {r['line']}: {r['reason']}" for r in rejects]  # printed too
     assert pq.read_metadata(root / layout.MANIFEST_FILE).num_rows == N
 
 

@@ -37,12 +37,11 @@ from reliable_ad.data import layout
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.imageio import decode, encode_png, to_rgb
 from reliable_ad.data.maps import extractor
-from reliable_ad.data.rf1m import ImportConfig, import_dataset
+from reliable_ad.data.rf1m import ImportConfig, first_rejects, import_dataset
 from reliable_ad.data.sources import Location, location_of, read_rows
 from reliable_ad.data.validate import ValidationConfig, ValidationResult, validate_dataset
 
 LEDGER = "ingested.jsonl"
-SHOWN = 10  # quarantined rows listed in the result; rejects.jsonl has them all
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # zip member timestamps: the same batch always gives the same bytes
 
 
@@ -58,7 +57,7 @@ class IngestResult(BaseModel):
     rows_in: int = 0
     rows_accepted: int = 0
     rows_quarantined: int = 0  # rows_in = rows_accepted + rows_quarantined
-    quarantined: list[str] = Field(default_factory=list)  # the first rows quarantined: "label.txt line N: reason"
+    quarantined: list[str] = Field(default_factory=list)  # the first rows quarantined, as `first_rejects` prints
     rejects: str | None = None  # every row quarantined, with its line, stage and reason
     report: str | None = None
     dataset_rows: int = 0
@@ -114,7 +113,7 @@ def ingest(
         status="rejected",
         rows_in=imported.rows_in,
         rows_quarantined=imported.rows_in,
-        quarantined=[f"{layout.LABEL_FILE} line {r['line']}: {r['reason']}" for r in rejects[:SHOWN]],
+        quarantined=first_rejects(rejects),
         rejects=str(report / layout.REJECTS_FILE),
         report=str(report),
         dataset_rows=len(known),

@@ -40,6 +40,7 @@ METADATA_SCHEMA = pa.schema(
         ("split", pa.string()),
     ]
 )
+SHOWN_REJECTS = 10  # quarantined rows listed in a summary
 REQUIRED_METADATA = ("prompt", "title")  # RFNet reads the title as the caption; generation needs the prompt
 
 PACKAGE_STOPS = (
@@ -100,6 +101,7 @@ class ImportSummary(BaseModel):
     labels: dict[str, int]
     splits: dict[str, int]
     rejected: dict[str, int]  # check -> rows quarantined by it
+    quarantined: list[str]  # the first rows quarantined, as `first_rejects` prints them
     manifest: str
     rejects: str | None
     seconds: float
@@ -140,11 +142,18 @@ def import_dataset(root: Path, cfg: ImportConfig, out: Path | None = None) -> Im
         labels=_counts(manifest.column("label")),
         splits=_counts(manifest.column("split")),
         rejected=dict(sorted(Counter(r["check"] for r in rejected).items())),
+        quarantined=first_rejects(rejected),
         manifest=str(out),
         rejects=str(rejects_path) if rejects_path else None,
         seconds=round(seconds, 3),
         rows_per_s=round(len(lines) / max(seconds, 1e-9), 1),
     )
+
+
+def first_rejects(rejects: list[dict[str, Any]]) -> list[str]:
+    """The first quarantined rows as a person reads them, "label.txt line N: reason"; the rest are in the
+    rejects file the summary names."""
+    return [f"{layout.LABEL_FILE} line {r['line']}: {r['reason']}" for r in rejects[:SHOWN_REJECTS]]
 
 
 def read_label_lines(path: Path, header: bool = False) -> tuple[pa.Table, int]:
