@@ -54,6 +54,12 @@ def test_help_shows_every_default(path: tuple[str, ...]) -> None:
     assert "{" not in usage and "<bool>" not in result.output, result.output
 
 
+@pytest.mark.parametrize("group", [(), ("data",), ("rfnet",), ("feedback",), ("models",)])
+def test_groups_show_no_type_on_flags(group: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*group, "--help"], env=WIDE)
+    assert result.exit_code == 0 and "Commands" in result.output and "<bool>" not in result.output
+
+
 def test_usage_names_arguments_in_capitals() -> None:
     result = CliRunner().invoke(app, ["data", "import", "--help"], env=WIDE)
     usage = next(line for line in result.output.splitlines() if "Usage:" in line)

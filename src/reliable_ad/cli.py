@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no torchvision notices from image processors
 
@@ -26,15 +26,26 @@ from reliable_ad.params import Params, ParamsError, load_params
 DEFAULTS = Params()  # what applies without --params: the defaults --help shows
 
 
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """The parameters, their flags without a type in --help (typer >= 0.2x shows <bool> after each)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Group(TyperGroup):
+    """A command group whose flags show no <bool>."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))  # with the --help flag, which is made here
+
+
 class _Command(TyperCommand):
     """A command whose usage line names arguments as ROOT (typer writes {root}) and whose flags show no <bool>."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)  # with the --help flag, which is made here
-        for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
-        return params
+        return _plain_flags(super().get_params(ctx))
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -50,7 +61,9 @@ class _Typer(typer.Typer):
 
     def __init__(self, help: str) -> None:
         normalise: Callable[[str], str] = lambda token: token.replace("_", "-")  # noqa: E731
-        super().__init__(help=help, no_args_is_help=True, context_settings={"token_normalize_func": normalise})
+        super().__init__(
+            cls=_Group, help=help, no_args_is_help=True, context_settings={"token_normalize_func": normalise}
+        )
 
     def command(self, *args: Any, **kwargs: Any) -> Any:
         return super().command(*args, cls=_Command, **kwargs)
