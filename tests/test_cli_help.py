@@ -95,3 +95,13 @@ def test_rfnet_evaluate_takes_params_and_says_how_to_make_a_missing_model(tmp_pa
     result = CliRunner().invoke(app, [*args, "--params", str(tmp_path / "params.yaml")])
     assert result.exit_code == 1
     assert f"RFNet folder {tmp_path / 'rfnet'} does not exist: `rad rfnet train" in result.output
+
+
+def test_a_malformed_saved_config_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    (tmp_path / "rfnet").mkdir()
+    (tmp_path / "rfnet" / "config.json").write_text(json.dumps({"width": "wide"}))
+    args = ["rfnet", "evaluate", "--model", str(tmp_path / "rfnet"), "--shards", str(tmp_path / "shards")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.output.startswith("error: RFNetConfig: width: Input should be a valid integer")
+    assert len(result.output.splitlines()) == 1
