@@ -86,6 +86,7 @@ ParamsOption = Annotated[
     ),
 ]
 NOT_WRITTEN = "not written"
+VALIDATION_DIR = "validation"  # rad data validate's reports folder under the dataset, unless --out-dir says
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
 
@@ -135,10 +136,8 @@ def _override(ctx: typer.Context, model: M, **values: Any) -> M:
     try:
         return type(model).model_validate({**model.model_dump(), **given})
     except ValidationError as error:
-        options = {p.name: p.opts[0] for p in ctx.command.params}
-        reasons = [
-            f"{options.get(str(e['loc'][0] if e['loc'] else ''), _loc(e['loc']))}: {e['msg']}" for e in error.errors()
-        ]
+        option = {p.name: p.opts[0] for p in ctx.command.params}  # field -> its option, e.g. --batch_size
+        reasons = [f"{option.get(_loc(e['loc']), _loc(e['loc']))}: {e['msg']}" for e in error.errors()]
         raise typer.BadParameter("; ".join(reasons)) from error
 
 
@@ -233,7 +232,7 @@ def data_validate(
 
     p = _params(params)
     p.data.validate_ = _override(ctx, p.data.validate_, workers=workers)
-    result = validate(p, root, manifest, out_dir or root / "validation", metrics)
+    result = validate(p, root, manifest, out_dir or root / VALIDATION_DIR, metrics)
     typer.echo(result.summary)
     if not result.success:
         raise typer.Exit(1)
@@ -285,7 +284,7 @@ def data_prepare(
         include_depth=include_depth,
         include_saliency=include_saliency,
     )
-    verdict = validation or (root / "validation" if (root / "validation" / VERDICT_FILE).exists() else None)
+    verdict = validation or (root / VALIDATION_DIR if (root / VALIDATION_DIR / VERDICT_FILE).exists() else None)
     summary = prepare_shards(root, manifest or root / MANIFEST_FILE, out, cfg, more=more, validation=verdict)
     _print(summary.model_dump(mode="json"))
 
