@@ -2,14 +2,19 @@
 written), which function tests cannot see (`rad generate` once failed on every call this way)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from reliable_ad.cli import app
+from reliable_ad.data import layout
+from reliable_ad.data.rf1m import ImportConfig, import_dataset
+from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 
@@ -33,6 +38,18 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+@pytest.fixture(scope="module")
+def truncated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An imported RF1M-synth folder of 16 rows whose first image is truncated (validation quarantines it).
+    Shared: tests write only under their own folders, never into it."""
+    root = tmp_path_factory.mktemp("truncated") / "ds"
+    write_synth(SynthConfig(n=16, seed=3), root)
+    import_dataset(root, ImportConfig())
+    image = sorted((root / layout.IMAGES_DIR).iterdir())[0]
+    image.write_bytes(image.read_bytes()[:40])
     return root
 
 
@@ -70,3 +87,44 @@ def test_calibrate_writes_tau_into_the_model(tiny_shards: Path, tmp_path: Path) 
     output = _run("rfnet", "calibrate", "--model", str(tmp_path / "model"), "--shards", str(tiny_shards))
     tau = json.loads(output)["threshold"]
     assert RFNet.load(tmp_path / "model").config.acceptance_threshold == pytest.approx(tau)
+
+
+def test_a_failing_validation_exits_1_with_its_report_and_nothing_else(truncated: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "validate", str(truncated), "--out-dir", str(tmp_path / "v")])
+    assert result.exit_code == 1 and "FAILED" in result.output and "1 quarantined" in result.output
+    assert not [line for line in result.output.splitlines() if line.startswith("error")]  # it printed "error: 1"
+
+
+def test_real_style_data_needs_only_flags_and_each_refusal_names_its_params_key(tmp_path: Path) -> None:
+    """Data as a real release may come: no metadata.jsonl, no depth or saliency maps, 80 px images."""
+    root = tmp_path / "release"
+    write_synth(SynthConfig(n=8, size=80, seed=4), root)
+    (root / layout.METADATA_FILE).unlink()
+    for folder in (layout.DEPTH_DIR, layout.SALIENCY_DIR):
+        shutil.rmtree(root / folder)
+
+    def rad(*args: str) -> Result:
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    refused = rad("data", "import", root)
+    assert refused.exit_code == 1
+    assert "set data.import.require_metadata: false (or --no-require-metadata)" in refused.output
+    assert rad("data", "import", root, "--no-require-metadata").exit_code == 0
+    prepare = ("data", "prepare", root, "--out", tmp_path / "shards")
+    refused = rad(*prepare)
+    assert "set data.prepare.include_depth: false (or --no-include-depth) to leave depth maps out" in refused.output
+    refused = rad(*prepare, "--no-include-depth", "--no-include-saliency")
+    assert "expected 64x64 (data.prepare.image_size, --image-size)" in refused.output
+    assert "set data.prepare.on_size_mismatch: resize (or --on-size-mismatch resize)" in refused.output
+    done = rad(*prepare, "--no-include-depth", "--no-include-saliency", "--on-size-mismatch", "resize")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["resized"] == 8 * 2  # image and product of each row
+
+
+def test_prepare_leaves_out_what_validation_quarantined(truncated: Path, tmp_path: Path) -> None:
+    """`rad data validate` quarantines a truncated image; `rad data prepare` then leaves it out and counts it."""
+    root = Path(shutil.copytree(truncated, tmp_path / "ds"))
+    assert CliRunner().invoke(app, ["data", "validate", str(root)]).exit_code == 1  # verdict in ROOT/validation
+    summary = json.loads(_run("data", "prepare", str(root), "--out", str(tmp_path / "shards")))
+    assert summary["rows_quarantined"] == 1 and summary["validation"] == str(root / "validation")
+    assert summary["rows_in"] == sum(summary["rows_written"].values()) + 1 == 16

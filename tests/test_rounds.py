@@ -96,10 +96,13 @@ def test_a_batch_that_fails_validation_stops_the_round_and_ingests_nothing(world
 
     batch = tmp_path / "batch"
     write_synth(SynthConfig(n=8, seed=41), batch)
-    next(iter(sorted((batch / "images").glob("*.png")))).write_bytes(b"not a png")
+    entries = [json.loads(line) for line in (batch / "metadata.jsonl").read_text().splitlines()]
+    entries[0]["split"] = "train" if entries[1]["split"] == "test" else "test"  # one product in two splits
+    entries[0]["product_id"] = entries[1]["product_id"]
+    (batch / "metadata.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
     dataset = tmp_path / "feedback"
     ingested = ingest_feedback(_params(), batch, dataset, tmp_path / "reports").model_dump()
-    assert ingested["status"] == "rejected"
+    assert ingested["status"] == "rejected" and ingested["rows_accepted"] == 0
     data = RoundData(world["data"].root, world["data"].manifest, (dataset,), tmp_path / "r", tmp_path / "reports")
     with pytest.raises(RoundError, match=f"round 1: the feedback batch {batch} failed validation"):
         feedback_round(_params(), 1, world["generator"], world["judge"], world["controlnet"], data, tmp_path / "o",

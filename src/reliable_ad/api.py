@@ -410,7 +410,7 @@ def feedback_round(
         if fed["status"] == "rejected":
             raise RoundError(
                 f"round {k}: the feedback batch {fed.get('batch') or '(generated)'} failed validation and nothing "
-                f"of it was ingested; report: {fed['report']}"
+                f"of it was ingested ({fed.get('reason') or 'see the report'}); report: {fed['report']}"
             )
         version = (
             folder_hash(dataset)

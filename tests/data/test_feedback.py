@@ -60,18 +60,65 @@ def test_batch_joins_the_dataset_once(tmp_path: Path) -> None:
     assert sorted(set(sources)) == ["feedback", "main"] and sources.count("feedback") == 32
 
 
-def test_a_batch_failing_validation_changes_nothing(tmp_path: Path) -> None:
+def test_bad_rows_are_quarantined_with_line_and_reason_and_the_rest_lands(tmp_path: Path) -> None:
+    """One policy for every bad row: a bad label line and an unreadable image are both quarantined, each named
+    with its line and reason; the other rows land; rows in = accepted + quarantined."""
+    batch = tmp_path / "batch"
+    write_synth(SynthConfig(n=10, seed=45), batch)
+    broken = sorted((batch / layout.IMAGES_DIR).iterdir())[5]
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated half-way through the batch
+    with (batch / layout.LABEL_FILE).open("a") as labels:
+        labels.write("extra.png\t9\n")
+    names = [line.split("\t")[0] for line in (batch / layout.LABEL_FILE).read_text().splitlines()]
+    broken_line = 1 + names.index(broken.name)
+
+    result = _ingest(batch, tmp_path / "feedback", tmp_path / "reports")
+
+    assert result.status == "ingested" and result.reason is None
+    assert (result.rows_in, result.rows_accepted, result.rows_quarantined) == (11, 9, 2) and result.dataset_rows == 9
+    assert result.quarantined[0].startswith(
+        f"label.txt line {broken_line}: {layout.IMAGES_DIR}/{broken.name}: cannot decode"
+    )
+    assert result.quarantined[1].startswith("label.txt line 11: label id 9 is not one of")
+    rejects = [json.loads(line) for line in Path(result.rejects or "").read_text().splitlines()]
+    assert [(r["line"], r["stage"]) for r in rejects] == [(broken_line, "validation"), (11, "import")]
+
+
+def test_a_batch_failing_as_a_batch_changes_nothing_and_says_why(tmp_path: Path) -> None:
+    """A product both in test and in train is no row's fault: the whole batch is rejected, with the reason."""
     write_synth(SynthConfig(n=10, seed=44), tmp_path / "good")
     _ingest(tmp_path / "good", tmp_path / "feedback", tmp_path / "reports")
     before = _tree(tmp_path / "feedback")
-    write_synth(SynthConfig(n=10, seed=45), tmp_path / "bad")
-    broken = sorted((tmp_path / "bad" / layout.IMAGES_DIR).iterdir())[5]
-    broken.write_bytes(broken.read_bytes()[:40])  # truncated half-way through the batch
-    result = _ingest(tmp_path / "bad", tmp_path / "feedback", tmp_path / "reports")
-    assert result.status == "rejected" and result.rows_accepted == 0
-    assert _tree(tmp_path / "feedback") == before
-    rejects = (Path(result.report) / "validation" / layout.REJECTS_FILE).read_text()
-    assert broken.stem in rejects and "decode" in rejects
+    batch = tmp_path / "leak"
+    write_synth(SynthConfig(n=10, seed=45), batch)
+    entries = [json.loads(line) for line in (batch / layout.METADATA_FILE).read_text().splitlines()]
+    entries[0]["split"] = "train" if entries[1]["split"] == "test" else "test"
+    entries[0]["product_id"] = entries[1]["product_id"]
+    (batch / layout.METADATA_FILE).write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+    result = _ingest(batch, tmp_path / "feedback", tmp_path / "reports")
+
+    assert result.status == "rejected" and _tree(tmp_path / "feedback") == before
+    assert (result.rows_in, result.rows_accepted, result.rows_quarantined) == (10, 0, 10)
+    assert result.reason is not None and "no product both in test and in train/val" in result.reason
+
+
+def test_rad_feedback_ingest_prints_each_quarantined_row(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reliable_ad.cli import app
+
+    batch = tmp_path / "batch"
+    write_synth(SynthConfig(n=6, seed=47), batch)
+    with (batch / layout.LABEL_FILE).open("a") as labels:
+        labels.write("ghost.png\t1\n")
+    args = ["feedback", "ingest", str(batch), "--dataset", str(tmp_path / "fb"), "--reports", str(tmp_path / "r")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed["quarantined"] == ["label.txt line 7: image 'ghost.png' not found: neither in images/ nor in any "
+                                      "of the 0 package(s)"]  # fmt: skip
+    assert printed["rows_in"] == 7 == printed["rows_accepted"] + printed["rows_quarantined"]
 
 
 def test_ids_already_in_the_dataset_are_rejected_with_a_reason(tmp_path: Path) -> None:
@@ -80,8 +127,9 @@ def test_ids_already_in_the_dataset_are_rejected_with_a_reason(tmp_path: Path) -
     write_synth(SynthConfig(n=8, seed=46, difficulty=0.5), tmp_path / "b")  # same ids, other pixels
     result = _ingest(tmp_path / "b", tmp_path / "feedback", tmp_path / "reports")
     assert result.rows_accepted == 0 and result.rows_quarantined == 8
-    clash = [json.loads(line) for line in (Path(result.report) / "clash_rejects.jsonl").read_text().splitlines()]
+    clash = [json.loads(line) for line in Path(result.rejects or "").read_text().splitlines()]
     assert len(clash) == 8 and clash[0]["reason"] == "id already in the feedback dataset"
+    assert {r["stage"] for r in clash} == {"clash"}
 
 
 def test_missing_batch(tmp_path: Path) -> None:

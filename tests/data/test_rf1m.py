@@ -14,7 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from reliable_ad.data import layout
-from reliable_ad.data.rf1m import BadLineError, DatasetError, ImportConfig, hash_share, import_dataset
+from reliable_ad.data.rf1m import (
+    PACKAGE_STOPS,
+    BadLineError,
+    DatasetError,
+    ImportConfig,
+    hash_share,
+    import_dataset,
+)
 from reliable_ad.data.synth.world import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.labels import RF1M_LABELS
@@ -287,6 +294,33 @@ def test_empty_package_is_an_error_naming_it(zip_root: Path, tmp_path: Path, suf
         import_dataset(root, ImportConfig())
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("images_99.zip", b"", "not a readable zip package (BadZipFile: File is not a zip file)"),
+        ("images_99.tar.gz", b"a text file", "not a readable tar package (ReadError: "),
+    ],
+)
+@pytest.mark.parametrize("quarantine", ["--quarantine", "--no-quarantine"])
+def test_a_broken_package_stops_the_import_naming_it(
+    zip_root: Path, tmp_path: Path, name: str, content: bytes, reason: str, quarantine: str
+) -> None:
+    """Its rows cannot be told from the others: quarantine, which sets aside bad lines, does not cover it."""
+    from typer.testing import CliRunner
+
+    from reliable_ad.cli import app
+
+    root = Path(shutil.copytree(zip_root, tmp_path / "ds"))
+    (root / name).write_bytes(content)
+    result = CliRunner().invoke(app, ["data", "import", str(root), quarantine])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"error: {root / name}: {reason}")
+    assert line.endswith(f"; {PACKAGE_STOPS}")
+    assert "--quarantine sets aside bad label lines, not packages" in PACKAGE_STOPS
+    assert not (root / layout.MANIFEST_FILE).exists()
+
+
 def test_quarantine_keeps_every_row_accounted_for(root: Path) -> None:
     lines = _label_lines(root)
     bad = ["broken line", "fresh.png\tgreat", lines[0], "../up.png\t2", "ghost.png\t3"]
@@ -303,6 +337,7 @@ def test_quarantine_keeps_every_row_accounted_for(root: Path) -> None:
     assert [r["text"] for r in rejects] == bad
     assert all(r["file"] == layout.LABEL_FILE and r["reason"] for r in rejects)
     assert summary.rejected == {"duplicate": 1, "format": 1, "image": 1, "label": 1, "name": 1}
+    assert summary.quarantined == [f"label.txt line {r['line']}: {r['reason']}" for r in rejects]  # printed too
     assert pq.read_metadata(root / layout.MANIFEST_FILE).num_rows == N
 
 

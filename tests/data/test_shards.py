@@ -14,8 +14,10 @@ import pytest
 from PIL import Image
 
 from reliable_ad.data import layout
+from reliable_ad.data.rf1m import ImportConfig, import_dataset
 from reliable_ad.data.shards import INDEX_FILE, PrepareConfig, PrepareError, png_for, prepare_shards
 from reliable_ad.data.sources import MissingFile
+from reliable_ad.data.validate import ValidationConfig, validate_dataset
 
 SMALL = PrepareConfig(samples_per_shard=10, row_group_rows=4)
 
@@ -139,7 +141,7 @@ def oversized_root(synth_manifest_root: Path, tmp_path: Path) -> tuple[Path, str
 def test_wrong_size_is_refused(oversized_root: tuple[Path, str], tmp_path: Path) -> None:
     root, _ = oversized_root
     with pytest.raises(
-        PrepareError, match=r"products/.*product image is 80x80, expected 64x64.*on_size_mismatch='resize'"
+        PrepareError, match=r"products/.*product image is 80x80, expected 64x64.*on_size_mismatch: resize"
     ):
         prepare_shards(root, root / layout.MANIFEST_FILE, tmp_path / "out", SMALL)
 
@@ -249,7 +251,7 @@ def test_row_without_a_depth_map_is_named_unless_depth_is_left_out(synth_manifes
     table[4]["depth"] = None
     pq.write_table(pa.Table.from_pylist(table, schema=layout.MANIFEST_SCHEMA), root / layout.MANIFEST_FILE)
     with pytest.raises(
-        PrepareError, match=r"row 4 \(id .*\): the manifest names no depth file; set include_depth=false"
+        PrepareError, match=r"row 4 \(id .*\): the manifest names no depth file; set data.prepare.include_depth: false"
     ):
         prepare_shards(root, root / layout.MANIFEST_FILE, tmp_path / "out", SMALL)
     cfg = SMALL.model_copy(update={"include_depth": False})
@@ -261,3 +263,28 @@ def test_manifest_without_member_columns_is_refused(synth_manifest_root: Path, t
     pq.write_table(pq.read_table(synth_manifest_root / layout.MANIFEST_FILE).drop_columns(["product_member"]), manifest)
     with pytest.raises(PrepareError, match=r"lacks column\(s\) \['product_member'\].*rad data import"):
         prepare_shards(synth_manifest_root, manifest, tmp_path / "out", SMALL)
+
+
+def test_a_verdict_on_another_manifest_is_refused(synth_manifest_root: Path, tmp_path: Path) -> None:
+    """Validated, then imported again with a line less: the verdict's ids no longer describe the manifest."""
+    root = _copy(synth_manifest_root, tmp_path)
+    validate_dataset(root, ValidationConfig(data_docs=False), root / "validation")
+    lines = (root / layout.LABEL_FILE).read_text().splitlines(keepends=True)
+    (root / layout.LABEL_FILE).write_text("".join(lines[1:]))
+    import_dataset(root, ImportConfig())
+    with pytest.raises(
+        PrepareError, match=r"validation.json is the verdict on another manifest .* run `rad data validate"
+    ):
+        prepare_shards(root, root / layout.MANIFEST_FILE, tmp_path / "shards", SMALL, validation=root / "validation")
+    assert not (tmp_path / "shards").exists()
+
+
+def test_a_missing_verdict_is_refused_when_asked_for(synth_manifest_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(PrepareError, match=r"nowhere: no validation.json; run `rad data validate` with --out-dir "):
+        prepare_shards(
+            synth_manifest_root,
+            synth_manifest_root / layout.MANIFEST_FILE,
+            tmp_path / "shards",
+            SMALL,
+            validation=tmp_path / "nowhere",
+        )

@@ -201,7 +201,8 @@ def test_rgb_product_needs_a_white_background(root: Path, tmp_path: Path) -> Non
     _assert_counts(result, 1)
     [reject] = _rejects(tmp_path / "out")
     assert reject["id"] == rows[1]["id"]
-    assert reject["reason"] == f"{rows[1]['product']}: RGB without alpha and without a white background to remove"
+    assert reject["reason"].startswith(f"{rows[1]['product']}: RGB without alpha and without a white background:")
+    assert reject["reason"].endswith("or raise data.validate.white_tolerance to 215 if that is its background")
 
 
 def test_image_over_the_pixel_limit_is_quarantined(root: Path, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +36,9 @@ def setup(tmp_path_factory):
 
 
 def _args(setup: Path, out: str, **kw) -> GenerateArgs:
+    settings = {"data_path": setup / "products", "save_path": setup / out, "seed": 5, **kw}
     return GenerateArgs(
-        base_model_path=str(setup / "gen"),
-        data_path=setup / "products",
-        config=setup / "pool.json",
-        save_path=setup / out,
-        num_inference_steps=2,
-        batch_size=2,
-        seed=5,
-        **kw,
+        base_model_path=str(setup / "gen"), config=setup / "pool.json", num_inference_steps=2, batch_size=2, **settings
     )
 
 
@@ -64,6 +59,70 @@ def test_generate_logs_every_output(setup, sampler: str) -> None:
         )
         opaque = canvas[..., 3] == 255
         assert np.abs(image[opaque].astype(int) - canvas[..., :3][opaque].astype(int)).max() <= 1
+
+
+def test_without_a_size_a_pipeline_generates_at_its_native_size(setup, tmp_path) -> None:
+    """As diffusers and the official sampler do (512 px for SD1.5): here 48 px, a UNet sample size of 12 times
+    the VAE's scale factor 4."""
+    sizes = TinyGeneratorConfig(image_size=48, unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))
+    save_components(build_tiny_components(sizes), tmp_path / "gen48")
+    args = _args(setup, "native").model_copy(update={"base_model_path": str(tmp_path / "gen48")})
+    records = run_generate(args)
+    assert [Image.open(r["output"]).size for r in records] == [(48, 48)] * 2
+    assert {(r["width"], r["height"]) for r in records} == {(48, 48)}
+    wide = run_generate(args.model_copy(update={"save_path": tmp_path / "wide", "width": 64}))
+    assert {Image.open(r["output"]).size for r in wide} == {(64, 48)}
+
+
+def test_every_product_is_checked_before_any_model_loads(setup, tmp_path) -> None:
+    """Whatever the seed draws: the run is refused naming each bad file, before the (missing) model is loaded."""
+    products = tmp_path / "products"
+    shutil.copytree(setup / "products", products)
+    busy = np.random.default_rng(0).integers(0, 200, (64, 64, 3), dtype=np.uint8)  # no white background
+    Image.fromarray(busy).save(products / "busy.jpg")
+    (products / "broken.png").write_bytes(b"not an image")
+    missing_model = str(tmp_path / "missing")
+    args = _args(setup, "never", data_path=products).model_copy(update={"base_model_path": missing_model})
+    with pytest.raises(ProductImageError) as refused:
+        run_generate(args)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == f"2 of 6 product images in {products} cannot be used:"
+    assert lines[1].startswith(f"  {products / 'broken.png'}: cannot decode image (not an image")
+    assert lines[2].startswith(f"  {products / 'busy.jpg'}: RGB without alpha")
+    assert not (setup / "never").exists()
+
+
+def _log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_runs_into_one_folder_keep_every_image_and_record(setup, tmp_path) -> None:
+    """Two runs, two seeds: four images, four records, each pointing at its own image (names used to collide)."""
+    first = run_generate(_args(setup, "unused", save_path=tmp_path / "out", iterations=1))
+    before = {r["output"]: Path(r["output"]).read_bytes() for r in first}
+    second = run_generate(_args(setup, "unused", save_path=tmp_path / "out", iterations=1, seed=9))
+    log = _log(tmp_path / "out")
+    assert log == first + second and [r["run"] for r in log] == [1, 1, 2, 2]
+    assert sorted(r["output"] for r in log) == sorted(str(p) for p in (tmp_path / "out").glob("*.png"))
+    assert all(Path(name).read_bytes() == data for name, data in before.items())
+
+
+def test_a_crash_mid_run_leaves_a_record_of_every_image(setup, tmp_path, monkeypatch) -> None:
+    """Records are written as images are: a run that dies in its second batch has logged the first."""
+    import reliable_ad.generation.official as official
+
+    real, calls = official.control_inputs, iter(range(100))
+
+    def control_inputs(*args, **kwargs):
+        if next(calls) >= 2:  # the second batch of two
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(official, "control_inputs", control_inputs)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_generate(_args(setup, "unused", save_path=tmp_path / "out", iterations=2))
+    log = _log(tmp_path / "out")
+    assert len(log) == 2 and sorted(r["output"] for r in log) == sorted(map(str, (tmp_path / "out").glob("*.png")))
 
 
 def test_unknown_sampler_fails_before_any_model_loads(setup) -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from reliable_ad.data.shards import sha256_of
+from reliable_ad.data.hashing import sha256_of
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.registry.gate import GateConfig, decide, promote, rollback
 from reliable_ad.registry.models import CHALLENGER, CHAMPION, RegistryError, by_alias, list_versions

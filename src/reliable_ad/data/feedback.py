@@ -3,10 +3,12 @@
 A batch is a folder in the RF1M layout (label.txt, metadata.jsonl, images, products). Ingesting it:
 
 1. hashes its content; a batch already in the ledger adds nothing;
-2. imports it (bad lines quarantined with their reasons) and validates it with the same expectation suite as
-   the main dataset, except the class shares: a batch holds whatever reviewers were shown (generated images of
-   suitable products are never "unsuitable"), balance is a property of the whole dataset. A batch that fails
-   validation changes nothing and leaves its report and rejects under ``reports/``;
+2. imports it and validates it with the same expectation suite as the main dataset, except the class shares: a
+   batch holds whatever reviewers were shown (generated images of suitable products are never "unsuitable"),
+   balance is a property of the whole dataset. One policy: a bad row (a bad label line, a missing or unreadable
+   file, an id already in the dataset) is quarantined with its line and reason and the rest goes on; a batch that
+   fails as a batch (a product both in test and in train, a label outside the label set) changes nothing. Either
+   way the report and every quarantined row (``rejects.jsonl``) stay under ``reports/``;
 3. computes the depth and saliency maps of each accepted image with the configured extractors (reviewers
    send images, not maps), packs the accepted rows into one package ``batch-<hash>.zip`` and appends them
    to the feedback dataset's label.txt and metadata.jsonl;
@@ -29,15 +31,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from reliable_ad.data import layout
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.imageio import decode, encode_png, to_rgb
 from reliable_ad.data.maps import extractor
-from reliable_ad.data.rf1m import ImportConfig, import_dataset
+from reliable_ad.data.rf1m import ImportConfig, first_rejects, import_dataset
 from reliable_ad.data.sources import Location, location_of, read_rows
-from reliable_ad.data.validate import ValidationConfig, validate_dataset
+from reliable_ad.data.validate import ValidationConfig, ValidationResult, validate_dataset
 
 LEDGER = "ingested.jsonl"
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # zip member timestamps: the same batch always gives the same bytes
@@ -51,9 +53,12 @@ class IngestResult(BaseModel):
     batch: str
     batch_hash: str
     status: str  # "ingested", "already ingested" or "rejected"
+    reason: str | None = None  # why the batch was rejected as a whole
     rows_in: int = 0
     rows_accepted: int = 0
-    rows_quarantined: int = 0
+    rows_quarantined: int = 0  # rows_in = rows_accepted + rows_quarantined
+    quarantined: list[str] = Field(default_factory=list)  # the first rows quarantined, as `first_rejects` prints
+    rejects: str | None = None  # every row quarantined, with its line, stage and reason
     report: str | None = None
     dataset_rows: int = 0
 
@@ -94,37 +99,32 @@ def ingest(
         return IngestResult(batch=str(batch), batch_hash=digest, status="already ingested", dataset_rows=_rows(dataset))
     report = reports / f"batch-{digest[:12]}"
     shutil.rmtree(report, ignore_errors=True)
-    report.mkdir(parents=True)
-    imported = import_dataset(batch, import_cfg.model_copy(update={"quarantine": True}), report / "manifest.parquet")
-    if imported.rejects:
-        shutil.copy(imported.rejects, report / "import_rejects.jsonl")
+    manifest = report / "import" / layout.MANIFEST_FILE
+    imported = import_dataset(batch, import_cfg.model_copy(update={"quarantine": True}), manifest)
+    rows_only = {"class_share": (0.0, 1.0), "class_share_bounds": {}, "max_quarantined_share": 1.0}
+    checked = validate_dataset(batch, validation_cfg.model_copy(update=rows_only), report / "validation", manifest)
     known = _known_ids(dataset)
-    any_share = validation_cfg.model_copy(update={"class_share": (0.0, 1.0), "class_share_bounds": {}})
-    checked = validate_dataset(batch, any_share, report / "validation", report / "manifest.parquet")
+    accepted, rejects = _sort_rows(pq.read_table(manifest).to_pylist(), imported.rejects, report, known)
+    if len(accepted) + len(rejects) != imported.rows_in:
+        raise RuntimeError(f"row count broken: {imported.rows_in} in, {len(accepted)} accepted, {len(rejects)} not")
     result = IngestResult(
         batch=str(batch),
         batch_hash=digest,
         status="rejected",
         rows_in=imported.rows_in,
+        rows_quarantined=imported.rows_in,
+        quarantined=first_rejects(rejects),
+        rejects=str(report / layout.REJECTS_FILE),
         report=str(report),
         dataset_rows=len(known),
     )
     if not checked.success:
-        result.rows_quarantined = imported.rows_in
+        result.reason = _batch_failures(checked, report)
         return result
-    rows = pq.read_table(report / "manifest.parquet").to_pylist()
-    quarantined_ids = _validation_rejects(report / "validation")
-    accepted: list[dict[str, Any]] = []
-    clashes: list[dict[str, Any]] = []
-    for row in rows:
-        if row["id"] in quarantined_ids:
-            continue
-        (clashes if row["id"] in known else accepted).append(row)
-    _write_rejects(report / "clash_rejects.jsonl", clashes)
-    result.rows_accepted = len(accepted)
-    result.rows_quarantined = imported.rows_in - len(accepted)
     if not accepted:
+        result.reason = f"every row is quarantined (all in {result.rejects})"
         return result
+    result.rows_accepted, result.rows_quarantined = len(accepted), len(rejects)
     staged = _stage(dataset, batch, accepted, digest, depth_maps, saliency_maps, result)
     import_dataset(staged, import_cfg, staged / layout.MANIFEST_FILE)
     _swap(staged, dataset)
@@ -145,22 +145,44 @@ def _known_ids(dataset: Path) -> set[str]:
     return set(pq.read_table(manifest, columns=["id"]).column("id").to_pylist()) if manifest.exists() else set()
 
 
-def _validation_rejects(folder: Path) -> set[str]:
-    path = folder / layout.REJECTS_FILE
-    if not path.exists():
-        return set()
-    return {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
+def _sort_rows(
+    rows: list[dict[str, Any]], import_rejects: str | None, report: Path, known: set[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows accepted, rows quarantined) of a batch: the import's bad lines, the rows whose files failed the
+    file pass and the ids already in the dataset are quarantined, each with its label.txt line, stage and
+    reason; all of them go to report/rejects.jsonl in line order."""
+    rejects = [
+        {"line": r["line"], "id": None, "stage": "import", "reason": r["reason"]} for r in _jsonl(import_rejects)
+    ]
+    bad_files = {r["id"]: r["reason"] for r in _jsonl(report / "validation" / layout.REJECTS_FILE)}
+    accepted = []
+    for row in rows:
+        reason, stage = bad_files.get(row["id"]), "validation"
+        if reason is None and row["id"] in known:
+            reason, stage = "id already in the feedback dataset", "clash"
+        if reason is None:
+            accepted.append(row)
+        else:
+            rejects.append({"line": row["source_line"], "id": row["id"], "stage": stage, "reason": reason})
+    rejects.sort(key=lambda r: r["line"])
+    (report / layout.REJECTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rejects))
+    return accepted, rejects
 
 
-def _write_rejects(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w") as handle:
-        for row in rows:
-            handle.write(
-                json.dumps(
-                    {"id": row["id"], "line": row["source_line"], "reason": "id already in the feedback dataset"}
-                )
-                + "\n"
-            )
+def _jsonl(path: str | Path | None) -> list[dict[str, Any]]:
+    if path is None or not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _batch_failures(checked: ValidationResult, report: Path) -> str:
+    """Why a batch fails as a batch: each failed expectation with a failing row, where it has one."""
+    failed = [
+        o.description + (f": {o.unexpected_count} row(s), e.g. {o.examples[0]}" if o.examples else "")
+        for o in checked.expectations
+        if not o.success
+    ]
+    return f"failed as a batch: {'; '.join(failed)} (see {report / 'validation' / 'summary.txt'})"
 
 
 def _stage(

@@ -6,6 +6,15 @@ import hashlib
 from pathlib import Path
 
 
+def sha256_of(path: Path) -> str:
+    """SHA-256 of one file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def folder_hash(folder: Path) -> str:
     """SHA-256 over every file's relative path and bytes, in path order."""
     digest = hashlib.sha256()

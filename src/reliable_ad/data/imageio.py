@@ -30,8 +30,11 @@ def decode(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Im
             image.load()
     except ImageDecodeError:
         raise
+    except UnidentifiedImageError as error:  # its message names only an in-memory buffer
+        raise ImageDecodeError(
+            f"{source}: cannot decode image (not an image, or a format Pillow cannot read)"
+        ) from error
     except (
-        UnidentifiedImageError,
         OSError,
         SyntaxError,
         ValueError,

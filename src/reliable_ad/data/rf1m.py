@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reliable_ad.data import layout
-from reliable_ad.data.sources import list_members
+from reliable_ad.data.sources import PACKAGE_ERRORS, list_members
 from reliable_ad.labels import parse_label
 
 METADATA_SCHEMA = pa.schema(
@@ -40,8 +40,13 @@ METADATA_SCHEMA = pa.schema(
         ("split", pa.string()),
     ]
 )
+SHOWN_REJECTS = 10  # quarantined rows listed in a summary
 REQUIRED_METADATA = ("prompt", "title")  # RFNet reads the title as the caption; generation needs the prompt
 
+PACKAGE_STOPS = (
+    "this stops the run (--quarantine sets aside bad label lines, not packages): replace the package, or move it "
+    "out of the folder to go on without its rows"
+)
 # Names that PurePosixPath would change or that may be unsafe; only these are checked one by one.
 _SUSPICIOUS_NAME = r"^$|^[/\\]|^.:|\.\.|\\|//|(^|/)\.(/|$)|/$"
 
@@ -57,7 +62,7 @@ class BadLineError(DatasetError):
         self.file, self.line, self.text, self.reason = file, line, text, reason
         message = f"{file}:{line}: {reason}; line: {text!r}"
         if more:
-            message += f" ({more} more bad line(s); import with quarantine to list them all)"
+            message += f" ({more} more bad line(s); --quarantine, or data.import.quarantine: true, lists them all)"
         super().__init__(message)
 
 
@@ -96,6 +101,7 @@ class ImportSummary(BaseModel):
     labels: dict[str, int]
     splits: dict[str, int]
     rejected: dict[str, int]  # check -> rows quarantined by it
+    quarantined: list[str]  # the first rows quarantined, as `first_rejects` prints them
     manifest: str
     rejects: str | None
     seconds: float
@@ -136,11 +142,18 @@ def import_dataset(root: Path, cfg: ImportConfig, out: Path | None = None) -> Im
         labels=_counts(manifest.column("label")),
         splits=_counts(manifest.column("split")),
         rejected=dict(sorted(Counter(r["check"] for r in rejected).items())),
+        quarantined=first_rejects(rejected),
         manifest=str(out),
         rejects=str(rejects_path) if rejects_path else None,
         seconds=round(seconds, 3),
         rows_per_s=round(len(lines) / max(seconds, 1e-9), 1),
     )
+
+
+def first_rejects(rejects: list[dict[str, Any]]) -> list[str]:
+    """The first quarantined rows as a person reads them, "label.txt line N: reason"; the rest are in the
+    rejects file the summary names."""
+    return [f"{layout.LABEL_FILE} line {r['line']}: {r['reason']}" for r in rejects[:SHOWN_REJECTS]]
 
 
 def read_label_lines(path: Path, header: bool = False) -> tuple[pa.Table, int]:
@@ -169,7 +182,10 @@ def read_metadata(path: Path, required: bool) -> pa.Table | None:
     """metadata.jsonl as a table with METADATA_SCHEMA (other fields ignored), or None when there is none."""
     if not path.is_file():
         if required:
-            raise DatasetError(f"{path}: metadata file not found (or import with require_metadata=false)")
+            raise DatasetError(
+                f"{path}: metadata file not found; set data.import.require_metadata: false (or --no-require-metadata) "
+                "to import without it (titles and prompts left empty)"
+            )
         return None
     options = pajson.ParseOptions(explicit_schema=METADATA_SCHEMA, unexpected_field_behavior="ignore")
     try:
@@ -230,10 +246,7 @@ class FileIndex:
         self.packages: dict[str, set[str]] = {}
         for path in sorted(root.iterdir()):
             if path.is_file() and layout.is_archive(path.name):
-                members = list_members(path)
-                if not members:
-                    raise DatasetError(f"{path}: package has no members")
-                self.packages[path.name] = set(members)
+                self.packages[path.name] = set(_package_members(path))
 
     def folder(self, top: str) -> set[str]:
         """Relative paths ('top/…') of the files under root/top."""
@@ -276,6 +289,20 @@ class FileIndex:
             pa.concat_arrays([packages, packages.filter(strippable)]),
             pa.concat_arrays([members, members.filter(strippable)]),
         )
+
+
+def _package_members(package: Path) -> list[str]:
+    """The members of a package. One that cannot be read stops the run, naming it and why: which of its rows
+    are gone is not known, so there is nothing to quarantine."""
+    kind = "zip" if package.suffix == ".zip" else "tar"
+    try:
+        members = list_members(package)
+    except PACKAGE_ERRORS as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())  # tarfile's reasons span lines
+        raise DatasetError(f"{package}: not a readable {kind} package ({reason}); {PACKAGE_STOPS}") from error
+    if not members:
+        raise DatasetError(f"{package}: package has no members; {PACKAGE_STOPS}")
+    return members
 
 
 class _Rows:

@@ -16,7 +16,6 @@ output untouched. The same input and config give byte-identical shards and index
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -36,8 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from reliable_ad.data import layout
+from reliable_ad.data.hashing import sha256_of
 from reliable_ad.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, decode, encode_png
 from reliable_ad.data.sources import Location, located, read_rows
+from reliable_ad.data.validate import quarantined_ids
 
 SCHEMA_VERSION = 2  # 2: the source column
 INDEX_FILE = "index.json"
@@ -114,9 +115,11 @@ class PrepareSummary(BaseModel):
     """What a prepare run wrote; the CLI prints it."""
 
     out: str
-    rows_in: int
+    rows_in: int  # = rows written + rows skipped + rows quarantined
     rows_written: dict[str, int]
     rows_skipped: dict[str, int]
+    rows_quarantined: int
+    validation: str | None  # the verdict whose quarantined rows were left out
     shards: int
     resized: int
     seconds: float
@@ -223,7 +226,8 @@ def png_for(data: bytes, kind: str, source: str, cfg: PrepareConfig) -> tuple[by
     if not size_ok and cfg.on_size_mismatch == "refuse":
         raise PrepareError(
             f"{source}: {DESCRIPTION[kind]} is {width}x{height}, expected {cfg.image_size}x{cfg.image_size} "
-            f"(image_size); set on_size_mismatch='resize' to resize it with {cfg.interpolation!r} interpolation"
+            "(data.prepare.image_size, --image-size); set data.prepare.on_size_mismatch: resize "
+            f"(or --on-size-mismatch resize) to resize it with {cfg.interpolation!r} interpolation"
         )
     pixels = _to_target(decode(data, source), kind, source)
     if not size_ok:
@@ -301,6 +305,7 @@ class _ShardSet:
         schema = shard_schema(cfg.modalities())
         self.writers = {split: _SplitWriter(folder, split, schema, cfg) for split in cfg.splits}
         self.skipped: dict[str, int] = {}
+        self.quarantined = 0
         self.resized = 0
         self.seen: dict[str, str] = {}  # id -> where it was first stored: ids are unique across sources
 
@@ -366,23 +371,18 @@ def _rows(table: pa.Table) -> Iterator[tuple[int, dict[str, Any]]]:
         yield row.pop("_row"), row
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------- the run
 
 
 class _Run:
     """State of one prepare run: where things are, the config, the writers and the progress bar."""
 
-    def __init__(self, root: Path, manifest: Path, shards: _ShardSet, cfg: PrepareConfig, bar: tqdm) -> None:
+    def __init__(
+        self, root: Path, manifest: Path, shards: _ShardSet, cfg: PrepareConfig, bar: tqdm, quarantined: set[str]
+    ) -> None:
         self.root, self.manifest, self.shards, self.cfg, self.bar = root, manifest, shards, cfg, bar
         self.columns = _required_columns(cfg)
+        self.quarantined = pa.array(sorted(quarantined), pa.string())
 
     def write_rows(self, table: pa.Table) -> None:
         """Read the files of the rows of `table` (numbered), check, convert and store each row.
@@ -417,11 +417,17 @@ class _Run:
 
     def _no_file(self, table: pa.Table, k: int, kind: str) -> PrepareError:
         number, row = next(_rows(table.slice(k, 1)))
-        hint = f"; set include_{kind}=false to leave {kind} maps out" if kind in ("depth", "saliency") else ""
+        flag = f"set data.prepare.include_{kind}: false (or --no-include-{kind})"
+        hint = f"; {flag} to leave {kind} maps out" if kind in ("depth", "saliency") else ""
         return PrepareError(f"{_where(self.manifest, number, row)}: the manifest names no {kind} file{hint}")
 
     def select(self, table: pa.Table) -> pa.Table:
-        """The rows of the selected splits; the others are counted as skipped. A row without split is an error."""
+        """The rows of the selected splits that validation did not quarantine; the others are counted as skipped
+        or quarantined. A row without split is an error."""
+        bad = pc.is_in(table["id"], value_set=self.quarantined)
+        self.shards.quarantined += pc.sum(bad).as_py() or 0
+        self.bar.update(table.num_rows)
+        table = table.filter(pc.invert(bad))
         no_split = table.filter(pc.is_null(table["split"]))
         if no_split.num_rows:
             number, row = next(_rows(no_split))
@@ -429,7 +435,6 @@ class _Run:
         selected = pc.is_in(table["split"], value_set=pa.array(self.cfg.splits))
         for split in table.filter(pc.invert(selected))["split"].to_pylist():
             self.shards.skipped[split] = self.shards.skipped.get(split, 0) + 1
-        self.bar.update(table.num_rows)
         return table.filter(selected)
 
     def plain_rows(self) -> list[str]:
@@ -463,16 +468,22 @@ def prepare_shards(
     out: Path,
     cfg: PrepareConfig | None = None,
     more: Sequence[tuple[Path, Path]] = (),
+    validation: Path | None = None,
 ) -> PrepareSummary:
     """Pack the manifest's rows (files read from `root`) into shards in `out`, replacing it only on success.
 
-    `more` adds further (root, manifest) sources, e.g. the ingested human-feedback batches; ids must be
-    unique over all sources.
+    `more` adds further (root, manifest) sources, e.g. the ingested human-feedback batches (validated as they
+    were ingested); ids must be unique over all sources. `validation`: the folder of `rad data validate`'s
+    verdict on `manifest`, whose quarantined rows are left out and counted.
     """
     cfg = cfg or PrepareConfig()
     sources = [(root, manifest), *more]
     for _, source_manifest in sources:
         _check_manifest(source_manifest, _required_columns(cfg))
+    try:
+        quarantined = quarantined_ids(validation, manifest) if validation is not None else set()
+    except (OSError, ValueError) as error:
+        raise PrepareError(str(error)) from error
     rows_in = sum(pq.ParquetFile(m).metadata.num_rows for _, m in sources)
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -481,8 +492,8 @@ def prepare_shards(
     try:
         shards = _ShardSet(tmp, cfg)
         with tqdm(total=rows_in, desc="prepare", unit="row") as bar:
-            for source_root, source_manifest in sources:
-                run = _Run(source_root, source_manifest, shards, cfg, bar)
+            for number, (source_root, source_manifest) in enumerate(sources):
+                run = _Run(source_root, source_manifest, shards, cfg, bar, quarantined if number == 0 else set())
                 for package in run.plain_rows():
                     run.package_rows(package)
         shards.close()
@@ -499,6 +510,8 @@ def prepare_shards(
         rows_in=rows_in,
         rows_written=written,
         rows_skipped=dict(sorted(shards.skipped.items())),
+        rows_quarantined=shards.quarantined,
+        validation=str(validation) if validation is not None else None,
         shards=sum(len(w.shards) for w in shards.writers.values()),
         resized=shards.resized,
         seconds=round(seconds, 2),
@@ -522,6 +535,7 @@ def _index(manifests: list[Path], rows_in: int, shards: _ShardSet, cfg: PrepareC
         "maps": {m: getattr(cfg, f"{m}_maps") for m in ("depth", "saliency") if m in cfg.modalities()},
         "resized": shards.resized,
         "skipped": dict(sorted(shards.skipped.items())),
+        "quarantined": shards.quarantined,
         "rows": {split: writer.rows for split, writer in shards.writers.items()},
         "label_counts": {split: dict(sorted(writer.labels.items())) for split, writer in shards.writers.items()},
         "splits": {split: writer.describe() for split, writer in shards.writers.items()},

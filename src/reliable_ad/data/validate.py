@@ -31,15 +31,17 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reliable_ad.data import layout
+from reliable_ad.data.hashing import sha256_of
 from reliable_ad.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, decode
 from reliable_ad.data.rf1m import FileIndex
 from reliable_ad.data.sources import Location, location_of, read_rows
-from reliable_ad.generation.preprocess import ProductImageError, ensure_alpha
+from reliable_ad.generation.preprocess import WHITE_TOLERANCE, ProductImageError, ensure_alpha
 from reliable_ad.labels import RF1M_LABELS, LabelSet
 
 PLAIN_CHUNK = 256  # rows of plain files per worker task; a package is one task (read front to back once)
 FILE_COLUMNS = ("files_exist", "files_valid")  # set by the file checks when they run
 OPTIONAL_KINDS = ("depth", "saliency")  # files a row may lack
+VERDICT_FILE = "validation.json"
 
 
 class ValidationConfig(BaseModel):
@@ -53,7 +55,9 @@ class ValidationConfig(BaseModel):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="pixel limit checked before decoding (bomb guard)")
     image_modes: list[str] = Field(default_factory=lambda: ["RGB", "RGBA", "L"], description="generated image modes")
     product_modes: list[str] = Field(default_factory=lambda: ["RGBA", "RGB"], description="product image modes")
-    white_tolerance: int = Field(0, ge=0, le=254, description="how far from 255 an RGB product background may be")
+    white_tolerance: int = Field(
+        WHITE_TOLERANCE, ge=0, le=254, description="how far below 255 an RGB product's white background may be"
+    )
     class_share: tuple[float, float] = Field((0.0, 1.0), description="default [min, max] share of every class")
     class_share_bounds: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="per-class [min, max] share, overriding class_share"
@@ -116,6 +120,7 @@ class FilePassStats(BaseModel):
 class ValidationResult(BaseModel):
     """The outcome of `validate_dataset`; `success` is False when any expectation failed."""
 
+    manifest_sha256: str  # the manifest judged: a verdict applies to it only
     success: bool
     rows_in: int
     rows_accepted: int
@@ -158,6 +163,7 @@ def validate_dataset(
     if accepted + len(rejects) != len(frame):
         raise RuntimeError(f"row count broken: {len(frame)} in, {accepted} accepted, {len(rejects)} quarantined")
     result = ValidationResult(
+        manifest_sha256=sha256_of(manifest),
         success=all(o.success for o in outcomes),
         rows_in=len(frame),
         rows_accepted=accepted,
@@ -173,6 +179,22 @@ def validate_dataset(
     result.summary = summarise(result, manifest)
     _write_outputs(out_dir, result, frame, rejects, cfg)
     return result
+
+
+def quarantined_ids(out_dir: Path, manifest: Path) -> set[str]:
+    """The ids of the rows a validation written to `out_dir` quarantined, for later stages to leave out. A
+    verdict on another manifest (imported again since) is refused: its ids no longer describe this one."""
+    report = out_dir / VERDICT_FILE
+    if not report.is_file():
+        raise FileNotFoundError(f"{out_dir}: no {VERDICT_FILE}; run `rad data validate` with --out-dir {out_dir}")
+    judged = json.loads(report.read_text()).get("manifest_sha256")
+    if judged != sha256_of(manifest):
+        raise ValueError(
+            f"{report} is the verdict on another manifest than {manifest} (imported again since?): "
+            f"run `rad data validate` again"
+        )
+    lines = (out_dir / layout.REJECTS_FILE).read_text().splitlines()
+    return {json.loads(line)["id"] for line in lines if line.strip()}
 
 
 def load_manifest(path: Path) -> pd.DataFrame:
@@ -308,7 +330,7 @@ def _check_row(row: _FileRow, data: dict[str, bytes], cfg: ValidationConfig) -> 
             raise ImageDecodeError(
                 f"{source['product']}: size {_wxh(product)} differs from the generated image's {_wxh(image)}"
             )
-        ensure_alpha(np.asarray(product), source["product"], cfg.white_tolerance)
+        ensure_alpha(np.asarray(product), source["product"], cfg.white_tolerance, "data.validate.white_tolerance")
         for kind in OPTIONAL_KINDS:
             if kind in data:
                 decode(data[kind], source[kind], cfg.max_pixels)
@@ -489,7 +511,7 @@ def _write_outputs(
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"config": cfg.model_dump(mode="json"), **result.model_dump(mode="json", exclude={"summary"})}
-    (out_dir / "validation.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / VERDICT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
     with (out_dir / layout.REJECTS_FILE).open("w") as handle:
         for index in sorted(rejects):
             row = frame.loc[index]

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.generation.preprocess import WHITE_TOLERANCE
 
 
 class GenerateArgs(BaseModel):
@@ -24,14 +25,17 @@ class GenerateArgs(BaseModel):
     guidance_scale: float = 7.5
     eta: float = 0.0
     controlnet_conditioning_scale: float = 1.0
-    width: int = Field(64, ge=8)
-    height: int = Field(64, ge=8)
+    width: int | None = Field(None, ge=8, description="canvas width (None: the pipeline's native size)")
+    height: int | None = Field(None, ge=8, description="canvas height (None: the pipeline's native size)")
     image_scale: float = Field(0.7, gt=0, le=1, description="used when the pool entry has none")
     num_inference_steps: int = Field(20, ge=1)
     iterations: int = Field(1, ge=1)
     low_threshold: int = 100
     high_threshold: int = 200
     keep_loc: bool = False
+    white_tolerance: int = Field(
+        WHITE_TOLERANCE, ge=0, le=254, description="how far below 255 an RGB product's white background may be"
+    )
     seed: int | None = None
     sampler_name: str = "DDIM"
     save_path: Path = Path("results")

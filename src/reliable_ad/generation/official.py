@@ -7,12 +7,14 @@ of the product alone, inpainting mask 255 - alpha dilated, StableDiffusionContro
 the chosen sampler, optional LoRA and ``clip_skip``, and the original product blended back; ``save_concat``
 also writes the product on white beside each output into ``<save_path>_concat``. Unlike the original,
 products and colours are drawn from a seeded generator, and every output is logged with its product, prompt,
-seed and settings in ``log.jsonl``.
+seed and settings in ``log.jsonl`` as it is written. Output names carry the run's number
+(``<product>_r<run>_<iteration>_<index>.png``): runs into one folder add to it, never overwrite.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,15 @@ from diffusers import DDIMScheduler, DPMSolverSinglestepScheduler, EulerAncestra
 from diffusers.utils import scale_lora_layers, unscale_lora_layers
 from PIL import Image
 
-from reliable_ad.data.imageio import decode
+from reliable_ad.data.imageio import ImageDecodeError, decode
 from reliable_ad.generation.config import GenerateArgs
-from reliable_ad.generation.preprocess import centre_zoom, control_inputs, ensure_alpha, paste_product
+from reliable_ad.generation.preprocess import (
+    ProductImageError,
+    centre_zoom,
+    control_inputs,
+    ensure_alpha,
+    paste_product,
+)
 from reliable_ad.generation.prompts import load_prompt_pool
 from reliable_ad.models.generator import GeneratorComponents, load_components
 
@@ -35,6 +43,8 @@ SAMPLERS: dict[str, tuple[Any, dict[str, Any]]] = {
     "DPM++ SDE Karras": (DPMSolverSinglestepScheduler, {"use_karras_sigmas": True}),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+LOG_FILE = "log.jsonl"
+OUTPUT_NAME = re.compile(r"_r(\d+)_\d{4}_\d{2}\.png$")  # <product>_r<run>_<iteration>_<index>.png
 
 
 def check_sampler(name: str) -> None:
@@ -68,28 +78,72 @@ def clip_skip_embeds(
     return torch.as_tensor(encoder.final_layer_norm(hidden))
 
 
-def load_product(path: Path, args: GenerateArgs, image_scale: float, matting: bool) -> np.ndarray:
-    """A product file as an RGBA canvas of width x height, placed as the sampler places it."""
-    rgba = ensure_alpha(
-        np.asarray(decode(path.read_bytes(), str(path)).convert("RGBA" if _has_alpha(path) else "RGB")),
-        source=str(path),
-    )
+def native_size(pipe: Any) -> int:
+    """The side a diffusers pipeline generates at when given none: its UNet's sample size in pixels (512 for
+    SD1.5), as the pipeline itself computes it."""
+    return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+
+def read_product(path: Path, white_tolerance: int) -> np.ndarray:
+    """A product file as RGBA: its own alpha, or alpha from its white background (refused with neither)."""
+    image = decode(path.read_bytes(), str(path))
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    rgb_or_rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+    return ensure_alpha(rgb_or_rgba, str(path), white_tolerance, setting="--white_tolerance")
+
+
+def check_products(folder: Path, paths: list[Path], white_tolerance: int) -> None:
+    """Refuse the run, naming every product that cannot be used, before any model loads: a bad product must
+    not fail a run only when the seed happens to draw it."""
+    problems = []
+    for path in paths:
+        try:
+            read_product(path, white_tolerance)
+        except (ImageDecodeError, ProductImageError, OSError) as error:
+            problems.append(str(error))
+    if problems:
+        header = f"{len(problems)} of {len(paths)} product images in {folder} cannot be used:"
+        raise ProductImageError("\n  ".join([header, *problems]))
+
+
+def load_product(
+    path: Path, args: GenerateArgs, size: tuple[int, int], image_scale: float, matting: bool
+) -> np.ndarray:
+    """A product file as an RGBA canvas of `size` (width, height), placed as the sampler places it."""
+    rgba = read_product(path, args.white_tolerance)
     if args.keep_loc:
-        return np.asarray(Image.fromarray(rgba).resize((args.width, args.height), Image.Resampling.LANCZOS))
+        return np.asarray(Image.fromarray(rgba).resize(size, Image.Resampling.LANCZOS))
     touches = _touches_border(rgba)
     if matting and touches:  # the sampler stretches a product cut by its frame instead of zooming it
-        return np.asarray(Image.fromarray(rgba).resize((args.width, args.height), Image.Resampling.LANCZOS))
-    return centre_zoom(rgba, (args.width, args.height), image_scale)
-
-
-def _has_alpha(path: Path) -> bool:
-    with Image.open(path) as image:
-        return image.mode in ("RGBA", "LA") or "transparency" in image.info
+        return np.asarray(Image.fromarray(rgba).resize(size, Image.Resampling.LANCZOS))
+    return centre_zoom(rgba, size, image_scale)
 
 
 def _touches_border(rgba: np.ndarray) -> bool:
     mask = rgba[..., 3] >= 128
     return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+def next_run(save_path: Path) -> int:
+    """The number of a new run into `save_path`, above every run in its log and in its images' names, so no
+    name of an earlier run (logged or not, e.g. by a run that crashed) comes again."""
+    log = save_path / LOG_FILE
+    logged = (
+        [json.loads(line).get("run", 0) for line in log.read_text().splitlines() if line.strip()]
+        if log.exists()
+        else []
+    )
+    named = [int(m.group(1)) for p in save_path.glob("*.png") if (m := OUTPUT_NAME.search(p.name))]
+    return max([0, *logged, *named]) + 1
+
+
+def save_new(image: np.ndarray, path: Path) -> None:
+    """Write a PNG where there is no file yet: nothing already there is overwritten."""
+    try:
+        with path.open("xb") as handle:
+            Image.fromarray(image).save(handle, format="PNG")
+    except FileExistsError as error:
+        raise FileExistsError(f"{path} exists already: not overwritten") from error
 
 
 def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: bool = False) -> list[dict[str, Any]]:
@@ -107,11 +161,13 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
     )
     if not products:
         raise FileNotFoundError(f"{args.data_path}: no product images (.png/.jpg) to generate for")
+    check_products(args.data_path, products, args.white_tolerance)
     components = load_components(args.base_model_path, args.controlnet_model_path, local_only=not args.allow_download)
     layers = components.text_encoder.config.num_hidden_layers
     if clip_skip is not None and not 0 <= clip_skip < layers:
         raise ValueError(f"clip_skip {clip_skip} must lie in [0, {layers - 1}] for a {layers}-layer text encoder")
     pipe = components.pipeline()
+    width, height = args.width or native_size(pipe), args.height or native_size(pipe)
     pipe.scheduler = scheduler_for(args.sampler_name, components)
     cross_attention = None
     if args.lora_model_path:
@@ -122,6 +178,8 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
     concat_dir = args.save_path.with_name(args.save_path.name + "_concat") if save_concat else None
     if concat_dir is not None:
         concat_dir.mkdir(parents=True, exist_ok=True)
+    log_path = args.save_path / LOG_FILE
+    run = next_run(args.save_path)
     rng = np.random.default_rng(args.seed)
     records: list[dict[str, Any]] = []
     for iteration in range(args.iterations):
@@ -132,7 +190,7 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
             products[int(k)] for k in rng.choice(len(products), min(args.batch_size, len(products)), replace=False)
         ]
         image_scale = args.image_scale if entry.image_scale is None else entry.image_scale
-        canvases = [load_product(p, args, image_scale, entry.matting) for p in chosen]
+        canvases = [load_product(p, args, (width, height), image_scale, entry.matting) for p in chosen]
         inputs = [control_inputs(c, args.low_threshold, args.high_threshold) for c in canvases]
         seeds = [
             int(args.seed) + iteration * args.batch_size + k if args.seed is not None else int(rng.integers(2**31))
@@ -151,8 +209,8 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
             image=[Image.fromarray(i.init_image) for i in inputs],
             mask_image=[Image.fromarray(i.inpaint_mask) for i in inputs],
             control_image=[Image.fromarray(i.control_image) for i in inputs],
-            height=args.height,
-            width=args.width,
+            height=height,
+            width=width,
             num_inference_steps=args.num_inference_steps,
             guidance_scale=args.guidance_scale,
             eta=args.eta,
@@ -164,31 +222,32 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
         seconds = time.perf_counter() - started
         for k, (path, canvas) in enumerate(zip(chosen, canvases, strict=True)):
             image = np.clip(np.rint(result.images[k] * 255), 0, 255).astype(np.uint8)
-            out = args.save_path / f"{path.stem}_{iteration:04d}_{k:02d}.png"
+            out = args.save_path / f"{path.stem}_r{run}_{iteration:04d}_{k:02d}.png"
             output = paste_product(image, canvas)
-            Image.fromarray(output).save(out)
+            save_new(output, out)
             concat = concat_dir / out.name if concat_dir is not None else None
             if concat is not None:
                 on_white = paste_product(np.full_like(output, 255), canvas)
-                Image.fromarray(np.concatenate([on_white, output], axis=1)).save(concat)
-            records.append(
-                {
-                    "product": str(path),
-                    "output": str(out),
-                    "concat": str(concat) if concat is not None else None,
-                    "prompt": prompt,
-                    "negative_prompt": negative,
-                    "seed": seeds[k],
-                    "sampler": args.sampler_name,
-                    "steps": args.num_inference_steps,
-                    "guidance_scale": args.guidance_scale,
-                    "config_entry": iteration % len(pool),
-                    "image_scale": image_scale,
-                    "clip_skip": clip_skip,
-                    "batch_seconds": round(seconds, 3),
-                }
-            )
-    with (args.save_path / "log.jsonl").open("a") as log:
-        for record in records:
-            log.write(json.dumps(record) + "\n")
+                save_new(np.concatenate([on_white, output], axis=1), concat)
+            record = {
+                "run": run,
+                "product": str(path),
+                "output": str(out),
+                "concat": str(concat) if concat is not None else None,
+                "prompt": prompt,
+                "negative_prompt": negative,
+                "seed": seeds[k],
+                "sampler": args.sampler_name,
+                "steps": args.num_inference_steps,
+                "width": width,
+                "height": height,
+                "guidance_scale": args.guidance_scale,
+                "config_entry": iteration % len(pool),
+                "image_scale": image_scale,
+                "clip_skip": clip_skip,
+                "batch_seconds": round(seconds, 3),
+            }
+            with log_path.open("a") as log:  # as each image is written: a crash leaves no image unlogged
+                log.write(json.dumps(record) + "\n")
+            records.append(record)
     return records

@@ -296,8 +296,14 @@ class RFNet(nn.Module):
     def load(cls, folder: Path, device: str | torch.device = "cpu") -> RFNet:
         """Rebuild from `folder/config.json` and read `model.safetensors`; no network, no pickle."""
         config_path = folder / CONFIG_FILE
+        if not folder.exists():
+            raise FileNotFoundError(
+                f"RFNet folder {folder} does not exist: `rad rfnet train --out RUN` makes one (RUN/model)"
+            )
         if not config_path.exists():
-            raise FileNotFoundError(f"{folder}: not an RFNet folder (no {CONFIG_FILE})")
+            run_model = folder / "model"  # a training run's folder given for its model
+            hint = f": the model of this training run is {run_model}" if (run_model / CONFIG_FILE).exists() else ""
+            raise FileNotFoundError(f"{folder}: not an RFNet folder (no {CONFIG_FILE}){hint}")
         config = RFNetConfig.model_validate(json.loads(config_path.read_text()))
         with LOADING:
             model = cls(config, _encoders_from_folder(config, folder))

@@ -26,8 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from reliable_ad.data.dataset import ShardDataset, ShardIndex, read_column
-from reliable_ad.data.hashing import folder_hash
-from reliable_ad.data.shards import sha256_of
+from reliable_ad.data.hashing import folder_hash, sha256_of
 from reliable_ad.models.rfnet import TRAINING_FILE, RFNet, RFNetConfig, build_vocabulary
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from reliable_ad.training.rfnet_eval import calibrate_rfnet, check_shards, model_inputs, shard_modalities

@@ -109,6 +109,17 @@ def predict_split(model: RFNet, shards: Path, split: str, batch_size: int = 128)
     return Predictions(ids, products, np.concatenate(targets), np.concatenate(probs), labels, sources)
 
 
+def load_and_predict(
+    model_dir: Path, shards: Path, split: str, batch_size: int, threads: int
+) -> tuple[RFNet, Predictions]:
+    """The saved RFNet and its predictions on `split`, `batch_size` rows at a time on `threads` torch threads
+    (0: torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
+    model = RFNet.load(model_dir)
+    return model, predict_split(model, shards, split, batch_size)
+
+
 def macro_f1(target: NDArray[np.int64], predicted: NDArray[np.int64], classes: int) -> float:
     """Mean F1 over the classes present in `target` (a source, or a bootstrap resample, may lack one): the one
     definition behind metrics/rfnet.json and the promotion gate."""
@@ -245,15 +256,20 @@ def calibrate_threshold(p: Predictions, beta: float = 0.5) -> dict[str, float]:
 
 
 def calibrate_rfnet(
-    model_dir: Path, shards: Path, split: str = "val", source: str | None = None, beta: float = 0.5
+    model_dir: Path,
+    shards: Path,
+    split: str = "val",
+    source: str | None = None,
+    beta: float = 0.5,
+    batch_size: int = 128,
+    threads: int = 0,
 ) -> dict[str, Any]:
     """Set the model's acceptance threshold from `split`'s rows (of `source` only, if given) in its config.json.
 
     Calibrate on the images the judge will judge: in the embedded world the generated ones (rf1m-gen), whose
     p(available) runs lower than the renderings'.
     """
-    model = RFNet.load(model_dir)
-    predictions = predict_split(model, shards, split)
+    model, predictions = load_and_predict(model_dir, shards, split, batch_size, threads)
     if source is not None:
         keep = np.array(predictions.sources) == source
         if not keep.any():
@@ -267,10 +283,15 @@ def calibrate_rfnet(
 
 
 def evaluate_rfnet(
-    model_dir: Path, shards: Path, metrics_file: Path, plots_dir: Path, split: str = "test"
+    model_dir: Path,
+    shards: Path,
+    metrics_file: Path,
+    plots_dir: Path,
+    split: str = "test",
+    batch_size: int = 128,
+    threads: int = 0,
 ) -> dict[str, Any]:
-    model = RFNet.load(model_dir)
-    predictions = predict_split(model, shards, split)
+    _, predictions = load_and_predict(model_dir, shards, split, batch_size, threads)
     metrics = classification_metrics(predictions)
     write_reports(predictions, metrics, metrics_file, plots_dir)
     return metrics
