@@ -27,7 +27,16 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SECTIONS = ("Dataset", "Validation", "RFNet", "Ablation", "Recurrent generation", "RFFT", "Registry decisions")
+SECTIONS = (
+    "Dataset",
+    "Validation",
+    "RFNet",
+    "Ablation",
+    "Recurrent generation",
+    "RFFT",
+    "Feedback rounds",
+    "Registry decisions",
+)
 ABLATION_MD = """| variant | macro-F1 | accuracy | AP (available) | paper AP |
 |---|---|---|---|---|
 | all inputs | 0.612 | 0.700 | 81.25 | 87.58 |
@@ -58,6 +67,27 @@ RFFT = {
     "diversity_base": 1.234,
     "diversity_tuned": 1.1,
     "guard_ok": True,
+}
+ROUNDS = {
+    "rounds": [
+        {
+            "round": 1,
+            "human_labels": {"method": 1144, "counting": 400},
+            "comparison": {
+                "available_rate_first_reviewer_base": 0.4271,
+                "available_rate_first_reviewer_tuned": 0.6354,
+                "delta": 0.2083,
+                "delta_ci_low": 0.1146,
+                "delta_ci_high": 0.3021,
+                "available_rate_first_rfnet_tuned": 0.6771,
+                "hacking_gap_tuned": 0.0417,
+                "guard_ok": True,
+            },
+            "unseen": {"delta": 0.1875},
+            "controlnet_promoted": True,
+        }
+    ],
+    "human_labels_method": 1144,
 }
 GATE = {
     "name": "rfnet",
@@ -103,6 +133,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _write(root / "reports/rfnet_ablation.md", ABLATION_MD)
     _write(root / "metrics/rfnet_ablation.json", {"all inputs": {"macro_f1": 0.612}})
     _write(root / "metrics/rfft.json", RFFT)
+    _write(root / "metrics/rounds.json", ROUNDS)
     _write(root / "metrics/rfnet_gate.json", GATE)
     _write(root / "reports/validation/summary.txt", "manifest: 6/6 expectations passed\n")
     return root
@@ -124,6 +155,8 @@ def test_page_holds_the_numbers_and_notes_for_what_is_missing(project: Path, pag
     assert re.search(r"<td>rf1m-gen</td><td[^>]*>12</td><td[^>]*>0.5833</td><td[^>]*>0.4321</td>", html)  # per source
     assert "<td>without depth</td>" in html and '<td class="num">85.31</td>' in html  # markdown table as HTML
     assert "0.2500" in html and "0.0625" in html and "holds" in html  # RFFT delta, CI, guard
+    assert re.search(r"<td[^>]*>1</td><td[^>]*>1144</td><td[^>]*>0.4271</td><td[^>]*>0.6354</td>", html)  # a round
+    assert "0.0417" in html and "0.1875" in html  # its hacking gap, its gain on unseen products
     assert "champion_version" in html and "abc123" in html  # gate JSON with its extra
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html  # autoescaped
     for missing, stage in (

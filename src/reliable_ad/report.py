@@ -67,6 +67,7 @@ GENERATION_PNG = Artefact("plots/generation/generation_curves.png", "evaluate_ge
 RFFT = Artefact("metrics/rfft.json", "evaluate_rfft", "rad rfft evaluate")
 RFFT_PNG = Artefact("plots/rfft/before_after.png", "evaluate_rfft", "rad rfft evaluate")
 RFFT_GATE = Artefact("metrics/rfft_gate.json", "register_rfft", "rad rfft register")
+ROUNDS = Artefact("metrics/rounds.json", "feedback_rounds", "rad rounds run")
 
 GENERATION_HEADLINE = (
     "available_rate_first_rfnet",
@@ -361,6 +362,54 @@ def rfft_section(inputs: Inputs) -> dict[str, Any]:
     return section
 
 
+ROUND_COLUMNS = (
+    "round",
+    "human labels (method)",
+    "reviewer base",
+    "reviewer tuned",
+    "reviewer Δ",
+    "CI low",
+    "CI high",
+    "RFNet tuned",
+    "hacking gap",
+    "guard",
+    "attempts per available, base",
+    "tuned",
+    "unseen reviewer Δ",
+    "ControlNet promoted",
+)
+
+
+def rounds_section(inputs: Inputs) -> dict[str, Any]:
+    """Both judges' rates per feedback round, with the people's labels each round used."""
+    notes: list[str] = []
+    metrics = inputs.json(ROUNDS, notes)
+    if metrics is None:
+        return {"notes": notes}
+    rows = []
+    for row in metrics.get("rounds") or []:
+        c, unseen = row.get("comparison") or {}, row.get("unseen") or {}
+        rows.append(
+            [
+                row.get("round"),
+                (row.get("human_labels") or {}).get("method"),
+                c.get("available_rate_first_reviewer_base"),
+                c.get("available_rate_first_reviewer_tuned"),
+                c.get("delta"),
+                c.get("delta_ci_low"),
+                c.get("delta_ci_high"),
+                c.get("available_rate_first_rfnet_tuned"),
+                c.get("hacking_gap_tuned"),
+                c.get("guard_ok"),
+                c.get("attempts_per_available_base"),
+                c.get("attempts_per_available_tuned"),
+                unseen.get("delta"),
+                row.get("controlnet_promoted"),
+            ]
+        )
+    return {"notes": notes, "header": ROUND_COLUMNS, "rows": rows, "summary": _scalars(metrics)}
+
+
 # ---------------------------------------------------------------------------------------------- registry
 
 
@@ -552,6 +601,14 @@ figcaption { color: #555; font-size: 90%; } pre { background: #f7f7f7; padding: 
 {{ figure(rfft.image, "Before (base) and after (RFFT) on the same products and seeds") }}
 </section>
 
+<section id="rounds"><h2>Feedback rounds</h2>
+{{ notes(rounds.notes) }}
+<p>First-attempt available rates on the held-out products by the reviewer (the people) and by each round's own
+judge (RFNet); the hacking gap is the second minus the first on the same tuned images.</p>
+{{ grid("Per round (metrics/rounds.json)", rounds.header, rounds.rows) }}
+{{ kv("People's labels", rounds.summary) }}
+</section>
+
 <section id="registry"><h2>Registry decisions</h2>
 {{ notes(registry.notes) }}
 {% for gate in registry.gates %}{{ kv(gate.title ~ " (" ~ gate.path ~ ")", gate.rows) }}{% endfor %}
@@ -576,6 +633,7 @@ TOC = (
     ("ablation", "Ablation"),
     ("generation", "Generation"),
     ("rfft", "RFFT"),
+    ("rounds", "Rounds"),
     ("registry", "Registry"),
 )
 
@@ -612,6 +670,7 @@ def build_report(root: Path, out: Path, registry: bool = True) -> Path:
         "ablation": ablation_section(inputs),
         "generation": generation_section(inputs),
         "rfft": rfft_section(inputs),
+        "rounds": rounds_section(inputs),
         "registry": registry_section(inputs, registry),
     }
     html = render(context)

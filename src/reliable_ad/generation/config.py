@@ -188,6 +188,8 @@ class RFFTConfig(BaseModel):
     def _k_within_steps(self) -> RFFTConfig:
         if self.last_k > self.inference_steps:
             raise ValueError(f"last_k {self.last_k} is larger than inference_steps {self.inference_steps}")
+        if self.feedback_weight == 0 and self.anchor == 0:
+            raise ValueError("feedback_weight and anchor are both 0: nothing would train the ControlNet")
         if self.select.by == "judge" and self.select.judge is None:
             raise ValueError("select.by is 'judge' but no select.judge folder is given")
         if self.select.by != "last" and self.select.every == 0:

@@ -130,6 +130,7 @@ def rfft_train(
         categories=cfg.categories or list(GENERATOR_CATEGORIES),
     )
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
+    on_policy = cfg.feedback_weight > 0 or cfg.regularizer != "none"
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     bar = tqdm(total=cfg.steps, initial=start, desc="rfft", disable=not accelerator.is_main_process)
@@ -137,12 +138,17 @@ def rfft_train(
         record: dict[str, float] = {"feedback": 0.0, "regularizer": 0.0, "anchor": 0.0, "p_available": 0.0}
         for micro in range(cfg.grad_accum):
             rng = np.random.default_rng([cfg.seed, step, micro, accelerator.process_index])
-            slots = [denoiser.start(job) for job in _batch(products, pool, cfg, rng)]
-            index = int(rng.integers(cfg.inference_steps - cfg.last_k, cfg.inference_steps))
-            for _ in range(index):  # the trajectory so far, on-policy, without gradients
-                denoiser.advance(slots)
             with accelerator.autocast():
-                losses = rfft_losses(denoiser, judge, slots, index, frozen, cfg)
+                if on_policy:
+                    slots = [denoiser.start(job) for job in _batch(products, pool, cfg, rng)]
+                    index = int(rng.integers(cfg.inference_steps - cfg.last_k, cfg.inference_steps))
+                    for _ in range(index):  # the trajectory so far, on-policy, without gradients
+                        denoiser.advance(slots)
+                    losses = rfft_losses(denoiser, judge, slots, index, frozen, cfg)
+                else:  # the anchor alone (an ablation): no trajectory to sample
+                    losses = {
+                        k: torch.zeros((), device=device) for k in ("feedback", "p_available", "regularizer", "anchor")
+                    }
                 if cfg.anchor > 0:
                     renders = [draw_sample(anchor_world, int(k)) for k in rng.integers(0, 10**6, cfg.batch_size)]
                     losses["anchor"] = denoising_loss(components, noise_scheduler, renders, 0.1, rng)
