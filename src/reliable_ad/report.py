@@ -70,6 +70,8 @@ RFFT_GATE = Artefact("metrics/rfft_gate.json", "register_rfft", "rad rfft regist
 ROUNDS = Artefact("metrics/rounds.json", "feedback_rounds", "rad rounds run")
 
 GENERATION_HEADLINE = (
+    "judge_auc_generated",
+    "judge_precision_generated",
     "available_rate_first_rfnet",
     "available_rate_first_reviewer",
     "mean_attempts",
@@ -259,6 +261,10 @@ def rfnet_section(inputs: Inputs) -> dict[str, Any]:
     notes: list[str] = []
     metrics = inputs.json(RFNET, notes)
     section: dict[str, Any] = {"notes": notes, "image": inputs.image(RFNET_PNG, notes)}
+    generated = inputs.json(GENERATION, [])  # the generation section notes it when missing
+    if generated is not None:  # the judge where it matters: on the generator's own images, against the reviewer
+        keys = ("judge_auc_generated", "judge_precision_generated", "judged_attempts")
+        section["on_generated"] = [(k, generated[k]) for k in keys if k in generated]
     if metrics is not None:
         section["headline"] = _scalars(metrics)
         per_class = metrics.get("per_class")
@@ -569,7 +575,8 @@ figcaption { color: #555; font-size: 90%; } pre { background: #f7f7f7; padding: 
 
 <section id="rfnet"><h2>RFNet</h2>
 {{ notes(rfnet.notes) }}
-{{ kv("Headline (metrics/rfnet.json)", rfnet.headline) }}
+{{ kv("On the generator's images, against the reviewer (metrics/generation.json)", rfnet.on_generated) }}
+{{ kv("On the test split (metrics/rfnet.json)", rfnet.headline) }}
 {{ grid("Per class", ["label", "precision", "recall", "F1", "support"], rfnet.per_class) }}
 {{ grid("Per source (renderings vs the generator's own images)",
         ["source", "n", "accuracy", "macro-F1", "AP(available)", "ECE"], rfnet.by_source) }}
