@@ -108,3 +108,20 @@ def test_a_batch_that_fails_validation_stops_the_round_and_ingests_nothing(world
         feedback_round(_params(), 1, world["generator"], world["judge"], world["controlnet"], data, tmp_path / "o",
                        ingested=ingested, tune=False)  # fmt: skip
     assert not (tmp_path / "o" / "round-1" / "rfnet").exists()
+
+
+def test_the_regulariser_ablation_gives_one_row_per_regulariser_and_round(world, tmp_path) -> None:
+    from pydantic import ValidationError
+
+    from reliable_ad.api import regularizer_ablation
+
+    params = _params()
+    params.rounds.count = 0  # the first RFFT of each regulariser only: rounds are the test above
+    args = (params, world["generator"], world["judge"], world["data"], tmp_path / "ablation")
+    rows = regularizer_ablation(*args, ["none", "cc"], tmp_path / "a.json", tmp_path / "a.md")
+    assert list(rows) == ["none", "cc"] and all(len(r) == 1 and r[0]["round"] == 0 for r in rows.values())
+    table = (tmp_path / "a.md").read_text().splitlines()
+    assert table[0].startswith("| regulariser | round | reviewer Δ") and len(table) == 2 + 2
+    assert json.loads((tmp_path / "a.json").read_text())["cc"][0]["guard_ok"] in (True, False)
+    with pytest.raises(ValidationError, match="regularizer"):
+        regularizer_ablation(*args, ["l2"])

@@ -715,6 +715,37 @@ def rfft_evaluate(
     _print(compare_generators(_params(params), generator, controlnet, judge, metrics, grid))
 
 
+@rfft_app.command("ablate")
+@user_errors
+def rfft_ablate(
+    regularizer: Annotated[
+        list[str] | None, typer.Option(help="regularisers to compare (repeatable)", show_default="none, kl, cc")
+    ] = None,
+    judge: Annotated[Path, typer.Option(help="the first judge (round 0)")] = Path("models/rfnet/model"),
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
+    out: Annotated[Path, typer.Option(help="one folder per regulariser: RFFT, comparison, rounds")] = Path(
+        "models/rfft-ablation"
+    ),
+    metrics: Annotated[Path, typer.Option(help="JSON of every row")] = Path("metrics/rfft_ablation.json"),
+    table: Annotated[Path, typer.Option(help="markdown table")] = Path("reports/rfft_ablation.md"),
+    params: ParamsOption = None,
+) -> None:
+    """The regulariser ablation: RFFT and `rounds.count` feedback rounds with each regulariser, one table
+    (reviewer gain with its interval, the judge's gain, hacking gap, quality guard). Resumable."""
+    from reliable_ad.api import RoundData, ablation_markdown, regularizer_ablation
+
+    folders = RoundData(
+        Path("data/rf1m-synth"),
+        Path("data/manifest/manifest.parquet"),
+        (Path("data/feedback"), Path("data/rf1m-gen")),
+        Path("data/rfft-ablation"),
+        Path("reports/rfft-ablation"),
+    )
+    names = regularizer or ["none", "kl", "cc"]
+    rows = regularizer_ablation(_params(params), generator, judge, folders, out, names, metrics, table)
+    typer.echo(ablation_markdown(rows))
+
+
 @rfft_app.command("register")
 @user_errors
 def rfft_register(
