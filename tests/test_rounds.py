@@ -72,7 +72,7 @@ def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world
     state = json.loads((out / "round-1" / "state.json").read_text())
     assert set(state["done"]) == {"feedback", "judge"}  # labelled, ingested, judge retrained and gated
     monkeypatch.setattr(api, "rfft_train", rfft_train)
-    summary = feedback_rounds(*args, metrics=tmp_path / "rounds.json")
+    summary = feedback_rounds(*args, metrics=tmp_path / "rounds.json", plots=tmp_path / "plots")
     assert calls["simulate"] == 1  # the resumed round did not generate and label its batch again
     (row,) = summary["rounds"]
     assert row["labels"] and sum(row["labels"].values()) == 6
@@ -82,6 +82,11 @@ def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world
     assert row["unseen"]["products"] == 2
     assert json.loads((tmp_path / "rounds.json").read_text())["final"] == pytest.approx(row["comparison"], nan_ok=True)
     assert (out / "round-1" / "rfft" / "selection.json").exists()
+    points = json.loads((tmp_path / "plots" / "rounds_rates.json").read_text())["points"]
+    assert [p["round"] for p in points] == [0, 1] and points[1]["reviewer"] == row["comparison"][
+        "available_rate_first_reviewer_tuned"
+    ]
+    assert (tmp_path / "plots" / "rounds_rates.png").stat().st_size > 5_000
     import mlflow
 
     versions = {v.name: v for v in mlflow.MlflowClient().search_model_versions()}

@@ -293,10 +293,12 @@ def feedback_rounds(
     data: RoundData,
     out: Path,
     metrics: Path | None = None,
+    plots: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """`rounds.count` feedback rounds after the first judge (`judge`) and RFFT (`controlnet`); each round's
-    judge and ControlNet start the next. Rounds done before (same inputs and settings) are not redone."""
+    judge and ControlNet start the next. Rounds done before (same inputs and settings) are not redone.
+    `plots` gets both judges' rates per round (JSON for DVC, PNG for people)."""
     rows: list[dict[str, Any]] = []
     for k in range(1, params.rounds.count + 1):
         rows.append(feedback_round(params, k, generator, judge, controlnet, data, out, progress=progress))
@@ -309,7 +311,43 @@ def feedback_rounds(
     if rows:
         summary["final"] = {key: rows[-1]["comparison"][key] for key in ROUND_HEADLINE}
     write_json(metrics, summary)
+    if plots is not None and rows:
+        _plot_rounds(rows, plots)
     return summary
+
+
+def _plot_rounds(rows: list[dict[str, Any]], folder: Path) -> None:
+    """First-attempt available rates per round on the held-out products: the people's (the reviewer's, with
+    the paired interval of the gain) and the round's own judge's; round 0 is the base generator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = rows[0]["comparison"]
+    points = [{"round": 0, "reviewer": base["available_rate_first_reviewer_base"],
+               "rfnet": base["available_rate_first_rfnet_base"]}]  # fmt: skip
+    for row in rows:
+        c = row["comparison"]
+        points.append(
+            {"round": row["round"], "reviewer": c["available_rate_first_reviewer_tuned"],
+             "rfnet": c["available_rate_first_rfnet_tuned"]}
+        )  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "rounds_rates.json", {"points": points})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rounds = [p["round"] for p in points]
+    low = [0.0] + [row["comparison"]["delta"] - row["comparison"]["delta_ci_low"] for row in rows]
+    high = [0.0] + [row["comparison"]["delta_ci_high"] - row["comparison"]["delta"] for row in rows]
+    ax.errorbar(rounds, [p["reviewer"] for p in points], yerr=[low, high], marker="o", capsize=4,
+                label="reviewer (the people), gain's 95% interval")  # fmt: skip
+    ax.plot(rounds, [p["rfnet"] for p in points], "--", marker="s", label="the round's judge (RFNet)")
+    ax.set(xlabel="feedback round (0: base generator)", ylabel="first-attempt available rate", ylim=(0, 1))
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "rounds_rates.png", dpi=100)
+    plt.close(fig)
 
 
 # the comparison figures each round reports (and the last round's are the loop's result)

@@ -797,6 +797,7 @@ def rounds_run(
     ),
     reports: Annotated[Path, typer.Option(help="validation reports of the rounds' batches")] = Path("reports/rounds"),
     metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = Path("metrics/rounds.json"),
+    plots: Annotated[Path, typer.Option(help="both judges' rates per round (DVC plots)")] = Path("plots/rounds"),
     params: ParamsOption = None,
 ) -> None:
     """`rounds.count` feedback rounds: the current ControlNet's images of fresh products labelled (the reviewer
@@ -805,7 +806,7 @@ def rounds_run(
 
     sources = tuple(feedback or (Path("data/feedback"), Path("data/rf1m-gen")))
     folders = RoundData(root, manifest, sources, data, reports)
-    _print(feedback_rounds(_params(params), generator, judge, controlnet, folders, out, metrics))
+    _print(feedback_rounds(_params(params), generator, judge, controlnet, folders, out, metrics, plots))
 
 
 models_app = _Typer("The model registry: list, promote, roll back.")

@@ -68,6 +68,7 @@ RFFT = Artefact("metrics/rfft.json", "evaluate_rfft", "rad rfft evaluate")
 RFFT_PNG = Artefact("plots/rfft/before_after.png", "evaluate_rfft", "rad rfft evaluate")
 RFFT_GATE = Artefact("metrics/rfft_gate.json", "register_rfft", "rad rfft register")
 ROUNDS = Artefact("metrics/rounds.json", "feedback_rounds", "rad rounds run")
+ROUNDS_PNG = Artefact("plots/rounds/rounds_rates.png", "feedback_rounds", "rad rounds run")
 
 GENERATION_HEADLINE = (
     "judge_auc_generated",
@@ -392,6 +393,7 @@ def rounds_section(inputs: Inputs) -> dict[str, Any]:
     metrics = inputs.json(ROUNDS, notes)
     if metrics is None:
         return {"notes": notes}
+    image = inputs.image(ROUNDS_PNG, notes)
     rows = []
     for row in metrics.get("rounds") or []:
         c, unseen = row.get("comparison") or {}, row.get("unseen") or {}
@@ -413,7 +415,7 @@ def rounds_section(inputs: Inputs) -> dict[str, Any]:
                 row.get("controlnet_promoted"),
             ]
         )
-    return {"notes": notes, "header": ROUND_COLUMNS, "rows": rows, "summary": _scalars(metrics)}
+    return {"notes": notes, "header": ROUND_COLUMNS, "rows": rows, "summary": _scalars(metrics), "image": image}
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -614,6 +616,7 @@ figcaption { color: #555; font-size: 90%; } pre { background: #f7f7f7; padding: 
 judge (RFNet); the hacking gap is the second minus the first on the same tuned images.</p>
 {{ grid("Per round (metrics/rounds.json)", rounds.header, rounds.rows) }}
 {{ kv("People's labels", rounds.summary) }}
+{{ figure(rounds.image, "First-attempt available rate per round: the reviewer's and the round's own judge's") }}
 </section>
 
 <section id="registry"><h2>Registry decisions</h2>
