@@ -26,6 +26,7 @@ from reliable_ad.generation.config import (
 )
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.registry.gate import ControlNetGateConfig, GateConfig
+from reliable_ad.review.config import ReviewConfig
 from reliable_ad.training.rfnet import RFNetTrainConfig
 
 
@@ -69,6 +70,7 @@ class Params(BaseModel):
     data: DataParams = Field(default_factory=DataParams)
     rfnet: RFNetParams = Field(default_factory=RFNetParams)
     generation: GenerationParams = Field(default_factory=GenerationParams)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
 
 class ParamsError(ValueError):
