@@ -11,6 +11,7 @@ from reliable_ad.data import layout
 from reliable_ad.labels import LabelSet
 from reliable_ad.review.queue import (
     QueueError,
+    judge_items,
     label_config,
     ordered,
     read_queue,
@@ -109,3 +110,26 @@ def test_a_task_shows_both_images_and_carries_the_judges_verdict(tmp_path: Path)
     assert prediction["model_version"] == "rfnet@champion" and prediction["score"] == 0.25
     assert prediction["result"][0]["value"] == {"choices": ["size_mismatch"]}
     assert "predictions" not in task(items[1], "runs/q", LABELS)
+
+
+def test_a_judge_fills_in_the_verdicts_the_queue_lacks_and_leaves_the_queue_as_it_was(tmp_path: Path) -> None:
+    from reliable_ad.data.synth.world import SynthConfig
+    from reliable_ad.data.synth.writer import write_synth
+    from reliable_ad.judge import Judge
+    from reliable_ad.models.rfnet import RFNet, RFNetConfig
+
+    write_synth(SynthConfig(n=5, seed=8), tmp_path / "q")  # renderings: a queue without verdicts
+    before = (tmp_path / "q" / layout.METADATA_FILE).read_bytes()
+    lines = before.decode().splitlines()
+    lines[0] = json.dumps(json.loads(lines[0]) | {"p_available": 0.5, "judge_label": "available", "judge": "kept"})
+    (tmp_path / "q" / layout.METADATA_FILE).write_text("\n".join(lines) + "\n")
+    before = (tmp_path / "q" / layout.METADATA_FILE).read_bytes()
+    RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1)).save(tmp_path / "judge")
+    judge = Judge.from_path(tmp_path / "judge", batch_size=2)
+    items, _ = read_queue(tmp_path / "q", LABELS)
+    assert judge_items(tmp_path / "q", items, judge, "rfnet-abc") == 4
+    assert items[0].metadata["judge"] == "kept"
+    for item in items[1:]:
+        assert 0 <= item.p_available <= 1 and item.metadata["judge_label"] in LABELS  # type: ignore[operator]
+        assert item.metadata["judge_threshold"] == judge.threshold and item.metadata["judge"] == "rfnet-abc"
+    assert (tmp_path / "q" / layout.METADATA_FILE).read_bytes() == before

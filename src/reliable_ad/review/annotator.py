@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.data.imageio import decode, to_rgb, to_rgba
+from reliable_ad.data.imageio import to_rgb, to_rgba
 from reliable_ad.data.reviewer import product_mask, review
 from reliable_ad.review.client import LabelStudio
-from reliable_ad.review.queue import item_files, ours, verdict_result
+from reliable_ad.review.queue import item_files, ours, read_image, verdict_result
 
 WORKERS = 4
 
@@ -25,8 +25,7 @@ def reviewer_label(root: Path, task: dict[str, Any]) -> str:
     """What the simulated reviewer says of a task's image."""
     rad = task["data"]["rad"]
     files = item_files(root, rad)
-    image = to_rgb(decode(files["images"].read_bytes(), str(files["images"])))
-    product = to_rgba(decode(files["products"].read_bytes(), str(files["products"])))
+    image, product = to_rgb(read_image(files["images"])), to_rgba(read_image(files["products"]))
     height = rad.get("height_cm")
     if height is None:
         raise ValueError(f"task {task['id']}: no height_cm in its metadata; the reviewer judges size from it")

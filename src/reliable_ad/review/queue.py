@@ -27,6 +27,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 from pydantic import BaseModel
 
 from reliable_ad.data import layout
@@ -209,19 +210,18 @@ def judge_items(folder: Path, items: Sequence[QueueItem], judge: Judge, version:
     todo = [item for item in items if item.p_available is None]
     for start in range(0, len(todo), judge.batch_size):
         chunk = todo[start : start + judge.batch_size]
-
-        def read(kind: str, item: QueueItem) -> Any:
-            path = folder / kind / item.name
-            return decode(path.read_bytes(), str(path))
-
         out = judge(
-            [to_rgb(read(layout.IMAGES_DIR, item)) for item in chunk],
-            [to_rgba(read(layout.PRODUCTS_DIR, item)) for item in chunk],
+            [to_rgb(read_image(folder / layout.IMAGES_DIR / item.name)) for item in chunk],
+            [to_rgba(read_image(folder / layout.PRODUCTS_DIR / item.name)) for item in chunk],
             [str(item.metadata["title"]) for item in chunk],
         )
         for item, label, p in zip(chunk, out.labels, out.p_available.tolist(), strict=True):
             item.metadata.update(p_available=p, judge_label=label, judge_threshold=judge.threshold, judge=version)
     return len(todo)
+
+
+def read_image(path: Path) -> Image.Image:
+    return decode(path.read_bytes(), str(path))
 
 
 def push(
