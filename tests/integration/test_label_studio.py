@@ -295,7 +295,7 @@ class _Browser:
     def __enter__(self) -> _Browser:
         from websockets.sync.client import connect
 
-        flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1280,760"]
+        flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1280,860"]
         self.process = subprocess.Popen(
             [str(CHROMIUM), *flags, "--remote-debugging-port=0", f"--user-data-dir={self.home / 'profile'}"],
             stderr=subprocess.PIPE,

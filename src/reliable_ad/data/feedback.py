@@ -142,7 +142,7 @@ def ingest(
     result.status = "ingested"
     result.dataset_rows = _rows(dataset)
     if dvc_add:
-        subprocess.run(["dvc", "add", str(dataset)], check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+        subprocess.run(["dvc", "add", "-q", str(dataset)], check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     return result
 
 

@@ -72,7 +72,7 @@ def local_server(command: Path, document_root: Path, timeout: float = 240.0) -> 
             "DO_NOT_TRACK": "1",
         }
         log = Path(home) / "server.log"
-        args = [str(command), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port)]
+        args = [str(command.absolute()), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port)]
         started = time.monotonic()
         with log.open("wb") as out:
             process = subprocess.Popen(
