@@ -146,7 +146,8 @@ def review_simulated(params: Params, batch: Path, dataset: Path, reports: Path, 
         review_annotate(run_params, client)
         with tempfile.TemporaryDirectory(dir=batch.parent, prefix=".review-") as pulled:
             result = review_pull(run_params, dataset, Path(pulled), reports, None, track=False, client=client)
-    return {**result.get("ingest", {}), "review": {k: result[k] for k in ("tasks_annotated", "rows", "held")}}
+    counts = {k: result[k] for k in ("tasks_annotated", "rows", "held")}
+    return {"status": result["status"], **result.get("ingest", {}), "review": counts}
 
 
 def _comparison_key(params: Params, generator: Path, controlnet: Path, judge: str | Path) -> str | None:
@@ -312,13 +313,17 @@ def review_pull(
 
     labels = params.rfnet.train.model.label_set
     pulled, rows = pull(client or review_client(params), params.review, labels, dataset, batches, reports)
-    summary: dict[str, Any] = {**pulled.model_dump(), "status": "nothing new"}
-    if pulled.batch is not None:
-        ingested = ingest_feedback(params, Path(pulled.batch), dataset, reports, dvc_add=dvc_add)
-        summary |= {"status": ingested.status, "ingest": ingested.model_dump(exclude={"batch"})}
-        summary["judge"] = judge_vs_human(judged(rows), labels, params.review.drift_min_precision)
+    if pulled.batch is None:  # the last batch's figures stay in `metrics`
+        return {**pulled.model_dump(), "status": "nothing new"}
+    ingested = ingest_feedback(params, Path(pulled.batch), dataset, reports, dvc_add=dvc_add)
+    summary: dict[str, Any] = {
+        **pulled.model_dump(),
+        "status": ingested.status,
+        "ingest": ingested.model_dump(exclude={"batch"}),
+        "judge": judge_vs_human(judged(rows), labels, params.review.drift_min_precision),
+    }
     write_json(metrics, summary)
-    if summary["status"] != "ingested" or pulled.batch is None:
+    if ingested.status != "ingested":
         return summary
     if track:
         figures = {**summary, **summary["judge"], **{f"annotators_{k}": v for k, v in pulled.annotators.items()}}

@@ -94,7 +94,7 @@ def test_the_interface_offers_exactly_the_configured_labels() -> None:
 def test_a_task_shows_both_images_and_carries_the_judges_verdict(tmp_path: Path) -> None:
     judged = _entry("a b.png", p_available=0.25, judge_label="size_mismatch", judge="rfnet@champion", height_cm=10)
     items, _ = read_queue(_queue(tmp_path / "q", [judged, _entry("b.png")]), LABELS)
-    made = task(items[0], "runs/q", LABELS)
+    made = task(items[0], "runs/q")
     assert made["data"]["image"] == "/data/local-files/?d=runs/q/images/a%20b.png"
     assert made["data"]["product"] == "/data/local-files/?d=runs/q/products/a%20b.png"
     assert made["data"]["rad"] == {
@@ -109,7 +109,7 @@ def test_a_task_shows_both_images_and_carries_the_judges_verdict(tmp_path: Path)
     (prediction,) = made["predictions"]
     assert prediction["model_version"] == "rfnet@champion" and prediction["score"] == 0.25
     assert prediction["result"][0]["value"] == {"choices": ["size_mismatch"]}
-    assert "predictions" not in task(items[1], "runs/q", LABELS)
+    assert "predictions" not in task(items[1], "runs/q")
 
 
 def test_a_judge_fills_in_the_verdicts_the_queue_lacks_and_leaves_the_queue_as_it_was(tmp_path: Path) -> None:

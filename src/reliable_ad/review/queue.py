@@ -177,7 +177,7 @@ def served_path(path: Path, root: Path) -> str:
         ) from None
 
 
-def task(item: QueueItem, queue: str, labels: LabelSet) -> dict[str, Any]:
+def task(item: QueueItem, queue: str) -> dict[str, Any]:
     """A task: what the interface shows, the item's metadata under `rad`, and the judge's verdict as prediction."""
     meta = item.metadata
 
@@ -251,7 +251,7 @@ def push(
     if judge is not None:
         judge_items(folder, new, judge, judge_version)
     chosen = ordered(new, cfg.order, cfg.seed)[: cfg.limit]
-    client.import_tasks(project["id"], [task(item, queue, labels) for item in chosen])
+    client.import_tasks(project["id"], [task(item, queue) for item in chosen])
     reject_file = write_jsonl(reports / "push_rejects.jsonl", rejects)
     return PushResult(
         project=project["id"],
