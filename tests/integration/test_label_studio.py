@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from reliable_ad.cli import app
@@ -272,17 +274,39 @@ def test_chromium_shows_both_images_of_a_task(work: Work, tmp_path: Path) -> Non
         )
         browser.wait("location.pathname !== '/user/login/' && document.readyState === 'complete'")
         project = work.client.project(work.title)["id"]  # type: ignore[index]
-        wanted = [f"{work.server.url}{first['data'][kind]}" for kind in ("product", "image")]
+        # the labelling view draws each Image tag as an <img> (in a div.lsf-image) of a blob it fetched (the Data
+        # Manager's table beside it shows thumbnails of the same URLs: those do not count); its pixels are compared
+        # with the files, product first, as the interface places them
         rendered = browser.go(
             f"{work.server.url}/projects/{project}/data?task={first['id']}",
-            "[...document.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).map(i => i.src)",
-            until=lambda srcs: set(wanted) <= set(srcs),
+            _PIXELS,
+            until=lambda images: len(images) == 2,
         )
-        assert set(wanted) <= set(rendered), f"not rendered: {set(wanted) - set(rendered)}"
+        assert len(rendered) == 2, f"the labelling view shows {len(rendered)} of the task's 2 images"
+        name = first["data"]["rad"]["name"]
+        for kind, seen in zip(("products", "images"), rendered, strict=True):
+            with Image.open(queue / kind / name) as file:
+                expected = np.asarray(file.convert("RGBA"), np.float64)
+            assert seen[:2] == [expected.shape[1], expected.shape[0]], kind
+            assert np.allclose(seen[2:], expected.reshape(-1, 4).mean(axis=0), atol=2.0), (kind, seen)
         text = browser.evaluate("document.body.innerText")
         assert first["data"]["title"] in text and "size_mismatch" in text and "Generated" in text
         shot = browser.screenshot(tmp_path / "task.png")
     assert shot.stat().st_size > 10_000
+
+
+_PIXELS = """[...document.querySelectorAll('.lsf-image > img')]
+  .filter(i => i.complete && i.naturalWidth > 0)
+  .map(i => {
+    const canvas = document.createElement('canvas');
+    canvas.width = i.naturalWidth; canvas.height = i.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(i, 0, 0);
+    const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    const sums = [0, 0, 0, 0];
+    for (let k = 0; k < data.length; k++) sums[k % 4] += data[k];
+    return [i.naturalWidth, i.naturalHeight, ...sums.map(v => v / (data.length / 4))];
+  })"""
 
 
 class _Browser:
