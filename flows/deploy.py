@@ -2,9 +2,10 @@
 
     python flows/deploy.py            # needs a Prefect server: PREFECT_API_URL (see docker/compose.yaml)
 
-The feedback trigger listens for the event `rad feedback announce DIR` emits (open-source Prefect has no
-file watcher: the code that receives a batch announces it). On a work pool of GPU nodes, deploy the same
-flows with `flow.from_source(...).deploy(work_pool_name="gpu-pool", ...)` instead of serving them here.
+The feedback trigger listens for the event that `rad feedback announce DIR` and `rad review pull --announce`
+emit (open-source Prefect has no file watcher: the code that receives a batch announces it). On a work pool of
+GPU nodes, deploy the same flows with `flow.from_source(...).deploy(work_pool_name="gpu-pool", ...)` instead of
+serving them here.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from prefect.events import DeploymentEventTrigger
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows.pipeline import full_pipeline, retrain_on_feedback
-
-FEEDBACK_EVENT = "reliable-ad.feedback.batch"
+from reliable_ad.api import FEEDBACK_EVENT
 
 
 def deployments(generator: str = "models/tiny-generator/model") -> list:
@@ -34,7 +34,11 @@ def deployments(generator: str = "models/tiny-generator/model") -> list:
         triggers=[
             DeploymentEventTrigger(
                 expect={FEEDBACK_EVENT},
-                parameters={"batch": "{{ event.payload.batch }}", "generator": generator},
+                parameters={
+                    "batch": "{{ event.payload.batch }}",
+                    "generator": generator,
+                    "ingested": "{{ event.payload.ingested | default(false) }}",  # rad review pull ingests first
+                },
             )
         ],
         description="whenever `rad feedback announce` reports a new batch",

@@ -76,6 +76,11 @@ feedback_app = _Typer("Human feedback: ingest labelled batches as new data versi
 app.add_typer(data_app, name="data")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(rfnet_app, name="rfnet")
+review_app = _Typer(
+    "Human review in Label Studio: push the review queue, pull the verdicts as a feedback batch. "
+    "The token comes from LABEL_STUDIO_API_KEY only."
+)
+app.add_typer(review_app, name="review")
 
 ParamsOption = Annotated[
     Path | None,
@@ -340,31 +345,9 @@ def feedback_announce(
     batch: Annotated[Path, typer.Argument(help="a batch folder that has arrived")],
 ) -> None:
     """Tell the Prefect server a feedback batch arrived (the retrain-on-feedback deployment listens)."""
-    import urllib.request
+    from reliable_ad.api import announce_feedback
 
-    from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
-
-    from reliable_ad.data.feedback import FeedbackError
-    from reliable_ad.data.hashing import folder_hash
-
-    if not batch.is_dir():
-        raise FeedbackError(f"feedback batch {batch} does not exist or is not a folder")
-    api = os.environ.get("PREFECT_API_URL")
-    if not api:
-        raise RuntimeError("PREFECT_API_URL is not set: point it at the Prefect server the deployments are served on")
-    try:
-        urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10).read()
-    except OSError as error:
-        raise RuntimeError(f"the Prefect server at {api} does not answer ({error}); nothing was announced") from error
-    digest = folder_hash(batch)
-    emit_event(
-        "reliable-ad.feedback.batch",
-        resource={"prefect.resource.id": f"reliable-ad.feedback.{digest[:12]}"},
-        payload={"batch": str(batch.resolve()), "batch_hash": digest},
-    )
-    EventsWorker.drain_all()  # deliver before the process ends
-    _print({"event": "reliable-ad.feedback.batch", "server": api, "batch_hash": digest})
+    _print(announce_feedback(batch))
 
 
 @feedback_app.command("init")
@@ -377,6 +360,86 @@ def feedback_init(
 
     init_feedback(dataset)
     typer.echo(f"empty feedback dataset at {dataset}")
+
+
+# ----------------------------------------------------------------------------------------------- review
+
+UrlOption = Annotated[str, typer.Option(help="Label Studio server (its token: LABEL_STUDIO_API_KEY)")]
+ProjectOption = Annotated[str, typer.Option(help="project title")]
+
+
+@review_app.command("push")
+@user_errors
+def review_push(
+    ctx: typer.Context,
+    queue: Annotated[Path, typer.Argument(help="queue folder: metadata.jsonl, images/, products/")],
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="RFNet folder or name@alias: judges the images whose metadata has no verdict",
+            show_default="the queue's verdicts only",
+        ),
+    ] = None,
+    order: Annotated[str, typer.Option(help="uncertain, random or all")] = DEFAULTS.review.order,
+    limit: Annotated[
+        int | None, typer.Option(help="at most this many new tasks", show_default="the whole queue")
+    ] = DEFAULTS.review.limit,
+    reports: Annotated[Path, typer.Option(help="where rejected queue entries are listed")] = Path("reports/review"),
+    url: UrlOption = DEFAULTS.review.url,
+    project: ProjectOption = DEFAULTS.review.project,
+    params: ParamsOption = None,
+) -> None:
+    """Queue items become tasks: product beside generated image, prompt and title shown, the judge's verdict as a
+    prediction; items pushed before are skipped."""
+    from reliable_ad.api import review_push as run
+
+    p = _params(params)
+    p.review = _override(ctx, p.review, url=url, project=project, order=order, limit=limit)
+    _print(run(p, queue, reports, judge=judge))
+
+
+@review_app.command("pull")
+@user_errors
+def review_pull(
+    ctx: typer.Context,
+    dataset: Annotated[Path, typer.Option(help="the feedback dataset the verdicts join")] = Path("data/feedback"),
+    batches: Annotated[Path, typer.Option(help="where the pulled batch is written")] = Path("data/incoming"),
+    reports: Annotated[Path, typer.Option(help="rejects, held tasks, the batch's validation")] = Path("reports/review"),
+    metrics: Annotated[Path, typer.Option(help="the pull's figures (JSON; the report shows them)")] = Path(
+        "metrics/review.json"
+    ),
+    dvc: Annotated[bool, typer.Option(help="`dvc add` the feedback dataset afterwards (a new data version)")] = False,
+    announce: Annotated[bool, typer.Option(help="tell the retrain-on-feedback deployment (PREFECT_API_URL)")] = False,
+    url: UrlOption = DEFAULTS.review.url,
+    project: ProjectOption = DEFAULTS.review.project,
+    params: ParamsOption = None,
+) -> None:
+    """Finished tasks that are new or changed become a feedback batch, validated and ingested like any other;
+    judge-vs-human agreement goes to MLflow and METRICS."""
+    from reliable_ad.api import review_pull as run
+
+    p = _params(params)
+    p.review = _override(ctx, p.review, url=url, project=project)
+    result = run(p, dataset, batches, reports, metrics, dvc_add=dvc, announce=announce)
+    _print(result)
+    if result["status"] == "rejected":
+        raise typer.Exit(1)
+
+
+@review_app.command("annotate")
+@user_errors
+def review_annotate(
+    ctx: typer.Context,
+    url: UrlOption = DEFAULTS.review.url,
+    project: ProjectOption = DEFAULTS.review.project,
+    params: ParamsOption = None,
+) -> None:
+    """The embedded world's annotator: the simulated reviewer answers every open task of the project."""
+    from reliable_ad.api import review_annotate as run
+
+    p = _params(params)
+    p.review = _override(ctx, p.review, url=url, project=project)
+    _print(run(p))
 
 
 # ------------------------------------------------------------------------------------------------ rfnet
@@ -595,6 +658,16 @@ def recurrent(
     early_reject: Annotated[
         bool, typer.Option(help="judge x0 early and stop predicted failures")
     ] = DEFAULTS.generation.recurrent.early_reject,
+    queue: Annotated[
+        Path | None,
+        typer.Option(
+            help="also write every judged attempt here as a review queue (rad review push)", show_default=NOT_WRITTEN
+        ),
+    ] = None,
+    product_seed: Annotated[
+        int | None,
+        typer.Option(help="RF1M-synth seed of the products", show_default="generation.evaluate.product_seed"),
+    ] = None,
     params: ParamsOption = None,
 ) -> None:
     """Generate, judge, regenerate the rejected: every attempt recorded (the queue for human review)."""
@@ -610,9 +683,24 @@ def recurrent(
     p = params_.generation
     cfg = _override(ctx, p.recurrent, early_reject=early_reject)
     params_.generation.recurrent = cfg
-    items = held_out_products(products, p.evaluate.product_seed, p.evaluate.categories)
+    seed = p.evaluate.product_seed if product_seed is None else product_seed
+    if queue is not None and seed == p.evaluate.product_seed:
+        raise typer.BadParameter(
+            f"the queue would turn the evaluation's products (seed {seed}) into training labels: pass another "
+            "--product-seed",
+            param_hint="--queue",
+        )
+    items = held_out_products(products, seed, p.evaluate.categories)
     denoiser = denoiser_from(generator, controlnet, params_, for_evaluation=False)
-    stats = recurrent_generate(denoiser, judge_from(judge), items, load_prompt_pool(p.prompts), cfg, keep_images=True)
+    judge_ = judge_from(judge)
+    stats = recurrent_generate(denoiser, judge_, items, load_prompt_pool(p.prompts), cfg, keep_images=True)
+    if queue is not None:
+        from reliable_ad.api import judge_version
+        from reliable_ad.generation.recurrent import acceptance_threshold
+        from reliable_ad.review.queue import recurrent_queue, write_queue
+
+        tau = acceptance_threshold(cfg, judge_)
+        write_queue(queue, recurrent_queue(stats.attempts, items, tau, judge_version(judge)))
     (out / "accepted").mkdir(parents=True, exist_ok=True)
     for attempt in stats.attempts:
         if attempt.status == "accepted" and attempt.image is not None:

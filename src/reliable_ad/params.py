@@ -27,6 +27,7 @@ from reliable_ad.generation.config import (
 )
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.registry.gate import ControlNetGateConfig, GateConfig
+from reliable_ad.review.config import ReviewConfig
 from reliable_ad.training.rfnet import RFNetTrainConfig
 
 
@@ -71,6 +72,7 @@ class Params(BaseModel):
     rfnet: RFNetParams = Field(default_factory=RFNetParams)
     generation: GenerationParams = Field(default_factory=GenerationParams)
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
 
 class ParamsError(ValueError):

@@ -69,6 +69,7 @@ RFFT_PNG = Artefact("plots/rfft/before_after.png", "evaluate_rfft", "rad rfft ev
 RFFT_GATE = Artefact("metrics/rfft_gate.json", "register_rfft", "rad rfft register")
 ROUNDS = Artefact("metrics/rounds.json", "feedback_rounds", "rad rounds run")
 ROUNDS_PNG = Artefact("plots/rounds/rounds_rates.png", "feedback_rounds", "rad rounds run")
+REVIEW = Artefact("metrics/review.json", "review_pull", "rad review pull")
 
 GENERATION_HEADLINE = (
     "judge_auc_generated",
@@ -499,6 +500,26 @@ def registry_models(root: Path) -> dict[str, Any]:
     return {"note": note, "models": models}
 
 
+def review_section(inputs: Inputs) -> dict[str, Any]:
+    """The last `rad review pull`: what came back, and how the judge's verdicts compare with the people's."""
+    notes: list[str] = []
+    pulled = inputs.json(REVIEW, notes)
+    if pulled is None:
+        return {"notes": notes}
+    judge: dict[str, Any] = pulled["judge"] if isinstance(pulled.get("judge"), dict) else {}
+    confusion: dict[str, Any] = judge["confusion"] if isinstance(judge.get("confusion"), dict) else {}
+    humans = sorted({h for row in confusion.values() if isinstance(row, dict) for h in row})
+    return {
+        "notes": notes,
+        "pull": _scalars(pulled),
+        "annotators": _scalars(pulled.get("annotators") or {}),
+        "judge": _scalars(judge),
+        "drift": judge.get("judge_drift"),
+        "humans": humans,
+        "confusion": [[j, *(row.get(h, 0) for h in humans)] for j, row in confusion.items() if isinstance(row, dict)],
+    }
+
+
 def registry_section(inputs: Inputs, registry: bool) -> dict[str, Any]:
     notes: list[str] = []
     gates = []
@@ -619,6 +640,17 @@ judge (RFNet); the hacking gap is the second minus the first on the same tuned i
 {{ figure(rounds.image, "First-attempt available rate per round: the reviewer's and the round's own judge's") }}
 </section>
 
+<section id="review"><h2>Human review</h2>
+{{ notes(review.notes) }}
+{% if review.judge %}<p>Judge drift (precision of the judge's accepts below the bound):
+{{ verdict(not review.drift, "no", "flagged") }}</p>{% endif %}
+{{ kv("Last pull (metrics/review.json)", review.pull) }}
+{{ kv("Between annotators", review.annotators) }}
+{{ kv("Judge vs human", review.judge) }}
+{% if review.confusion %}{{ grid("Judge (rows) vs human (columns)", ["judge"] + review.humans, review.confusion) }}
+{% endif %}
+</section>
+
 <section id="registry"><h2>Registry decisions</h2>
 {{ notes(registry.notes) }}
 {% for gate in registry.gates %}{{ kv(gate.title ~ " (" ~ gate.path ~ ")", gate.rows) }}{% endfor %}
@@ -644,6 +676,7 @@ TOC = (
     ("generation", "Generation"),
     ("rfft", "RFFT"),
     ("rounds", "Rounds"),
+    ("review", "Review"),
     ("registry", "Registry"),
 )
 
@@ -681,6 +714,7 @@ def build_report(root: Path, out: Path, registry: bool = True) -> Path:
         "generation": generation_section(inputs),
         "rfft": rfft_section(inputs),
         "rounds": rounds_section(inputs),
+        "review": review_section(inputs),
         "registry": registry_section(inputs, registry),
     }
     html = render(context)
