@@ -138,7 +138,9 @@ def champion_folder(name: str) -> Path | None:
 
 
 @task
-def evaluate_generation(params: Params, generator: Path, controlnet: Path | None, judge: str) -> dict[str, Any]:
+def evaluate_generation(
+    params: Params, generator: Path, controlnet: Path | None, judge: str, rfft_controlnet: Path | None = None
+) -> dict[str, Any]:
     from reliable_ad.api import evaluate_generation as run
 
     result = run(
@@ -149,6 +151,8 @@ def evaluate_generation(params: Params, generator: Path, controlnet: Path | None
         Path("metrics/generation.json"),
         Path("plots/generation"),
         Path("reports/generation/attempts.parquet"),
+        rfft_controlnet=rfft_controlnet,
+        probes=Path("models/probes"),
     )
     return {k: v for k, v in result.items() if k != "runs"}
 
@@ -255,9 +259,9 @@ def full_pipeline(params_path: str = "params.yaml", generator: str | None = None
     summary["rfnet"] = evaluate_rfnet(model, Path("data/shards"), Path("metrics/rfnet.json"), Path("plots/rfnet"))
     summary["rfnet_gate"] = register_rfnet(params, model, Path("data/shards"), Path("metrics/rfnet_gate.json"))
     if generator:
-        summary["generation"] = evaluate_generation(params, Path(generator), None, str(model))
-        if run_rfft:
-            tuned = rfft(params, Path(generator), str(model), Path("models/rfft"))
+        tuned = rfft(params, Path(generator), str(model), Path("models/rfft")) if run_rfft else None
+        summary["generation"] = evaluate_generation(params, Path(generator), None, str(model), tuned)
+        if tuned is not None:
             summary["rfft_gate"] = register_controlnet(params, tuned, Path(generator), str(model))
             judge, controlnet = model, tuned
             for k in range(1, params.rounds.count + 1):

@@ -274,3 +274,28 @@ def test_the_last_review_pull_with_its_judge_drift(tmp_path: Path) -> None:
     assert re.search(r"<td[^>]*>available</td><td[^>]*>3</td><td[^>]*>4</td>", html)
     empty = build_report(tmp_path / "none", tmp_path / "empty.html", registry=False).read_text()
     assert "not produced yet: metrics/review.json" in empty
+
+
+def test_the_cost_per_usable_image_per_generator_and_scheduler(tmp_path: Path) -> None:
+    cost = {
+        "base": {
+            "plain": {"unet_evals_per_usable": 61.25, "seconds_per_usable": 1.5, "usable_images": 80},
+            "steering": {"unet_evals_per_usable": 44.5, "seconds_per_usable": 1.25, "usable_images": 82},
+        },
+        "rfft": {"plain": {"unet_evals_per_usable": 52.75, "seconds_per_usable": 1.375, "usable_images": 84}},
+    }
+    generation = {
+        "usable_per_unet_eval_ratio_steering_vs_plain": 1.3764,
+        "unet_evals_per_usable_base_plain": 61.25,
+        "seconds_per_usable_base_plain": 1.5,
+        "cost_per_usable_image": cost,
+        "probe": {"base": {"out_of_fold_auc": {"4": {"x0_judge": 0.5612, "probe": 0.7851, "both": 0.7903}}}},
+    }
+    _write(tmp_path / "metrics/generation.json", generation)
+    html = build_report(tmp_path, tmp_path / "report.html", registry=False).read_text()
+    assert "Cost per usable image" in html
+    assert re.search(r"<td>base</td><td>steering</td><td[^>]*>44.5000</td><td[^>]*>1.2500</td><td[^>]*>82</td>", html)
+    assert re.search(r"<td>rfft</td><td>plain</td><td[^>]*>52.7500</td>", html)
+    assert re.search(r"<th>usable_per_unet_eval_ratio_steering_vs_plain</th><td[^>]*>1.3764</td>", html)
+    assert "<th>unet_evals_per_usable_base_plain</th>" not in html  # in the grid, not again in the headline
+    assert re.search(r"<td>base</td><td[^>]*>4</td><td[^>]*>0.5612</td><td[^>]*>0.7851</td><td[^>]*>0.7903</td>", html)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.generation.config import SimulatedFeedbackConfig
+from reliable_ad.generation.config import RecurrentConfig, SimulatedFeedbackConfig
 from reliable_ad.params import Params
 
 FEEDBACK_EVENT = "reliable-ad.feedback.batch"  # what the retrain-on-feedback deployment listens for
@@ -56,33 +56,81 @@ def evaluate_generation(
     plots: Path,
     records: Path,
     experiment: str = "reliable-ad",
+    rfft_controlnet: Path | None = None,
+    probes: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate recurrent generation into `metrics`, `plots` and `records` (DVC), and log the same as the MLflow
-    run "evaluate-generation" with the settings and the models' folder hashes; adds its `mlflow_run_id`."""
+    run "evaluate-generation" with the settings and the models' folder hashes; adds its `mlflow_run_id`. With
+    `rfft_controlnet` the tuned generator runs the same schedulers; each generator's probe goes to `probes`."""
+    from reliable_ad.generation.cost import Candidate
     from reliable_ad.generation.evaluate import evaluate_generation as run
     from reliable_ad.generation.prompts import load_prompt_pool
     from reliable_ad.registry.tracking import flat_params, log_run, model_lineage
 
     p = params.generation
+    judge_ = judge_from(judge)
+    tuned = None
+    if rfft_controlnet is not None:
+        tuned = Candidate(
+            "rfft_",
+            denoiser_from(generator, rfft_controlnet, params),
+            model_versions(generator, rfft_controlnet, judge_),
+        )
     result = run(
         denoiser_from(generator, controlnet, params),
-        judge_from(judge),
+        judge_,
         load_prompt_pool(p.prompts),
         p.evaluate,
         metrics,
         plots,
         records,
+        model_versions(generator, controlnet, judge_),
+        probes,
+        tuned,
     )
     models = {"generator": generator, "controlnet": controlnet or generator / "controlnet", "judge": judge}
+    outputs = {"plots": plots, "records": records, "metrics": metrics}
+    if rfft_controlnet is not None:
+        models["rfft_controlnet"] = rfft_controlnet
+    if probes is not None:
+        outputs["probes"] = probes
     run_id = log_run(
         "evaluate-generation",
         result,
         flat_params(p.evaluate.model_dump(mode="json")) | {"prompts": str(p.prompts)},
         model_lineage(models),
-        {"plots": plots, "records": records, "metrics": metrics},
+        outputs,
         experiment,
     )
     return {**result, "mlflow_run_id": run_id}
+
+
+def model_versions(generator: Path, controlnet: Path | None, judge: Any) -> Any:
+    """What a probe belongs to: the folder hashes of the generator, the ControlNet used and the judge."""
+    from reliable_ad.data.hashing import folder_hash
+    from reliable_ad.generation.probe import ModelVersions
+
+    if judge.source is None:
+        raise ValueError("the judge was not loaded from a folder: a probe for it could not name its version")
+    return ModelVersions(
+        folder_hash(generator), folder_hash(controlnet or generator / "controlnet"), folder_hash(judge.source)
+    )
+
+
+def probe_for(
+    folder: Path, generator: Path, controlnet: Path | None, judge: Any, cfg: RecurrentConfig
+) -> tuple[RecurrentConfig, Any]:
+    """A saved probe, refused unless it was trained for these models and this schedule, and `cfg` with the
+    early check calibrated with it switched on."""
+    from reliable_ad.generation.probe import Probe, ProbeError
+
+    probe = Probe.load(folder)
+    probe.check(model_versions(generator, controlnet, judge), cfg.steps)
+    early = probe.report.get("early")
+    if not isinstance(early, dict):
+        raise ProbeError(f"{folder}: its calibration found no early check within the false-abort budget")
+    check = {"early_step": early["step"], "early_threshold": early["threshold"], "early_by": early["by"]}
+    return cfg.model_copy(update={"early_reject": True, **check}), probe
 
 
 def ingest_feedback(params: Params, batch: Path, dataset: Path, reports: Path, dvc_add: bool = False) -> Any:

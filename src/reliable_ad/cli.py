@@ -658,6 +658,14 @@ def recurrent(
     early_reject: Annotated[
         bool, typer.Option(help="judge x0 early and stop predicted failures")
     ] = DEFAULTS.generation.recurrent.early_reject,
+    probe: Annotated[
+        Path | None,
+        typer.Option(
+            help="a probe folder of rad evaluate-generation: stop early as calibrated with it (refused for other "
+            "models)",
+            show_default="none",
+        ),
+    ] = None,
     queue: Annotated[
         Path | None,
         typer.Option(
@@ -693,7 +701,13 @@ def recurrent(
     items = held_out_products(products, seed, p.evaluate.categories)
     denoiser = denoiser_from(generator, controlnet, params_, for_evaluation=False)
     judge_ = judge_from(judge)
-    stats = recurrent_generate(denoiser, judge_, items, load_prompt_pool(p.prompts), cfg, keep_images=True)
+    probe_ = None
+    if probe is not None:
+        from reliable_ad.api import probe_for
+
+        cfg, probe_ = probe_for(probe, generator, controlnet, judge_, cfg)
+    pool = load_prompt_pool(p.prompts)
+    stats = recurrent_generate(denoiser, judge_, items, pool, cfg, keep_images=True, probe=probe_)
     if queue is not None:
         from reliable_ad.api import judge_version
         from reliable_ad.generation.recurrent import acceptance_threshold
@@ -722,12 +736,29 @@ def evaluate_generation_command(
     records: Annotated[Path, typer.Option(help="every attempt of every run")] = Path(
         "reports/generation/attempts.parquet"
     ),
+    rfft_controlnet: Annotated[
+        Path | None, typer.Option(help="the RFFT ControlNet: its runs beside the base's", show_default=NOT_WRITTEN)
+    ] = None,
+    probes: Annotated[
+        Path | None, typer.Option(help="folder for each generator's probe (base/, rfft/)", show_default=NOT_WRITTEN)
+    ] = None,
     params: ParamsOption = None,
 ) -> None:
-    """Plain recurrent generation, early rejection and the whole-batch loop on the same products and seeds."""
+    """Plain recurrent generation, early rejection, particle steering and the whole-batch loop on the same
+    products and seeds; the cost per usable image of each, with the base and the RFFT ControlNet."""
     from reliable_ad.api import evaluate_generation
 
-    result = evaluate_generation(_params(params), generator, controlnet, judge, metrics, plots, records)
+    result = evaluate_generation(
+        _params(params),
+        generator,
+        controlnet,
+        judge,
+        metrics,
+        plots,
+        records,
+        rfft_controlnet=rfft_controlnet,
+        probes=probes,
+    )
     _print({k: v for k, v in result.items() if k != "runs"})
 
 

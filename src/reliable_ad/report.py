@@ -80,9 +80,14 @@ GENERATION_HEADLINE = (
     "unet_evals_per_accept",
     "abandoned_share",
     "unet_evals_ratio_early_vs_plain",
+    "usable_per_unet_eval_ratio_steering_vs_plain",
+    "unet_evals_per_usable_ratio_rfft_best_vs_base_plain",
+    "probe_overhead_share",
     "accepts_per_min_ratio_refill_vs_whole_batch",
     "false_abort_rate",
 )
+COST_COLUMNS = ("unet_evals_per_usable", "seconds_per_usable", "usable_images", "reviewer_agrees_with_accepts")
+COST_KEYS = ("unet_evals_per_usable_base_", "unet_evals_per_usable_rfft_", "seconds_per_usable_")  # the grid's
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -325,7 +330,20 @@ def generation_section(inputs: Inputs) -> dict[str, Any]:
     if metrics is None:
         return section
     headline = [(k, metrics[k]) for k in GENERATION_HEADLINE if k in metrics]
-    section["headline"] = headline + _scalars(metrics, skip=GENERATION_HEADLINE)
+    in_grid = tuple(k for k in metrics if k.startswith(COST_KEYS))
+    section["headline"] = headline + _scalars(metrics, skip=GENERATION_HEADLINE + in_grid)
+    cost = metrics.get("cost_per_usable_image")
+    section["cost"] = [
+        (generator, scheduler, *[row.get(c) for c in COST_COLUMNS])
+        for generator, runs in (cost.items() if isinstance(cost, dict) else [])
+        for scheduler, row in runs.items()
+    ]
+    probes = metrics.get("probe")
+    section["probe"] = [
+        (generator, step, *[aucs.get(by) for by in ("x0_judge", "probe", "both")])
+        for generator, report in (probes.items() if isinstance(probes, dict) else [])
+        for step, aucs in (report.get("out_of_fold_auc") or {} if isinstance(report, dict) else {}).items()
+    ]
     early = metrics.get("early_rejection")
     section["early"] = list(early.items()) if isinstance(early, dict) else []
     runs = metrics.get("runs")
@@ -614,8 +632,13 @@ figcaption { color: #555; font-size: 90%; } pre { background: #f7f7f7; padding: 
 
 <section id="generation"><h2>Recurrent generation</h2>
 {{ notes(generation.notes) }}
-{{ kv("Headline (metrics/generation.json)", generation.headline) }}
+{{ grid("Cost per usable image: per accepted image the reviewer calls available (metrics/generation.json)",
+   ["generator", "scheduler", "UNet evaluations", "seconds", "usable images", "reviewer's share of accepts"],
+   generation.cost) }}
+{{ kv("Headline", generation.headline) }}
 {{ kv("Early rejection", generation.early) }}
+{{ grid("Early scores: ROC AUC for the judge's final accept, out of fold on the calibration products",
+   ["generator", "step", "x0 judge", "probe", "both"], generation.probe) }}
 {% if generation.runs %}{{ grid("Runs", ["run"] + generation.run_columns,
    generation.runs | map("runrow") | list) }}{% endif %}
 {{ figure(generation.image, "Cumulative available rate by attempt; early-rejection calibration") }}

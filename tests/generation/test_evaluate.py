@@ -1,14 +1,18 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
+from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig, SteeringConfig
+from reliable_ad.generation.cost import Candidate
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.evaluate import evaluate_generation, held_out_products
+from reliable_ad.generation.probe import ModelVersions, Probe
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.judge import Judge
+from reliable_ad.judge import Judge, JudgeOutput
 from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 
@@ -151,3 +155,71 @@ def test_held_out_products_are_distinct_products() -> None:
     products = held_out_products(12, 777)
     ids = {p.key.rsplit("-", 1)[0] for p in products}
     assert len(ids) == 12  # one photo per product: paired statistics count independent items
+
+
+class HashJudge:
+    """A judge whose p(available) is a fixed pseudo-random function of the image: verdicts of every kind, the
+    same image always judged alike."""
+
+    threshold = 0.5
+    labels = ("available", "space_mismatch")
+
+    def __call__(self, images, products, captions):
+        p = torch.tensor([float(image.astype(np.float64).sum() * 0.6180339887) % 1.0 for image in images])
+        return JudgeOutput(["available" if v >= 0.5 else "space_mismatch" for v in p.tolist()], p, p[:, None])
+
+
+def test_the_probe_is_trained_saved_and_the_cost_per_usable_image_compared_for_both_generators(
+    components, tmp_path
+) -> None:
+    cfg = GenerationEvalConfig(
+        products=3,
+        calibration_products=12,
+        probe_steps=[2],
+        probe_thresholds=[0.0],  # aborts nothing: the early run exists, whatever the scores
+        probe_c=1.0,
+        probe_folds=2,
+        steering=SteeringConfig(particles=2, resample_at=[0.5], survivors=[1]),
+        recurrent=RecurrentConfig(batch_size=4, max_attempts=2, steps=4, guidance_scale=2.0),
+    )
+    tuned = build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)), seed=9)
+    versions = ModelVersions("gen", "cn-base", "judge")
+    tuned_versions = ModelVersions("gen", "cn-rfft", "judge")
+    metrics = evaluate_generation(
+        Denoiser(components, steps=4, guidance_scale=2.0),
+        HashJudge(),
+        POOL,
+        cfg,
+        tmp_path / "generation.json",
+        tmp_path / "plots",
+        tmp_path / "attempts.parquet",
+        versions=versions,
+        probes=tmp_path / "probes",
+        tuned=Candidate("rfft_", Denoiser(tuned, steps=4, guidance_scale=2.0), tuned_versions),
+    )
+    assert set(metrics["runs"]) == {
+        "plain",
+        "early",
+        "whole_batch",
+        "steering",
+        "rfft_plain",
+        "rfft_early",
+        "rfft_steering",
+    }
+    for name, expected in (("base", versions), ("rfft", tuned_versions)):
+        probe = Probe.load(tmp_path / "probes" / name)
+        probe.check(expected, 4)
+        assert probe.steps == [2] and set(probe.report["out_of_fold_auc"]["2"]) == {"x0_judge", "probe", "both"}
+    written = json.loads((tmp_path / "generation.json").read_text())
+    for generator in ("base", "rfft"):
+        for scheduler in ("plain", "early", "steering"):
+            run = metrics["runs"][("rfft_" if generator == "rfft" else "") + scheduler]
+            expected = run["unet_evals"] / run["usable_images"] if run["usable_images"] else None
+            value = written[f"unet_evals_per_usable_{generator}_{scheduler}"]
+            assert value == pytest.approx(expected) if expected else math.isnan(value)
+    assert written["cost_per_usable_image"]["rfft"]["steering"]["usable_images"] >= 0
+    assert written["probe_overhead_share"] > 0  # steering scored by the probe
+    for key in ("usable_per_unet_eval_ratio_steering_vs_plain", "unet_evals_per_usable_ratio_rfft_best_vs_base_plain"):
+        assert key in written
+    attempts = pd.read_parquet(tmp_path / "attempts.parquet")
+    assert set(attempts.run) == set(metrics["runs"])

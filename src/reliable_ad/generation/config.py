@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,6 +45,9 @@ class GenerateArgs(BaseModel):
     allow_download: bool = Field(False, description="let from_pretrained reach the hub (off: paths must exist)")
 
 
+EarlyBy = Literal["x0_judge", "probe", "both"]
+
+
 class RecurrentConfig(BaseModel):
     """How recurrent generation runs."""
 
@@ -57,11 +61,51 @@ class RecurrentConfig(BaseModel):
     steps: int = Field(20, ge=1, description="DDIM steps")
     guidance_scale: float = Field(7.5, ge=1)
     controlnet_scale: float = Field(1.0, ge=0)
-    early_reject: bool = Field(False, description="judge the x0 prediction at early_step and stop predicted failures")
-    early_step: int = Field(10, ge=1, description="steps done when the x0 prediction is judged")
-    early_threshold: float = Field(0.2, ge=0, le=1, description="abort when p_available of x0 is below this")
+    early_reject: bool = Field(False, description="score slots at early_step and stop predicted failures")
+    early_step: int = Field(10, ge=1, description="steps done when the early score is read")
+    early_threshold: float = Field(0.2, ge=0, le=1, description="abort when the early score is below this")
+    early_by: EarlyBy = Field(
+        "x0_judge", description="early score: x0_judge (judge the x0 prediction), probe (activations), or both"
+    )
     next_prompt_on_retry: bool = Field(True, description="a retry takes the next entry of the prompt pool")
     seed: int = 0
+
+
+class SteeringConfig(BaseModel):
+    """Particle steering: each product starts `particles` particles (the seeds of its first attempts); at each
+    resample point they are scored and resampled to the next population size, duplicates branching with fresh
+    noise; the judge decides at the end, and a product none of whose survivors it accepts starts another round
+    while its UNet budget (max_attempts x steps, recurrent generation's) allows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    particles: int = Field(4, ge=1, description="particles a product starts each round")
+    resample_at: list[float] = Field(
+        default_factory=lambda: [0.2],
+        description="where particles resample, as shares of the schedule (0.2 of 20 steps: after step 4)",
+    )
+    survivors: list[int] = Field(
+        default_factory=lambda: [1], description="population after each resample point (one per point)"
+    )
+    score: EarlyBy = Field("probe", description="what particles are weighed by: probe, x0_judge or both")
+    temperature: float = Field(
+        0.0, ge=0, description="0: the best-scored survive; > 0: drawn with weights exp(logit(score) / temperature)"
+    )
+
+    @model_validator(mode="after")
+    def _schedule(self) -> SteeringConfig:
+        if len(self.survivors) != len(self.resample_at):
+            raise ValueError(f"survivors {self.survivors} needs one population size per resample_at {self.resample_at}")
+        if any(not 0 < f < 1 for f in self.resample_at):
+            raise ValueError(f"resample_at {self.resample_at}: each share must lie strictly between 0 and 1")
+        if any(n < 1 for n in self.survivors):
+            raise ValueError(f"survivors {self.survivors}: every population needs at least one particle")
+        return self
+
+    def steps(self, schedule: int) -> list[int]:
+        """The resample points as steps done of a `schedule`-step run (2 at the least: the probe reads the change
+        since step 1)."""
+        return [min(schedule - 1, max(2, round(f * schedule))) for f in self.resample_at]
 
 
 class GenerationEvalConfig(BaseModel):
@@ -75,6 +119,38 @@ class GenerationEvalConfig(BaseModel):
     probe_steps: list[int] = Field(default_factory=lambda: [4, 6, 8, 10, 12], description="early-check candidates")
     probe_thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.3, 0.4])
     max_false_abort: float = Field(0.05, ge=0, le=1, description="calibration budget of lost accepts")
+    early_by: list[EarlyBy] = Field(
+        default_factory=lambda: list(get_args(EarlyBy)),
+        min_length=1,
+        description="early scores calibrated; the cheapest within the false-abort budget runs",
+    )
+    probe_grid: int = Field(2, ge=1, description="cells per side each tapped block's activations are pooled to")
+    probe_c: float = Field(0.001, gt=0, description="inverse L2 strength of the probe's logistic heads")
+    probe_folds: int = Field(5, ge=2, description="folds of the out-of-fold scores thresholds are chosen on")
+    steering: SteeringConfig = Field(default_factory=lambda: SteeringConfig())
+
+    @model_validator(mode="after")
+    def _steps_within_schedule(self) -> GenerationEvalConfig:
+        """Steps set here must fit the schedule; the defaults shrink to fit a short one (steering needs 3 steps)."""
+        steps = self.recurrent.steps
+        outside = [v for v in self.probe_steps if not 0 < v < steps]
+        if outside and "probe_steps" in self.model_fields_set:
+            raise ValueError(
+                f"probe_steps {outside} lie outside the {steps}-step schedule: each must be in 1..{steps - 1}"
+            )
+        self.probe_steps = [v for v in self.probe_steps if v not in outside]
+        resample = self.steering.steps(steps)
+        if "steering" in self.model_fields_set and (steps < 3 or any(b <= a for a, b in pairwise(resample))):
+            raise ValueError(
+                f"steering.resample_at {self.steering.resample_at} gives steps {resample} of a {steps}-step schedule: "
+                "they must increase and lie in 2..steps-1"
+            )
+        return self
+
+    @property
+    def steers(self) -> bool:
+        """Whether the schedule leaves steering a step to resample at (2..steps-1)."""
+        return self.recurrent.steps >= 3
 
 
 class TinyGeneratorConfig(BaseModel):

@@ -11,7 +11,6 @@ attempt would have become.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,19 @@ import numpy as np
 import pandas as pd
 import torch
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from reliable_ad.data.synth.world import SynthConfig, draw_sample
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
-from reliable_ad.generation.denoise import Denoiser
+from reliable_ad.generation.cost import Candidate, cost_metrics, scheduler_runs
+from reliable_ad.generation.denoise import Denoiser, Slot
+from reliable_ad.generation.early import Calibration, first_attempts
+from reliable_ad.generation.probe import ModelVersions
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import (
     Product,
     RunStats,
-    acceptance_threshold,
     cumulative_by_attempt,
-    job_for,
     judge_on_generated,
-    recurrent_generate,
     summarise,
     whole_batch_generate,
 )
@@ -62,7 +60,6 @@ def held_out_products(count: int, seed: int, categories: list[str] | None = None
     return products
 
 
-@torch.no_grad()
 def first_attempt_previews(
     denoiser: Denoiser,
     judge: Judge,
@@ -74,56 +71,12 @@ def first_attempt_previews(
     """Each product's first attempt run to the end: its x0 previews at `steps` (decoded, product pasted) and
     whether the judge accepts the final image."""
     previews: dict[int, list[NDArray[np.uint8]]] = {s: [] for s in steps}
-    tau = acceptance_threshold(rc, judge)
-    accepted: list[bool] = []
-    for start in tqdm(range(0, len(products), rc.batch_size), desc="first attempts", unit="batch"):
-        chunk = range(start, min(len(products), start + rc.batch_size))
-        slots = [denoiser.start(job_for(products[i], i, 1, pool, rc)) for i in chunk]
-        while not denoiser.done(slots[0]):
-            denoiser.advance(slots)
-            if slots[0].step in previews:
-                previews[slots[0].step] += denoiser.images(torch.cat([s.x0 for s in slots if s.x0 is not None]), slots)
-        images = denoiser.images(torch.cat([s.latents for s in slots]), slots)
-        out = judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
-        accepted += [p >= tau for p in out.p_available.tolist()]
-    return previews, np.array(accepted)
 
+    def keep(slots: list[Slot]) -> None:
+        if slots[0].step in previews:
+            previews[slots[0].step] += denoiser.images(torch.cat([s.x0 for s in slots if s.x0 is not None]), slots)
 
-def calibrate_early_rejection(
-    denoiser: Denoiser,
-    judge: Judge,
-    products: Sequence[Product],
-    pool: Sequence[PromptConfig],
-    cfg: GenerationEvalConfig,
-) -> dict[str, Any]:
-    """Judge x0 at the probe steps of first attempts, then pick the cheapest (step, threshold) in budget."""
-    rc = cfg.recurrent
-    steps = [s for s in cfg.probe_steps if s < rc.steps]
-    previews, accepted = first_attempt_previews(denoiser, judge, products, pool, rc, steps)
-    rgba, captions = [p.rgba for p in products], [p.caption for p in products]
-    probes = {step: judge(images, rgba, captions).p_available.tolist() for step, images in previews.items()}
-    table, best = [], None
-    for step, scores in probes.items():
-        p = np.array(scores)
-        for threshold in cfg.probe_thresholds:
-            abort = p < threshold
-            false_abort = float((abort & accepted).sum() / max(1, accepted.sum()))
-            # expected slot-steps per attempt: aborted ones stop at `step`
-            cost = float(np.where(abort, step, rc.steps).mean())
-            kept_accepts = float((accepted & ~abort).mean())
-            row = {
-                "step": step,
-                "threshold": threshold,
-                "abort_rate": float(abort.mean()),
-                "false_abort_rate": false_abort,
-                "steps_per_attempt": cost,
-                "steps_per_accept": _ratio(cost, kept_accepts),
-            }
-            table.append(row)
-            cheaper = best is None or row["steps_per_accept"] < best["steps_per_accept"]
-            if false_abort <= cfg.max_false_abort and math.isfinite(row["steps_per_accept"]) and cheaper:
-                best = row
-    return {"chosen": best, "table": table, "attempts": len(accepted), "accept_rate": float(accepted.mean())}
+    return previews, first_attempts(denoiser, judge, products, pool, rc, denoiser.advance, keep)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -146,23 +99,26 @@ def evaluate_generation(
     metrics_file: Path,
     plots_dir: Path,
     records_file: Path,
+    versions: ModelVersions | None = None,
+    probes: Path | None = None,
+    tuned: Candidate | None = None,
 ) -> dict[str, Any]:
+    """The schedulers side by side under `denoiser` and, if given, the `tuned` generator (runs prefixed "rfft_");
+    each generator's probe is trained on the calibration products and, with `probes`, saved in probes/base and
+    probes/rfft with the `versions` it belongs to."""
     rc = cfg.recurrent
     products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
     calibration = held_out_products(cfg.calibration_products, cfg.product_seed, cfg.categories, offset=cfg.products)
-    calibrated = calibrate_early_rejection(denoiser, judge, calibration, pool, cfg)
-    plain = recurrent_generate(denoiser, judge, products, pool, rc.model_copy(update={"early_reject": False}))
-    runs = {"plain": plain}
-    if calibrated["chosen"] is not None:
-        early_cfg = rc.model_copy(
-            update={
-                "early_reject": True,
-                "early_step": calibrated["chosen"]["step"],
-                "early_threshold": calibrated["chosen"]["threshold"],
-            }
-        )
-        runs["early"] = recurrent_generate(denoiser, judge, products, pool, early_cfg)
+    runs, calibrated = scheduler_runs(Candidate("", denoiser, versions), judge, products, calibration, pool, cfg)
+    plain = runs["plain"]
     runs["whole_batch"] = whole_batch_generate(denoiser, judge, products, pool, rc)
+    calibrations = {"base": calibrated}
+    if tuned is not None:
+        tuned_runs, calibrations["rfft"] = scheduler_runs(tuned, judge, products, calibration, pool, cfg)
+        runs |= {f"{tuned.name}{name}": stats for name, stats in tuned_runs.items()}
+    for name, found in calibrations.items():
+        if probes is not None and found.probe is not None:
+            found.probe.save(probes / name)
     summaries = {name: summarise(stats, len(products), rc.max_attempts) for name, stats in runs.items()}
     base = summaries["plain"]
     metrics: dict[str, Any] = {
@@ -187,8 +143,15 @@ def evaluate_generation(
         **judge_on_generated(plain.attempts),
         "final_available_rate_rfnet": 1.0 - base["abandoned_share"],
         "final_reviewer_agrees_with_accepts": base["reviewer_agrees_with_accepts"],
-        "early_rejection": calibrated["chosen"]
+        "early_rejection": calibrated.chosen
         or {"skipped": "no (step, threshold) keeps the false-abort budget with any accepted calibration image"},
+        "early_rejection_by": {by: row or "none in the false-abort budget" for by, row in calibrated.by_mode.items()},
+        "probe": {
+            name: found.probe.report if found.probe is not None else {"skipped": found.probe_skipped}
+            for name, found in calibrations.items()
+        },
+        "probe_overhead_share": _probe_overhead(cfg, calibrated, summaries),
+        **cost_metrics(summaries),
         "runs": summaries,
     }
     # without a calibrated early check the early figures are NaN (the reason is under "early_rejection"), so
@@ -202,8 +165,19 @@ def evaluate_generation(
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
     _write_records(runs, records_file)
-    _plots(runs, len(products), rc.max_attempts, calibrated, plots_dir)
+    _plots(runs, len(products), rc.max_attempts, calibrated.table, plots_dir)
     return metrics
+
+
+def _probe_overhead(
+    cfg: GenerationEvalConfig, calibrated: Calibration, summaries: dict[str, dict[str, float]]
+) -> float:
+    """A probe check's cost as a share of a UNet evaluation, from the base run that scored by the probe alone."""
+    if "steering" in summaries and cfg.steering.score == "probe":
+        return summaries["steering"]["check_overhead"]
+    if "early" in summaries and calibrated.chosen is not None and calibrated.chosen["by"] == "probe":
+        return summaries["early"]["check_overhead"]
+    return float("nan")
 
 
 def _write_records(runs: dict[str, RunStats], path: Path) -> None:
@@ -213,7 +187,7 @@ def _write_records(runs: dict[str, RunStats], path: Path) -> None:
 
 
 def _plots(
-    runs: dict[str, RunStats], products: int, max_attempts: int, calibrated: dict[str, Any], folder: Path
+    runs: dict[str, RunStats], products: int, max_attempts: int, calibration: list[dict[str, Any]], folder: Path
 ) -> None:
     import matplotlib
 
@@ -243,13 +217,13 @@ def _plots(
         title="cumulative available rate",
     )
     axes[0].legend()
-    for step in sorted({row["step"] for row in calibrated["table"]}):
-        rows = [r for r in calibrated["table"] if r["step"] == step]
+    for by, step in sorted({(row["by"], row["step"]) for row in calibration}):
+        rows = [r for r in calibration if (r["by"], r["step"]) == (by, step)]
         axes[1].plot(
             [r["false_abort_rate"] for r in rows],
             [r["steps_per_accept"] for r in rows],
             marker=".",
-            label=f"check at step {step}",
+            label=f"{by} at step {step}",
         )
     axes[1].set(xlabel="false-abort rate", ylabel="UNet steps per accepted image", title="early rejection calibration")
     axes[1].legend(fontsize=8)
@@ -257,4 +231,4 @@ def _plots(
     fig.savefig(folder / "generation_curves.png", dpi=100)
     plt.close(fig)
     (folder / "cumulative_available.json").write_text(json.dumps(curves) + "\n")
-    (folder / "early_rejection_calibration.json").write_text(json.dumps(calibrated["table"]) + "\n")
+    (folder / "early_rejection_calibration.json").write_text(json.dumps(calibration) + "\n")

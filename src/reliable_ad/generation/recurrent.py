@@ -3,8 +3,9 @@
 Two schedulers over the same jobs (same products, seeds and prompts, so their results pair up):
 
 - ``refill`` (the default): a batch of slots; a slot whose job ends (accepted, rejected, or aborted early)
-  takes the next job at once, so the batch stays full. With early rejection the x0 prediction is judged at
-  a calibrated step and a slot predicted to fail stops there, per sample, not per batch.
+  takes the next job at once, so the batch stays full. With early rejection a slot is scored at a calibrated
+  step (the judge on its x0 prediction, the probe on its activations, or both) and a slot predicted to fail
+  stops there, per sample, not per batch.
 - ``whole_batch``: the simple loop for comparison: products go in groups of a batch; the group's images are
   generated and judged together, and the group's rejected products are regenerated together, round by
   round, before the next group starts.
@@ -28,7 +29,9 @@ from tqdm import tqdm
 from reliable_ad.data.reviewer import product_mask, review
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser, Job, Slot
+from reliable_ad.generation.probe import Probe
 from reliable_ad.generation.prompts import PromptConfig
+from reliable_ad.generation.scores import Scorer
 from reliable_ad.judge import Judge
 from reliable_ad.labels import AVAILABLE
 
@@ -66,6 +69,7 @@ class RunStats:
     seconds: float
     scheduler: str
     unet_calls: int = 0  # batched forward passes: the cost on a device where a call costs the same at any fill
+    check_overhead: float = float("nan")  # an early check's cost as a share of one UNet evaluation
 
 
 def job_for(product: Product, index: int, attempt: int, pool: Sequence[PromptConfig], cfg: RecurrentConfig) -> Job:
@@ -89,11 +93,13 @@ def _reviewer_label(job: Job, image: NDArray[np.uint8]) -> str | None:
     return review(image, product_mask(job.product), job.height_cm).label
 
 
-class _Run:
+class Run:
     """Shared bookkeeping of both schedulers: judging finished or early-checked slots and recording them."""
 
-    def __init__(self, denoiser: Denoiser, judge: Judge, cfg: RecurrentConfig, keep_images: bool) -> None:
-        self.denoiser, self.judge, self.cfg, self.keep_images = denoiser, judge, cfg, keep_images
+    def __init__(
+        self, denoiser: Denoiser, judge: Judge, cfg: RecurrentConfig, keep_images: bool, scorer: Scorer | None = None
+    ) -> None:
+        self.denoiser, self.judge, self.cfg, self.keep_images, self.scorer = denoiser, judge, cfg, keep_images, scorer
         self.tau = acceptance_threshold(cfg, judge)
         self.attempts: list[Attempt] = []
         self.unet_evals = 0
@@ -101,21 +107,25 @@ class _Run:
         self.started = time.perf_counter()
 
     def stats(self, scheduler: str) -> RunStats:
-        return RunStats(self.attempts, self.unet_evals, time.perf_counter() - self.started, scheduler, self.unet_calls)
+        seconds = time.perf_counter() - self.started
+        overhead = self.scorer.overhead() if self.scorer is not None else float("nan")
+        return RunStats(self.attempts, self.unet_evals, seconds, scheduler, self.unet_calls, overhead)
 
     def step(self, slots: list[Slot]) -> None:
-        self.denoiser.advance(slots)
+        if self.scorer is not None:
+            self.scorer.advance(slots)
+        else:
+            self.denoiser.advance(slots)
         self.unet_evals += len(slots)
         self.unet_calls += 1
 
     @torch.no_grad()
-    def judge_slots(self, slots: list[Slot], use_x0: bool) -> tuple[list[NDArray[np.uint8]], torch.Tensor, list[str]]:
-        latents = torch.cat([s.x0 if use_x0 and s.x0 is not None else s.latents for s in slots])
-        images = self.denoiser.images(latents, slots)
+    def judge_slots(self, slots: list[Slot]) -> tuple[list[NDArray[np.uint8]], torch.Tensor, list[str]]:
+        images = self.denoiser.images(torch.cat([s.latents for s in slots]), slots)
         out = self.judge(images, [s.job.product for s in slots], [s.job.caption for s in slots])
         return images, out.p_available, out.labels
 
-    def record(self, slot: Slot, status: str, image: NDArray[np.uint8], p: float, label: str) -> Attempt:
+    def record(self, slot: Slot, status: str, image: NDArray[np.uint8] | None, p: float, label: str) -> Attempt:
         attempt = Attempt(
             product=slot.job.key,
             attempt=slot.job.attempt,
@@ -125,7 +135,7 @@ class _Run:
             step_reached=slot.step,
             p_available=p,
             judge_label=label,
-            reviewer_label=_reviewer_label(slot.job, image) if status != "aborted" else None,
+            reviewer_label=_reviewer_label(slot.job, image) if image is not None and status != "aborted" else None,
             wall_s=time.perf_counter() - self.started,
             image=image if self.keep_images else None,
         )
@@ -134,7 +144,7 @@ class _Run:
 
     def finish(self, slots: list[Slot]) -> list[tuple[Slot, bool]]:
         """Judge finished slots; returns (slot, accepted)."""
-        images, p, labels = self.judge_slots(slots, use_x0=False)
+        images, p, labels = self.judge_slots(slots)
         results = []
         for k, slot in enumerate(slots):
             accepted = float(p[k]) >= self.tau
@@ -143,12 +153,13 @@ class _Run:
         return results
 
     def early_check(self, slots: list[Slot]) -> list[Slot]:
-        """Judge the x0 prediction of slots at the early step; returns the slots that were aborted."""
-        images, p, labels = self.judge_slots(slots, use_x0=True)
+        """Score slots at the early step; returns the slots that were aborted (recorded with their score)."""
+        assert self.scorer is not None
+        p = self.scorer.scores(slots, self.cfg.early_step)
         aborted = []
         for k, slot in enumerate(slots):
             if float(p[k]) < self.cfg.early_threshold:
-                self.record(slot, "aborted", images[k], float(p[k]), labels[k])
+                self.record(slot, "aborted", None, float(p[k]), "")
                 aborted.append(slot)
         return aborted
 
@@ -161,9 +172,20 @@ def recurrent_generate(
     cfg: RecurrentConfig,
     keep_images: bool = False,
     progress: bool = True,
+    probe: Probe | None = None,
 ) -> RunStats:
-    """Slot-refilling recurrent generation (optionally with early rejection)."""
-    run = _Run(denoiser, judge, cfg, keep_images)
+    """Slot-refilling recurrent generation (optionally with early rejection by `cfg.early_by`; the probe ones need
+    `probe`)."""
+    scorer = Scorer(denoiser, judge, cfg.early_by, probe, [cfg.early_step]) if cfg.early_reject else None
+    try:
+        return _refill(Run(denoiser, judge, cfg, keep_images, scorer), products, pool, progress)
+    finally:
+        if scorer is not None:
+            scorer.close()
+
+
+def _refill(run: Run, products: Sequence[Product], pool: Sequence[PromptConfig], progress: bool) -> RunStats:
+    denoiser, cfg = run.denoiser, run.cfg
     index = {p.key: i for i, p in enumerate(products)}
     pending: deque[Job] = deque(job_for(p, i, 1, pool, cfg) for i, p in enumerate(products))
     slots: list[Slot] = []
@@ -203,7 +225,7 @@ def whole_batch_generate(
     progress: bool = True,
 ) -> RunStats:
     """The comparison loop: groups of a batch, each regenerated together until done, no refilling."""
-    run = _Run(denoiser, judge, cfg, keep_images)
+    run = Run(denoiser, judge, cfg, keep_images)
     bar = tqdm(total=len(products), desc="whole batch", unit="product", disable=not progress)
     for start in range(0, len(products), cfg.batch_size):
         group = list(range(start, min(len(products), start + cfg.batch_size)))
@@ -261,6 +283,11 @@ def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, fl
         "seconds_per_accept": stats.seconds / len(accepted) if accepted else float("nan"),
         "accepts_per_min": 60.0 * len(accepted) / max(stats.seconds, 1e-9),
         "max_attempts": max_attempts,
+        # cost per usable image: what production pays per accepted image that a person would use
+        "usable_images": sum(reviewer_final),
+        "unet_evals_per_usable": stats.unet_evals / sum(reviewer_final) if sum(reviewer_final) else float("nan"),
+        "seconds_per_usable": stats.seconds / sum(reviewer_final) if sum(reviewer_final) else float("nan"),
+        "check_overhead": stats.check_overhead,
     }
 
 
