@@ -62,7 +62,7 @@ def test_resample_points_beyond_the_schedule_are_refused_and_defaults_shrink_to_
     with pytest.raises(ValidationError, match=r"probe_steps \[12\] lie outside the 10-step schedule"):
         GenerationEvalConfig(recurrent=RecurrentConfig(steps=10), probe_steps=[4, 12])
     short = GenerationEvalConfig(recurrent=RecurrentConfig(steps=7))
-    assert short.probe_steps == [4, 6] and short.steers
+    assert short.probe_steps == [2, 4, 6] and short.steers
     assert not GenerationEvalConfig(recurrent=RecurrentConfig(steps=2)).steers
 
 

@@ -81,8 +81,8 @@ class SteeringConfig(BaseModel):
 
     particles: int = Field(4, ge=1, description="particles a product starts each round")
     resample_at: list[float] = Field(
-        default_factory=lambda: [0.2],
-        description="where particles resample, as shares of the schedule (0.2 of 20 steps: after step 4)",
+        default_factory=lambda: [0.1],
+        description="where particles resample, as shares of the schedule (0.1 of 20 steps: after step 2)",
     )
     survivors: list[int] = Field(
         default_factory=lambda: [1], description="population after each resample point (one per point)"
@@ -116,7 +116,7 @@ class GenerationEvalConfig(BaseModel):
     product_seed: int = Field(777, description="RF1M-synth seed the held-out products come from")
     categories: list[str] | None = Field(None, description="product categories (default: all)")
     recurrent: RecurrentConfig = Field(default_factory=RecurrentConfig)
-    probe_steps: list[int] = Field(default_factory=lambda: [4, 6, 8, 10, 12], description="early-check candidates")
+    probe_steps: list[int] = Field(default_factory=lambda: [2, 4, 6, 8, 10, 12], description="early-check candidates")
     probe_thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.3, 0.4])
     max_false_abort: float = Field(0.05, ge=0, le=1, description="calibration budget of lost accepts")
     early_by: list[EarlyBy] = Field(
