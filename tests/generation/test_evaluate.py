@@ -128,6 +128,7 @@ def test_api_logs_the_evaluation_to_mlflow(components, rfnet, tmp_path, tracking
         out / "generation.json",
         out / "plots",
         out / "attempts.parquet",
+        rfft_controlnet=tmp_path / "generator" / "controlnet",  # the same weights: only the wiring is tested
     )
 
     client = MlflowClient()
@@ -144,6 +145,8 @@ def test_api_logs_the_evaluation_to_mlflow(components, rfnet, tmp_path, tracking
     assert tags["model.generator.folder_hash"] == folder_hash(tmp_path / "generator")
     assert tags["model.controlnet.folder_hash"] == folder_hash(tmp_path / "generator" / "controlnet")
     assert tags["model.judge.folder_hash"] == folder_hash(tmp_path / "judge")
+    assert tags["model.rfft_controlnet.folder_hash"] == tags["model.controlnet.folder_hash"]
+    assert {"rfft_plain", "unet_evals_per_usable_rfft_plain"} <= set(written["runs"]) | set(run.data.metrics)
     assert tags["git_commit"]
     artifacts = {
         a.path for folder in ("plots", "records", "metrics") for a in client.list_artifacts(run.info.run_id, folder)

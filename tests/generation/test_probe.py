@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -72,6 +74,19 @@ def test_the_tap_keeps_both_guidance_branches_and_leaves_the_images_unchanged(co
     channels = unet[-1] + sum(reversed(unet)) + components.controlnet.config.block_out_channels[-1]
     assert b[0].extra["features"].shape == (2 * channels * 4,)  # two branches, a 2 x 2 grid per channel
     assert not torch.equal(b[0].extra["features"], b[1].extra["features"])
+
+
+def test_the_tap_pools_only_the_rows_asked_for(components, products) -> None:
+    denoiser = Denoiser(components, steps=4, guidance_scale=2.0)
+    slots = _slots(denoiser, products)
+    tap = FeatureTap(components, TAPPED)
+    with tap.capture():
+        denoiser.advance([replace(s) for s in slots])
+    every = tap.features()
+    with tap.capture([2, 0]):
+        denoiser.advance([replace(s) for s in slots])
+    tap.close()
+    assert torch.allclose(tap.features(), every[[2, 0]], atol=1e-6)
 
 
 def test_the_tap_keeps_nothing_outside_capture(components, products) -> None:

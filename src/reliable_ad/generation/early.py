@@ -126,8 +126,6 @@ class Calibration:
     by_mode: dict[str, dict[str, Any] | None]
     table: list[dict[str, Any]]
     probe: Probe | None
-    attempts: int
-    accept_rate: float
     probe_skipped: str | None = None  # why no probe was trained
 
 
@@ -177,7 +175,7 @@ def calibrate(
     chosen = min(found, key=lambda row: row["steps_per_accept"]) if found else None
     if probe is not None:
         probe.report |= {"early": chosen, "attempts": len(accepted), "accepted": int(accepted.sum())}
-    return Calibration(chosen, by_mode, table, probe, len(accepted), float(accepted.mean()), skipped)
+    return Calibration(chosen, by_mode, table, probe, skipped)
 
 
 def _auc(truth: NDArray[np.bool_], scores: NDArray[np.float64]) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +48,7 @@ class FeatureTap:
         self.grid = grid
         self._outputs: dict[str, torch.Tensor] = {}
         self._capturing = False
+        self._rows: list[int] | None = None
         self.seconds = 0.0  # spent pooling and gathering (exact on a CPU; an accelerator's kernels run async)
         self._handles = []
         for name, module in _modules(components, blocks):
@@ -60,23 +61,27 @@ class FeatureTap:
                 started = time.perf_counter()
                 hidden = output[0] if isinstance(output, tuple) else output
                 assert isinstance(hidden, torch.Tensor)
+                if self._rows is not None:  # both guidance branches of the samples asked for, nothing else
+                    half = hidden.shape[0] // 2
+                    hidden = hidden[self._rows + [half + r for r in self._rows]]
                 self._outputs[name] = F.adaptive_avg_pool2d(hidden.detach().float(), self.grid).flatten(1)
                 self.seconds += time.perf_counter() - started
 
         return keep
 
     @contextmanager
-    def capture(self, enabled: bool = True) -> Iterator[None]:
-        """Keep the pooled outputs of the forward passes run inside (the last one wins)."""
+    def capture(self, rows: Sequence[int] | None = None) -> Iterator[None]:
+        """Keep the pooled outputs of the forward passes run inside (the last one wins), of the samples `rows`
+        of the batch (None: all): the cost follows the slots that need features, not the batch."""
         self._outputs.clear()
-        self._capturing = enabled
+        self._capturing, self._rows = True, None if rows is None else list(rows)
         try:
             yield
         finally:
             self._capturing = False
 
     def features(self) -> torch.Tensor:
-        """B x F: per sample, every tapped block's pooled output of both guidance branches, on the CPU."""
+        """rows x F: per sample, every tapped block's pooled output of both guidance branches, on the CPU."""
         missing = [n for n in self.names if n not in self._outputs]
         if missing:
             raise ProbeError(f"no captured output of {missing}: was a forward pass run inside capture()?")

@@ -29,20 +29,20 @@ FIRST = 1  # the step whose activations the probe's features are taken relative 
 def capture_advance(denoiser: Denoiser, tap: FeatureTap | None, slots: list[Slot], steps: set[int]) -> None:
     """One denoising step; with a tap, slots reaching the first step keep their pooled activations, and slots
     reaching one of `steps` keep the change since then as `extra["features"]`."""
-    reaching = {s.step + 1 for s in slots}
-    if tap is None or not reaching & (steps | {FIRST}):
+    rows = [k for k, s in enumerate(slots) if s.step + 1 in steps | {FIRST}]
+    if tap is None or not rows:
         denoiser.advance(slots)
         return
-    with tap.capture():
+    with tap.capture(rows):
         denoiser.advance(slots)
-    features = tap.features()
-    for k, slot in enumerate(slots):
+    for k, features in zip(rows, tap.features(), strict=True):
+        slot = slots[k]
         if slot.step == FIRST:
-            slot.extra["first"] = features[k]
-        elif slot.step in steps:
+            slot.extra["first"] = features
+        else:
             first = slot.extra["first"]
             assert isinstance(first, torch.Tensor)
-            slot.extra["features"] = features[k] - first
+            slot.extra["features"] = features - first
 
 
 @torch.no_grad()
