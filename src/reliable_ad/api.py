@@ -152,12 +152,13 @@ def train_rfnet(
     out: Path,
     init_from: Path | None = None,
     resume: bool = True,
-    epochs: int | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """Train RFNet into `out` (`out/model`), warm-started from `init_from` if given; resumes `out/checkpoints`."""
+    """Train RFNet into `out` (`out/model`), warm-started from `init_from` if given; resumes `out/checkpoints`.
+    `changes` replace settings of `rfnet.train` (e.g. the rounds' epochs and learning rate)."""
     from reliable_ad.training.rfnet import train_rfnet as run
 
-    cfg = params.rfnet.train if epochs is None else params.rfnet.train.model_copy(update={"epochs": epochs})
+    cfg = params.rfnet.train.model_validate({**params.rfnet.train.model_dump(), **changes})
     return run(cfg, shards, out, init_from=init_from, resume=resume)
 
 
@@ -503,7 +504,9 @@ def feedback_round(
     if "judge" not in done:
         sources = [f for f in (*data.feedback, *earlier, dataset) if f.exists()]
         prepared = prepare(params, data.root, data.manifest, sources, shards)
-        trained = train_rfnet(params, shards, folder / "rfnet", init_from=judge, epochs=cfg.rfnet_epochs)
+        trained = train_rfnet(
+            params, shards, folder / "rfnet", init_from=judge, epochs=cfg.rfnet_epochs, lr=cfg.rfnet_lr
+        )
         gate = register_rfnet(params, new_judge, shards, folder / "rfnet_gate.json", extra_tags=lineage)
         step("judge", {"shards": prepared["rows_written"], "train": trained, "gate": gate})
     row: dict[str, Any] = {
