@@ -200,12 +200,13 @@ def train_rfnet(
     out: Path,
     init_from: Path | None = None,
     resume: bool = True,
-    epochs: int | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """Train RFNet into `out` (`out/model`), warm-started from `init_from` if given; resumes `out/checkpoints`."""
+    """Train RFNet into `out` (`out/model`), warm-started from `init_from` if given; resumes `out/checkpoints`.
+    `changes` replace settings of `rfnet.train` (e.g. the rounds' epochs and learning rate)."""
     from reliable_ad.training.rfnet import train_rfnet as run
 
-    cfg = params.rfnet.train if epochs is None else params.rfnet.train.model_copy(update={"epochs": epochs})
+    cfg = params.rfnet.train.model_validate({**params.rfnet.train.model_dump(), **changes})
     return run(cfg, shards, out, init_from=init_from, resume=resume)
 
 
@@ -481,10 +482,13 @@ def feedback_round(
     tune: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Round `k`: the current ControlNet's images of fresh training products labelled by people -> ingested
-    as a feedback batch -> the judge retrained warm-started on all data -> RFFT from the current ControlNet
-    under the new judge, the snapshot chosen by validation verdicts -> base vs tuned on the held-out
-    products -> both registered and gated.
+    """Round `k`: images of fresh training products labelled by people -> ingested as a feedback batch -> the
+    judge retrained warm-started on all data -> RFFT from the current ControlNet under the new judge, the
+    snapshot chosen by validation verdicts -> base vs tuned on the held-out products -> both registered and gated.
+
+    The images people label come from the last weights of the RFFT run that made `controlnet` (its snapshots
+    beside it), not from the weights selected: the last ones are what fooled the old judge most, and the new
+    judge must learn exactly those mistakes. Without snapshots, `controlnet` makes them.
 
     People's labels arrive as a batch that was ingested into one of `data.feedback` before (`ingested`: its
     ingest result, e.g. from the retrain-on-feedback flow); in the embedded world, without one, the round
@@ -495,8 +499,10 @@ def feedback_round(
     state written for other inputs or settings is cleared first."""
     from reliable_ad.data.hashing import folder_hash
     from reliable_ad.training.checkpoint import fingerprint
+    from reliable_ad.training.rfft_select import last_snapshot
 
     cfg = params.rounds
+    shown = last_snapshot(controlnet.parent) or controlnet  # the ControlNet whose images people label
     folder, round_data = out / f"round-{k}", data.rounds / f"round-{k}"
     dataset, shards = round_data / "feedback", round_data / "shards"
     earlier = [data.rounds / f"round-{i}" / "feedback" for i in range(1, k)]
@@ -504,6 +510,7 @@ def feedback_round(
         {
             "judge": folder_hash(judge),
             "controlnet": folder_hash(controlnet) if tune else None,
+            "shown": folder_hash(shown) if ingested is None else None,
             "generator": folder_hash(generator) if tune else None,
             "batch": ingested["batch_hash"] if ingested is not None else None,
             "data": [folder_hash(f) for f in (*data.feedback, *earlier) if f.exists()],
@@ -520,9 +527,7 @@ def feedback_round(
     if "feedback" not in done:
         if ingested is None:
             products = SimulatedFeedbackConfig(products=cfg.products, product_seed=cfg.product_seed + k - 1, seed=k)
-            fed = simulate_feedback(
-                params, generator, dataset, data.reports / f"round-{k}", progress, controlnet, products
-            )
+            fed = simulate_feedback(params, generator, dataset, data.reports / f"round-{k}", progress, shown, products)
         else:
             fed = dict(ingested)
         if fed["status"] == "rejected":
@@ -547,7 +552,9 @@ def feedback_round(
     if "judge" not in done:
         sources = [f for f in (*data.feedback, *earlier, dataset) if f.exists()]
         prepared = prepare(params, data.root, data.manifest, sources, shards)
-        trained = train_rfnet(params, shards, folder / "rfnet", init_from=judge, epochs=cfg.rfnet_epochs)
+        trained = train_rfnet(
+            params, shards, folder / "rfnet", init_from=judge, epochs=cfg.rfnet_epochs, lr=cfg.rfnet_lr
+        )
         gate = register_rfnet(params, new_judge, shards, folder / "rfnet_gate.json", extra_tags=lineage)
         step("judge", {"shards": prepared["rows_written"], "train": trained, "gate": gate})
     row: dict[str, Any] = {

@@ -20,7 +20,7 @@ from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_compone
 from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.training.checkpoint import CheckpointMismatch
 from reliable_ad.training.rfft import feedback_loss, gaussian_blur, regularizer_loss, rfft_train, trained_against
-from reliable_ad.training.rfft_select import snapshots
+from reliable_ad.training.rfft_select import last_snapshot, snapshots
 
 FIVE_WAY = ["available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination"]
 
@@ -246,6 +246,8 @@ def test_snapshots_are_saved_every_select_every_steps_and_at_the_end(generator, 
     cfg = _cfg(steps=3, select={"every": 2, "by": "reviewer"})
     rfft_train(cfg, generator, _judge(), POOL, tmp_path / "run")
     assert [step for step, _ in snapshots(tmp_path / "run")] == [2, 3]
+    assert last_snapshot(tmp_path / "run") == tmp_path / "run" / "snapshots" / "step-000003"  # what people see next
+    assert last_snapshot(generator) is None
     ControlNetModel.from_pretrained(tmp_path / "run" / "snapshots" / "step-000002", use_safetensors=True)
     with pytest.raises(ValidationError, match="nothing to choose from"):
         _cfg(select={"every": 0, "by": "reviewer"})
@@ -261,3 +263,14 @@ def test_the_reward_can_judge_blurred_images_so_pixel_patterns_earn_nothing(gene
     assert torch.allclose(blurred.mean(), checker.mean(), atol=1e-6)  # blurring moves no light around
     rfft_train(_cfg(steps=1, reward_blur=1.0), generator, _judge(), POOL, tmp_path / "run")
     assert np.isfinite(_log(tmp_path / "run")[0]["feedback"])
+
+
+def test_the_anchor_can_learn_from_the_controlnets_own_accepted_samples(generator, tmp_path) -> None:
+    judge = _judge()
+    judge.config.acceptance_threshold = 0.0  # accepts every sample: the pool is the whole first-attempt batch
+    cfg = _cfg(steps=2, feedback_weight=0.0, regularizer="none", anchor=1.0, anchor_data="accepted", anchor_pool=3)
+    rfft_train(cfg, generator, judge, POOL, tmp_path / "run")
+    assert all(record["anchor"] > 0 and record["feedback"] == 0 for record in _log(tmp_path / "run"))
+    judge.config.acceptance_threshold = 1.0  # accepts nothing: there is nothing to learn from, said so
+    with pytest.raises(RuntimeError, match="accepted none of 3 samples"):
+        rfft_train(cfg, generator, judge, POOL, tmp_path / "again")
