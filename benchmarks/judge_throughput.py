@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from common import machine
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.judge import Judge
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet
 
 
 def main() -> None:

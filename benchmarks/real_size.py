@@ -28,13 +28,14 @@ from reliable_ad.generation.config import RFFTConfig
 from reliable_ad.generation.denoise import Denoiser, Job
 from reliable_ad.generation.preprocess import centre_zoom, control_inputs
 from reliable_ad.judge import Judge
+from reliable_ad.models.config import RFNetConfig
 from reliable_ad.models.generator import (
     GeneratorComponents,
     build_tokenizer,
     controlnet_for_inpainting,
     sd15_scheduler,
 )
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.rfnet import RFNet
 from reliable_ad.training.rfft import rfft_losses
 
 

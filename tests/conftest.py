@@ -19,7 +19,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 @pytest.fixture(scope="session")
 def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random generator pipeline folder (UNet, ControlNet, VAE, text encoder, tokenizer, scheduler)."""
-    from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
+    from reliable_ad.models.config import TinyGeneratorConfig
+    from reliable_ad.models.generator import build_tiny_components, save_components
 
     folder = tmp_path_factory.mktemp("generator") / "gen"
     save_components(
@@ -31,9 +32,9 @@ def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small RF1M-synth dataset, imported and prepared: the input of training and evaluation tests."""
-    from reliable_ad.data.rf1m import ImportConfig, import_dataset
-    from reliable_ad.data.shards import PrepareConfig, prepare_shards
-    from reliable_ad.data.synth.world import SynthConfig
+    from reliable_ad.data.config import ImportConfig, PrepareConfig, SynthConfig
+    from reliable_ad.data.rf1m import import_dataset
+    from reliable_ad.data.shards import prepare_shards
     from reliable_ad.data.synth.writer import write_synth
 
     root = tmp_path_factory.mktemp("tiny-shards")

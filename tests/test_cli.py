@@ -12,11 +12,12 @@ from typer.testing import CliRunner, Result
 
 from reliable_ad.cli import app
 from reliable_ad.data import layout
-from reliable_ad.data.rf1m import ImportConfig, import_dataset
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import ImportConfig, SynthConfig
+from reliable_ad.data.rf1m import import_dataset
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig, TinyGeneratorConfig
+from reliable_ad.models.generator import build_tiny_components, save_components
+from reliable_ad.models.rfnet import RFNet
 
 SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1}
 POOL = [{"prompt": "front view of a product placed on a white desktop, grey walls", "image_scale": 0.6}]

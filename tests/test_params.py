@@ -44,3 +44,14 @@ def test_the_project_params_and_every_profile_are_valid(tmp_path) -> None:
     assert load_params(Path("params.yaml")).profile == "full"
     for profile in raw["profiles"]:
         assert load_params(_write(tmp_path, {**raw, "profile": profile})).profile == profile
+
+
+def test_the_settings_import_without_the_heavy_libraries() -> None:
+    """Every command reads its settings first (`rad --help` too): they load no torch, numpy, Arrow or MLflow."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "numpy", "pyarrow", "pandas", "cv2", "PIL", "mlflow", "diffusers", "accelerate", "prefect")
+    probe = f"import sys, reliable_ad.params; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

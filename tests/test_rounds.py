@@ -7,9 +7,10 @@ import pytest
 
 import reliable_ad.api as api
 from reliable_ad.api import RoundData, RoundError, feedback_round, feedback_rounds
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet
 from reliable_ad.params import Params
 
 PROMPTS = Path(__file__).parents[1] / "configs" / "prompts_embedded.json"

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig, TinyGeneratorConfig
+from reliable_ad.models.generator import build_tiny_components, save_components
+from reliable_ad.models.rfnet import RFNet
 
 TINY = {
     "data": {

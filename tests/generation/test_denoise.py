@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.denoise import Denoiser, Job
 from reliable_ad.generation.sampler import generate
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
+from reliable_ad.models.config import TinyGeneratorConfig
+from reliable_ad.models.generator import build_tiny_components
 
 
 @pytest.fixture(scope="module")

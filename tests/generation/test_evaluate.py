@@ -9,8 +9,9 @@ from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.evaluate import evaluate_generation, held_out_products
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import Judge
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig, TinyGeneratorConfig
+from reliable_ad.models.generator import build_tiny_components, save_components
+from reliable_ad.models.rfnet import RFNet
 
 REQUIRED = (
     "available_rate_first_rfnet",

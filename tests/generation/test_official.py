@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.cutout import ProductImageError, ensure_alpha
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import GenerateArgs
 from reliable_ad.generation.official import run_generate
-from reliable_ad.generation.preprocess import ProductImageError, centre_zoom, ensure_alpha
+from reliable_ad.generation.preprocess import centre_zoom
 from reliable_ad.generation.prompts import PromptPoolError, load_prompt_pool
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
+from reliable_ad.models.config import TinyGeneratorConfig
+from reliable_ad.models.generator import build_tiny_components, save_components
 
 POOL = [
     {"prompt": "front view of a product placed on a oak desktop, {} walls", "image_scale": 0.5, "flag": 1},

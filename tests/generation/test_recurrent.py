@@ -16,7 +16,8 @@ from reliable_ad.generation.recurrent import (
     summarise,
     whole_batch_generate,
 )
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
+from reliable_ad.models.config import TinyGeneratorConfig
+from reliable_ad.models.generator import build_tiny_components
 
 POOL = [
     PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1),

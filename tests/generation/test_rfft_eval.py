@@ -18,10 +18,11 @@ from reliable_ad.generation.rfft_eval import (
     quality_guard,
 )
 from reliable_ad.judge import Judge
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components, save_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig, TinyGeneratorConfig
+from reliable_ad.models.generator import build_tiny_components, load_components, save_components
+from reliable_ad.models.rfnet import RFNet
+from reliable_ad.registry.config import ControlNetGateConfig
 from reliable_ad.registry.controlnet import register_controlnet
-from reliable_ad.registry.gate import ControlNetGateConfig
 from reliable_ad.registry.models import CHAMPION, by_alias, get_version
 from reliable_ad.training.rfft import JUDGES_FILE
 

@@ -6,14 +6,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.imageio import decode, to_rgb
 from reliable_ad.data.reviewer import product_mask, review
-from reliable_ad.data.synth.world import SynthConfig
 from reliable_ad.generation.config import SimulatedFeedbackConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.simulated_feedback import LABEL_IDS, simulate_feedback
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
+from reliable_ad.models.config import TinyGeneratorConfig
+from reliable_ad.models.generator import build_tiny_components
 from reliable_ad.params import Params
 
 ROOT = Path(__file__).resolve().parents[2]

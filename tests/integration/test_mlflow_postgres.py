@@ -22,8 +22,9 @@ import torch
 from live_servers import Servers, clean_env, free_port, log_tail
 
 from reliable_ad.judge import Judge
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
-from reliable_ad.registry.gate import GateConfig
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet
+from reliable_ad.registry.config import GateConfig
 from reliable_ad.registry.models import CHALLENGER, CHAMPION, by_alias, list_versions
 from reliable_ad.registry.rfnet import register_rfnet
 

@@ -3,10 +3,11 @@ import pytest
 import torch
 from diffusers import ControlNetModel
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.sampler import generate
+from reliable_ad.models.config import TinyGeneratorConfig
 from reliable_ad.models.generator import (
-    TinyGeneratorConfig,
     build_tiny_components,
     check_controlnet_matches,
     controlnet_for_inpainting,

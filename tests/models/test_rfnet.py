@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from reliable_ad.judge import Judge, JudgeInputError
-from reliable_ad.models.rfnet import RFNet, RFNetConfig, TinyTextEncoder, build_vocabulary
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet, TinyTextEncoder, build_vocabulary
 
 CAPTIONS = ["red perfume bottle, 24 cm", "blue coffee mug, 9 cm"]
 

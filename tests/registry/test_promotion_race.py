@@ -3,8 +3,10 @@
 import multiprocessing as mp
 import os
 
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
-from reliable_ad.registry.gate import GateConfig, decide
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet
+from reliable_ad.registry.config import GateConfig
+from reliable_ad.registry.gate import decide
 from reliable_ad.registry.models import CHAMPION, by_alias, get_version, log_model_folder
 from reliable_ad.registry.tracking import setup
 from reliable_ad.stats import PairedDelta

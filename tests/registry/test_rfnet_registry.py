@@ -3,8 +3,10 @@ from pathlib import Path
 import pytest
 
 from reliable_ad.data.hashing import sha256_of
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
-from reliable_ad.registry.gate import GateConfig, decide, promote, rollback
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet
+from reliable_ad.registry.config import GateConfig
+from reliable_ad.registry.gate import decide, promote, rollback
 from reliable_ad.registry.models import CHALLENGER, CHAMPION, RegistryError, by_alias, list_versions
 from reliable_ad.registry.rfnet import LabelSetMismatch, register_rfnet
 from reliable_ad.registry.tracking import setup
@@ -64,7 +66,8 @@ def test_winner_is_promoted_and_can_be_rolled_back(tiny_shards, tracking, tmp_pa
 def test_a_trained_candidate_logs_its_training_settings_and_data(tiny_shards, tracking, tmp_path) -> None:
     from mlflow import MlflowClient
 
-    from reliable_ad.training.rfnet import RFNetTrainConfig, train_rfnet
+    from reliable_ad.training.config import RFNetTrainConfig
+    from reliable_ad.training.rfnet import train_rfnet
 
     cfg = RFNetTrainConfig(model=RFNetConfig(**SMALL), epochs=1, batch_size=16, lr=1e-3, threads=1)
     train_rfnet(cfg, tiny_shards, tmp_path / "run")

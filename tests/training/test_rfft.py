@@ -16,8 +16,9 @@ from reliable_ad.generation.config import RFFTConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import Judge, JudgeEnsemble, JudgeInputError
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig, TinyGeneratorConfig
+from reliable_ad.models.generator import build_tiny_components, load_components
+from reliable_ad.models.rfnet import RFNet
 from reliable_ad.training.checkpoint import CheckpointMismatch
 from reliable_ad.training.rfft import feedback_loss, regularizer_loss, rfft_train, trained_against
 from reliable_ad.training.rfft_select import snapshots

@@ -6,8 +6,9 @@ from diffusers import ControlNetModel
 from reliable_ad.generation.config import RecurrentConfig, RFFTConfig, SelectionConfig
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import Judge
+from reliable_ad.models.config import RFNetConfig
 from reliable_ad.models.generator import load_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.rfnet import RFNet
 from reliable_ad.training.rfft import JUDGES_FILE, rfft_train
 from reliable_ad.training.rfft_select import SELECTION_FILE, select_snapshot
 

@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from reliable_ad.data.dataset import read_index
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet
 from reliable_ad.training import rfnet as rfnet_training
 from reliable_ad.training.checkpoint import CheckpointMismatch
-from reliable_ad.training.rfnet import NonFiniteLoss, RFNetTrainConfig, rfnet_loss, train_rfnet
+from reliable_ad.training.config import RFNetTrainConfig
+from reliable_ad.training.rfnet import NonFiniteLoss, rfnet_loss, train_rfnet
 from reliable_ad.training.rfnet_eval import Predictions, calibrate_threshold, evaluate_rfnet
 
 SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1}

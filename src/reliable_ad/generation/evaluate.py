@@ -22,7 +22,8 @@ import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig

@@ -23,9 +23,10 @@ import torch
 from tqdm import tqdm
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.imageio import encode_png
 from reliable_ad.data.reviewer import product_mask, review
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import RecurrentConfig, SimulatedFeedbackConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig

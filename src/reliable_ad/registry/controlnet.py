@@ -24,7 +24,8 @@ from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.rfft_eval import compare_generators
 from reliable_ad.judge import Judge
-from reliable_ad.registry.gate import ControlNetGateConfig, Decision, decide
+from reliable_ad.registry.config import ControlNetGateConfig
+from reliable_ad.registry.gate import Decision, decide
 from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
 from reliable_ad.registry.tracking import flat_params, lineage, model_lineage, setup
 from reliable_ad.stats import PairedDelta

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from reliable_ad.models.rfnet import TRAINING_FILE, RFNet
-from reliable_ad.registry.gate import Decision, GateConfig, decide
+from reliable_ad.registry.config import GateConfig
+from reliable_ad.registry.gate import Decision, decide
 from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
 from reliable_ad.registry.tracking import flat_params, lineage, setup
 from reliable_ad.stats import paired_bootstrap

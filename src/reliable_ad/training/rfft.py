@@ -35,7 +35,8 @@ from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 from tqdm import tqdm
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import GENERATOR_CATEGORIES, RecurrentConfig, RFFTConfig
 from reliable_ad.generation.denoise import Denoiser, Slot
 from reliable_ad.generation.evaluate import held_out_products

@@ -5,7 +5,7 @@ import zipfile
 import pytest
 
 from reliable_ad.data import layout
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.labels import RF1M_LABELS
 
