@@ -27,7 +27,7 @@ from common import machine
 from reliable_ad.generation.config import RFFTConfig
 from reliable_ad.generation.denoise import Denoiser, Job
 from reliable_ad.generation.preprocess import centre_zoom, control_inputs
-from reliable_ad.judge import Judge
+from reliable_ad.judge import RFNetJudge
 from reliable_ad.models.config import RFNetConfig
 from reliable_ad.models.generator import (
     GeneratorComponents,
@@ -100,7 +100,7 @@ def rfft_step(parts: GeneratorComponents, args: argparse.Namespace, device: torc
     frozen = controlnet_for_inpainting(parts.unet).to(device).requires_grad_(False)
     parts.controlnet.train().enable_gradient_checkpointing()
     parts.unet.enable_gradient_checkpointing()
-    judge = Judge(RFNet(RFNetConfig(image_size=384, vocabulary=["cm"])), device=device)
+    judge = RFNetJudge(RFNet(RFNetConfig(image_size=384, vocabulary=["cm"])), device=device)
     optimizer = torch.optim.AdamW(parts.controlnet.parameters(), lr=1e-5)
     denoiser = Denoiser(parts, cfg.inference_steps, cfg.guidance_scale, device=device)
     jobs = [

@@ -23,6 +23,7 @@ from reliable_ad.generation.config import (
     SimulatedFeedbackConfig,
 )
 from reliable_ad.generation.guard import GuardConfig
+from reliable_ad.paths import Paths
 from reliable_ad.registry.config import ControlNetGateConfig, GateConfig
 from reliable_ad.training.config import RFNetTrainConfig
 
@@ -68,6 +69,7 @@ class Params(BaseModel):
     rfnet: RFNetParams = Field(default_factory=RFNetParams)
     generation: GenerationParams = Field(default_factory=GenerationParams)
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
+    paths: Paths = Field(default_factory=Paths)
 
 
 class ParamsError(ValueError):

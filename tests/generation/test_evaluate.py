@@ -6,12 +6,9 @@ import pytest
 
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
-from reliable_ad.generation.evaluate import evaluate_generation, held_out_products
+from reliable_ad.generation.evaluate import evaluate_generation
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.judge import Judge
-from reliable_ad.models.config import RFNetConfig, TinyGeneratorConfig
-from reliable_ad.models.generator import build_tiny_components, save_components
-from reliable_ad.models.rfnet import RFNet
+from reliable_ad.judge import RFNetJudge
 
 REQUIRED = (
     "available_rate_first_rfnet",
@@ -29,19 +26,19 @@ RECURRENT = RecurrentConfig(batch_size=2, max_attempts=2, steps=3, guidance_scal
 
 
 @pytest.fixture(scope="module")
-def components():
-    return build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)))
+def components(make_components):
+    return make_components()
 
 
 @pytest.fixture(scope="module")
-def rfnet():
-    return RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"]))
+def rfnet(make_rfnet):
+    return make_rfnet()
 
 
 def _evaluate(components, rfnet, cfg: GenerationEvalConfig, folder):
     return evaluate_generation(
         Denoiser(components, steps=3, guidance_scale=2.0),
-        Judge(rfnet),
+        RFNetJudge(rfnet),
         POOL,
         cfg,
         folder / "generation.json",
@@ -100,55 +97,3 @@ def test_without_a_calibrated_check_the_early_figures_are_nan_not_missing(compon
         assert key in written, key
     for key in ("unet_evals_ratio_early_vs_plain", "false_abort_rate", "final_available_rate_early"):
         assert math.isnan(written[key]), key
-
-
-def test_api_logs_the_evaluation_to_mlflow(components, rfnet, tmp_path, tracking) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from reliable_ad.api import evaluate_generation as api_evaluate
-    from reliable_ad.data.hashing import folder_hash
-    from reliable_ad.params import GenerationParams, Params
-
-    save_components(components, tmp_path / "generator")
-    rfnet.save(tmp_path / "judge")
-    (tmp_path / "pool.json").write_text(json.dumps([entry.model_dump() for entry in POOL]))
-    cfg = GenerationEvalConfig(
-        products=2, calibration_products=2, probe_steps=[1], probe_thresholds=[0.5], recurrent=RECURRENT
-    )
-    params = Params(generation=GenerationParams(prompts=tmp_path / "pool.json", evaluate=cfg))
-    out = tmp_path / "out"
-    result = api_evaluate(
-        params,
-        tmp_path / "generator",
-        None,
-        str(tmp_path / "judge"),
-        out / "generation.json",
-        out / "plots",
-        out / "attempts.parquet",
-    )
-
-    client = MlflowClient()
-    run = client.get_run(result["mlflow_run_id"])
-    assert run.info.run_name == "evaluate-generation"
-    written = json.loads((out / "generation.json").read_text())
-    for key in REQUIRED:
-        logged, expected = run.data.metrics[key], written[key]
-        assert (math.isnan(logged) and math.isnan(expected)) or logged == pytest.approx(expected), key
-    assert "runs" not in run.data.metrics and "early_rejection" not in run.data.metrics  # nested: in the JSON
-    assert run.data.params["products"] == "2" and run.data.params["recurrent.steps"] == "3"
-    assert run.data.params["max_false_abort"] == str(cfg.max_false_abort)
-    tags = run.data.tags
-    assert tags["model.generator.folder_hash"] == folder_hash(tmp_path / "generator")
-    assert tags["model.controlnet.folder_hash"] == folder_hash(tmp_path / "generator" / "controlnet")
-    assert tags["model.judge.folder_hash"] == folder_hash(tmp_path / "judge")
-    assert tags["git_commit"]
-    artifacts = {
-        a.path for folder in ("plots", "records", "metrics") for a in client.list_artifacts(run.info.run_id, folder)
-    }
-    assert {"plots/generation_curves.png", "records/attempts.parquet", "metrics/generation.json"} <= artifacts
-
-
-def test_held_out_products_are_distinct_products() -> None:
-    products = held_out_products(12, 777)
-    ids = {p.key.rsplit("-", 1)[0] for p in products}
-    assert len(ids) == 12  # one photo per product: paired statistics count independent items

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from live_servers import Servers, clean_env, free_port
+from tests.integration.live_servers import Servers, clean_env, free_port
 
 pytestmark = pytest.mark.integration
 

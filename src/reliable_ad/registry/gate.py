@@ -25,6 +25,7 @@ from reliable_ad.registry.models import (
     RegistryError,
     by_alias,
     get_version,
+    list_versions,
     set_alias,
     tag_version,
 )
@@ -50,6 +51,45 @@ class Decision:
 
     def tags(self) -> dict[str, str]:
         return {f"gate.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in asdict(self).items()}
+
+
+# what `rad models list` and the report show of each version's decision (Decision's fields, in this order)
+GATE_FIELDS = (
+    "promoted",
+    "reason",
+    "metric",
+    "candidate",
+    "champion_version",
+    "champion",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "margin",
+)
+
+
+def version_rows(name: str) -> list[dict[str, Any]]:
+    """Every version of `name`, oldest first, with its aliases and its gate decision read back from the tags
+    (`Decision.tags` writes them: JSON for numbers, booleans and dicts, plain text for strings)."""
+    rows = []
+    for version in list_versions(name):
+        gate = {k.removeprefix("gate."): _tag_value(v) for k, v in version.tags.items() if k.startswith("gate.")}
+        rows.append(
+            {
+                "version": version.version,
+                "aliases": list(version.aliases),
+                **{k: gate.get(k) for k in GATE_FIELDS},
+                "extra": gate.get("extra"),
+            }
+        )
+    return rows
+
+
+def _tag_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return text
 
 
 def decide(

@@ -1,0 +1,270 @@
+"""Feedback rounds: the generator's newest images labelled by people, the judge retrained on them, RFFT again
+under the new judge, evaluated and gated; each round resumable at its step."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reliable_ad.api.common import denoiser_from, judge_from, write_json
+from reliable_ad.api.data import prepare, simulate_feedback
+from reliable_ad.api.rfft import compare_generators, register_controlnet, rfft_train
+from reliable_ad.api.rfnet import register_rfnet, train_rfnet
+from reliable_ad.generation.config import SimulatedFeedbackConfig
+from reliable_ad.params import Params
+from reliable_ad.paths import Paths
+
+
+class RoundError(RuntimeError):
+    """A feedback round cannot go on (its batch failed validation...): later rounds do not start."""
+
+
+def feedback_rounds(
+    params: Params,
+    generator: Path,
+    judge: Path,
+    controlnet: Path,
+    data: RoundData,
+    out: Path,
+    metrics: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`rounds.count` feedback rounds after the first judge (`judge`) and RFFT (`controlnet`); each round's
+    judge and ControlNet start the next. Rounds done before (same inputs and settings) are not redone."""
+    rows: list[dict[str, Any]] = []
+    for k in range(1, params.rounds.count + 1):
+        rows.append(feedback_round(params, k, generator, judge, controlnet, data, out, progress=progress))
+        judge, controlnet = round_judge(out, k), round_controlnet(out, k)
+    summary = {
+        "rounds": rows,
+        "human_labels_method": sum(row["human_labels"]["method"] for row in rows),
+        "human_labels_counting": sum(row["human_labels"]["counting"] for row in rows),
+    }
+    if rows:
+        summary["final"] = {key: rows[-1]["comparison"][key] for key in ROUND_HEADLINE}
+    write_json(metrics, summary)
+    return summary
+
+
+# the comparison figures each round reports (and the last round's are the loop's result)
+ROUND_HEADLINE = (
+    "available_rate_first_reviewer_base",
+    "available_rate_first_reviewer_tuned",
+    "delta",
+    "delta_ci_low",
+    "delta_ci_high",
+    "available_rate_first_rfnet_base",
+    "available_rate_first_rfnet_tuned",
+    "delta_rfnet",
+    "hacking_gap_tuned",
+    "guard_ok",
+    "mean_attempts_base",
+    "mean_attempts_tuned",
+    "attempts_per_available_base",
+    "attempts_per_available_tuned",
+)
+
+
+@dataclass(frozen=True)
+class RoundData:
+    """Where a round's training data comes from and goes: the main dataset, the feedback datasets every round
+    trains on, and the folder of the rounds' own feedback datasets and shards."""
+
+    root: Path
+    manifest: Path
+    feedback: tuple[Path, ...]
+    rounds: Path
+    reports: Path
+
+    @classmethod
+    def of(cls, paths: Paths) -> RoundData:
+        """The pipeline's: its dataset, the human feedback and RF1M-gen, the rounds' folders."""
+        feedback = (paths.feedback, paths.generated)
+        return cls(paths.synth, paths.manifest, feedback, paths.rounds_data, paths.rounds_reports)
+
+
+def round_judge(out: Path, k: int) -> Path:
+    return out / f"round-{k}" / "rfnet" / "model"
+
+
+def round_controlnet(out: Path, k: int) -> Path:
+    return out / f"round-{k}" / "rfft" / "controlnet"
+
+
+def feedback_round(
+    params: Params,
+    k: int,
+    generator: Path,
+    judge: Path,
+    controlnet: Path,
+    data: RoundData,
+    out: Path,
+    ingested: dict[str, Any] | None = None,
+    tune: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Round `k`: the current ControlNet's images of fresh training products labelled by people -> ingested
+    as a feedback batch -> the judge retrained warm-started on all data -> RFFT from the current ControlNet
+    under the new judge, the snapshot chosen by validation verdicts -> base vs tuned on the held-out
+    products -> both registered and gated.
+
+    People's labels arrive as a batch that was ingested into one of `data.feedback` before (`ingested`: its
+    ingest result, e.g. from the retrain-on-feedback flow); in the embedded world, without one, the round
+    generates the images and the reviewer labels them. Without `tune` the round ends once the new judge is
+    registered.
+
+    Each step's result is kept in the round's state.json, so a round killed half-way resumes at its step; a
+    state written for other inputs or settings is cleared first."""
+    from reliable_ad.data.hashing import folder_hash
+    from reliable_ad.training.checkpoint import fingerprint
+
+    cfg = params.rounds
+    folder, round_data = out / f"round-{k}", data.rounds / f"round-{k}"
+    dataset, shards = round_data / "feedback", round_data / "shards"
+    earlier = [data.rounds / f"round-{i}" / "feedback" for i in range(1, k)]
+    key = fingerprint(
+        {
+            "judge": folder_hash(judge),
+            "controlnet": folder_hash(controlnet) if tune else None,
+            "generator": folder_hash(generator) if tune else None,
+            "batch": ingested["batch_hash"] if ingested is not None else None,
+            "data": [folder_hash(f) for f in (*data.feedback, *earlier) if f.exists()],
+            "params": params.model_dump(mode="json", include={"rounds", "rfnet", "generation", "data"}),
+        }
+    )
+    state = _round_state(folder, key, [round_data])
+    done: dict[str, Any] = state["done"]
+
+    def step(name: str, result: dict[str, Any]) -> None:
+        done[name] = result
+        write_json(folder / "state.json", state)
+
+    if "feedback" not in done:
+        if ingested is None:
+            products = SimulatedFeedbackConfig(products=cfg.products, product_seed=cfg.product_seed + k - 1, seed=k)
+            fed = simulate_feedback(
+                params, generator, dataset, data.reports / f"round-{k}", progress, controlnet, products
+            )
+        else:
+            fed = dict(ingested)
+        if fed["status"] == "rejected":
+            raise RoundError(
+                f"round {k}: the feedback batch {fed.get('batch') or '(generated)'} failed validation and nothing "
+                f"of it was ingested ({fed.get('reason') or 'see the report'}); report: {fed['report']}"
+            )
+        version = (
+            folder_hash(dataset)
+            if dataset.exists()
+            else fingerprint({"feedback": [folder_hash(f) for f in data.feedback]})
+        )
+        step("feedback", {**fed, "data_version": version})
+    lineage = {
+        "round": str(k),
+        "round.data_version": done["feedback"]["data_version"],
+        "round.parent.judge.folder_hash": folder_hash(judge),
+    }
+    if tune:
+        lineage["round.parent.controlnet.folder_hash"] = folder_hash(controlnet)
+    new_judge = round_judge(out, k)
+    if "judge" not in done:
+        sources = [f for f in (*data.feedback, *earlier, dataset) if f.exists()]
+        prepared = prepare(params, data.root, data.manifest, sources, shards)
+        trained = train_rfnet(params, shards, folder / "rfnet", init_from=judge, epochs=cfg.rfnet_epochs)
+        gate = register_rfnet(params, new_judge, shards, folder / "rfnet_gate.json", extra_tags=lineage)
+        step("judge", {"shards": prepared["rows_written"], "train": trained, "gate": gate})
+    row: dict[str, Any] = {
+        "round": k,
+        "labels": done["feedback"].get("labels"),
+        "data_version": done["feedback"]["data_version"],
+        "judge_threshold": done["judge"]["train"].get("calibration", {}).get("threshold"),
+        "rfnet_promoted": done["judge"]["gate"]["promoted"],
+        # people's time: the batch they labelled (the method's own use of them; the snapshot choice adds more)
+        "human_labels": {"method": done["feedback"]["rows_in"], "counting": 0},
+    }
+    if not tune:
+        return row
+    tuned = round_controlnet(out, k)
+    if "rfft" not in done:
+        ran = rfft_train(params, generator, new_judge, folder / "rfft", controlnet=controlnet, progress=progress)
+        step("rfft", ran)
+    if "evaluate" not in done:
+        compared = compare_generators(
+            params, generator, tuned, new_judge, folder / "comparison.json", folder / "grid.png"
+        )
+        unseen = first_attempt_rates(params, generator, tuned, new_judge) if cfg.unseen_products else {}
+        step("evaluate", {"comparison": compared, "unseen": unseen})
+    if "gate" not in done:
+        gated = register_controlnet(
+            params, tuned, generator, new_judge, folder / "rfft_gate.json", folder / "comparison.json", lineage
+        )
+        step("gate", gated)
+    selection = done["rfft"].get("selection", {})
+    compared = done["evaluate"]["comparison"]
+    row["human_labels"] = {
+        "method": done["feedback"]["rows_in"] + selection.get("human_labels", 0),
+        # counting results: every attempt the evaluation made, labelled to see what people would say of it
+        "counting": compared["attempts_total_base"]
+        + compared["attempts_total_tuned"]
+        + 2 * done["evaluate"]["unseen"].get("products", 0),
+    }
+    return row | {
+        "selected_step": selection.get("chosen_step"),
+        "comparison": {key: compared[key] for key in ROUND_HEADLINE},
+        "unseen": done["evaluate"]["unseen"],
+        "controlnet_promoted": done["gate"]["promoted"],
+        "controlnet_gate": done["gate"]["reason"],
+    }
+
+
+def round_of_batch(dataset: Path, batch_hash: str) -> int:
+    """The round a human feedback batch starts: its place among the batches ingested into `dataset`."""
+    from reliable_ad.data.feedback import ledger
+
+    hashes = [entry["batch_hash"] for entry in ledger(dataset)]
+    if batch_hash not in hashes:
+        raise ValueError(f"batch {batch_hash[:12]} was never ingested into {dataset}")
+    return 1 + hashes.index(batch_hash)
+
+
+def round_finished(out: Path, k: int, tune: bool) -> bool:
+    """Whether round `k` under `out` ran to its end (its judge registered, and its ControlNet when tuned)."""
+    path = out / f"round-{k}" / "state.json"
+    done = json.loads(path.read_text())["done"] if path.exists() else {}
+    return "judge" in done and (not tune or "gate" in done)
+
+
+def _round_state(folder: Path, key: str, data_folders: list[Path]) -> dict[str, Any]:
+    """The round's state.json, or a new one (and no files of an earlier run) when it was written for other
+    inputs or settings."""
+    import shutil
+
+    path = folder / "state.json"
+    state = json.loads(path.read_text()) if path.exists() else None
+    if state is not None and state.get("fingerprint") == key:
+        return dict(state)
+    for stale in (folder, *data_folders):
+        shutil.rmtree(stale, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return {"fingerprint": key, "done": {}}
+
+
+def first_attempt_rates(params: Params, generator: Path, controlnet: Path, judge: str | Path) -> dict[str, Any]:
+    """Base vs tuned first attempts on products the pipeline never saw (`rounds.unseen_*`), by both judges."""
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.rfft_eval import first_attempt_comparison
+
+    cfg = params.rounds
+    p = params.generation
+    return first_attempt_comparison(
+        denoiser_from(generator, None, params),
+        denoiser_from(generator, controlnet, params),
+        judge_from(params, judge),
+        load_prompt_pool(p.prompts),
+        cfg.unseen_products,
+        cfg.unseen_product_seed,
+        p.evaluate.recurrent,
+        resamples=p.gate.resamples,
+        confidence=p.gate.confidence,
+    )
