@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from common import machine
-from reliable_ad.api import denoiser_from, judge_from
+from reliable_ad.api.common import denoiser_from, judge_from
 from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.generation.config import GENERATOR_CATEGORIES
 from reliable_ad.generation.evaluate import first_attempt_previews
@@ -89,7 +89,7 @@ def main() -> None:
     params = load_params(args.params)
     rc = params.generation.evaluate.recurrent
     denoiser = denoiser_from(args.generator, None, params)
-    judge = judge_from(args.judge)
+    judge = judge_from(params, args.judge)
     pool = load_prompt_pool(params.generation.prompts)
     products = held_out_products(args.products, args.product_seed, list(GENERATOR_CATEGORIES))
     probes = [s for s in params.generation.evaluate.probe_steps if s < rc.steps]

@@ -42,6 +42,19 @@ def _final_rate_gap(metrics: dict[str, Any]) -> float | None:
     return None if early is None or plain is None else abs(early - plain)
 
 
+def _attempts_ratio(metrics: dict[str, Any]) -> float | None:
+    tuned, base = (
+        _get("final", "attempts_per_available_tuned")(metrics),
+        _get("final", "attempts_per_available_base")(metrics),
+    )
+    return None if tuned is None or base is None or base == 0 else tuned / base
+
+
+def _unseen_low(metrics: dict[str, Any]) -> float | None:
+    rounds = metrics.get("rounds") or []
+    return _get("unseen", "delta_ci_low")(rounds[-1]) if rounds else None
+
+
 CHECKS: list[Check] = [
     ("rfnet.json", "RFNet test macro-F1 (held-out categories)", ">= 0.90", _get("macro_f1"), lambda v: v >= 0.9),
     ("rfnet.json", "RFNet test AP(available)", ">= 0.95", _get("ap_available"), lambda v: v >= 0.95),
@@ -90,6 +103,52 @@ CHECKS: list[Check] = [
     ("rfft.json", "RFFT reviewer first-attempt gain", ">= +0.15", _get("delta"), lambda v: v >= 0.15),
     ("rfft.json", "RFFT gain, 95% interval low end", "> 0", _get("delta_ci_low"), lambda v: v > 0),
     ("rfft.json", "background diversity guard", "ok", _get("guard_ok"), lambda v: v >= 1),
+    (
+        "rfft.json",
+        "RFFT hacking gap (RFNet - reviewer, tuned)",
+        "<= 0.05",
+        _get("hacking_gap_tuned"),
+        lambda v: v <= 0.05,
+    ),
+    (
+        "generation.json",
+        "judge ROC AUC on generated attempts (reviewer)",
+        ">= 0.95",
+        _get("judge_auc_generated"),
+        lambda v: v >= 0.95,
+    ),
+    (
+        "generation.json",
+        "accepted images the reviewer calls available",
+        ">= 0.90",
+        _get("judge_precision_generated"),
+        lambda v: v >= 0.9,
+    ),
+    # the feedback rounds: the last round's ControlNet against the base generator
+    ("rounds.json", "rounds: reviewer first-attempt gain", ">= +0.15", _get("final", "delta"), lambda v: v >= 0.15),
+    ("rounds.json", "rounds: gain, 95% interval low end", "> 0", _get("final", "delta_ci_low"), lambda v: v > 0),
+    (
+        "rounds.json",
+        "rounds: hacking gap (tuned)",
+        "<= 0.05",
+        _get("final", "hacking_gap_tuned"),
+        lambda v: v <= 0.05,
+    ),
+    ("rounds.json", "rounds: quality guard", "ok", _get("final", "guard_ok"), lambda v: v >= 1),
+    (
+        "rounds.json",
+        "rounds: attempts per available image, tuned / base",
+        "<= 0.75",
+        _attempts_ratio,
+        lambda v: v <= 0.75,
+    ),
+    (
+        "rounds.json",
+        "rounds: reviewer gain on unseen products",
+        "> 0 (interval)",
+        _unseen_low,
+        lambda v: v > 0,
+    ),
 ]
 
 

@@ -2,9 +2,10 @@
 
     python flows/deploy.py            # needs a Prefect server: PREFECT_API_URL (see docker/compose.yaml)
 
-The feedback trigger listens for the event `rad feedback announce DIR` emits (open-source Prefect has no
-file watcher: the code that receives a batch announces it). On a work pool of GPU nodes, deploy the same
-flows with `flow.from_source(...).deploy(work_pool_name="gpu-pool", ...)` instead of serving them here.
+The feedback trigger listens for the event that `rad feedback announce DIR` and `rad review pull --announce`
+emit (open-source Prefect has no file watcher: the code that receives a batch announces it). On a work pool of
+GPU nodes, deploy the same flows with `flow.from_source(...).deploy(work_pool_name="gpu-pool", ...)` instead of
+serving them here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from reliable_ad.paths import Paths
 PATHS = Paths()
 
 
-def deployments(generator: str = str(PATHS.generator)) -> list:
+def deployments(generator: str | None = str(PATHS.generator)) -> list:
     nightly = retrain_on_feedback.to_deployment(
         name="retrain-nightly",
         cron="0 3 * * *",
@@ -36,7 +37,11 @@ def deployments(generator: str = str(PATHS.generator)) -> list:
         triggers=[
             DeploymentEventTrigger(
                 expect={FEEDBACK_EVENT},
-                parameters={"batch": "{{ event.payload.batch }}", "generator": generator},
+                parameters={
+                    "batch": "{{ event.payload.batch }}",
+                    "generator": generator,
+                    "ingested": "{{ event.payload.ingested | default(false) }}",  # rad review pull ingests first
+                },
             )
         ],
         description="whenever `rad feedback announce` reports a new batch",

@@ -216,16 +216,22 @@ def full_pipeline(params_path: str = "params.yaml", generator: str | None = None
 
 @flow(name="retrain-on-feedback", log_prints=True)
 def retrain_on_feedback(
-    batch: str, params_path: str = "params.yaml", generator: str | None = None, run_rfft: bool = False
+    batch: str,
+    params_path: str = "params.yaml",
+    generator: str | None = None,
+    run_rfft: bool = False,
+    ingested: bool = False,
 ) -> dict:
-    """New human labels in, a better judge (and generator) out, each only if it passes its gate."""
+    """New human labels in, a better judge (and generator) out, each only if it passes its gate. `ingested`: the
+    batch's sender ingested it already (`rad review pull --announce`), so it is retrained on all the same."""
     logger = get_run_logger()
     params = load_params(Path(params_path))
     paths = params.paths
     tune = bool(generator and run_rfft)
     summary: dict[str, Any] = {"ingest": ingest_feedback(params, Path(batch), paths.feedback)}
     k = api.round_of_batch(paths.feedback, summary["ingest"]["batch_hash"])  # a rerun of the batch resumes its round
-    if summary["ingest"]["status"] == "already ingested" and api.round_finished(paths.retrained, k, tune):
+    finished = api.round_finished(paths.retrained, k, tune)
+    if summary["ingest"]["status"] == "already ingested" and not ingested and finished:
         logger.info("batch %s was ingested and its round %d finished before: nothing to retrain", batch, k)
         return summary
     summary["data_version"] = record_data_version(paths.feedback)

@@ -18,6 +18,7 @@ FLOORS = (
     ("models", ("reliable_ad.models",)),
     ("judge", ("reliable_ad.judge",)),
     ("generation", ("reliable_ad.generation",)),
+    ("review", ("reliable_ad.review",)),
     ("training", ("reliable_ad.training",)),
     ("registry", ("reliable_ad.registry",)),
     ("report", ("reliable_ad.report",)),

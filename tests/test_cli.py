@@ -15,8 +15,10 @@ from reliable_ad.data import layout
 from reliable_ad.data.config import ImportConfig, SynthConfig
 from reliable_ad.data.rf1m import import_dataset
 from reliable_ad.data.synth.writer import write_synth
+from reliable_ad.labels import LabelSet
 from reliable_ad.models.generator import save_components
 from reliable_ad.models.rfnet import RFNet
+from reliable_ad.review.queue import read_queue
 
 SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1}  # the tiny RFNet that training builds
 POOL = [{"prompt": "front view of a product placed on a white desktop, grey walls", "image_scale": 0.6}]
@@ -59,16 +61,28 @@ def _run(*args: str) -> str:
 
 def test_recurrent_records_every_attempt(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "recurrent"
-    _run(
-        "recurrent",
-        *("--generator", str(project / "gen"), "--judge", str(project / "judge"), "--products", "3"),
-        *("--out", str(out), "--params", str(project / "params.yaml")),
+    args = (
+        *("recurrent", "--generator", str(project / "gen"), "--judge", str(project / "judge"), "--products", "3"),
+        *("--out", str(out), "--params", str(project / "params.yaml"), "--queue", str(tmp_path / "queue")),
     )
+    refused = CliRunner().invoke(app, list(args))  # the evaluation's products must not become training labels
+    assert refused.exit_code == 1 and "evaluation's products" in refused.output
+    _run(*args, "--product-seed", "31")
     attempts = pd.read_parquet(out / "attempts.parquet")
     columns = {"product", "attempt", "seed", "prompt", "status", "step_reached", "p_available", "judge_label"}
     assert columns | {"reviewer_label"} <= set(attempts.columns)
     assert attempts["reviewer_label"].notna().all()  # the embedded world's reviewer labels every attempt
     assert attempts.groupby("product")["attempt"].max().le(2).all() and attempts["product"].nunique() == 3
+
+    # every judged attempt is in the review queue, with the judge's verdict and nothing of the reviewer's
+    items, rejects = read_queue(tmp_path / "queue", LabelSet())
+    assert rejects == [] and len(items) == len(attempts)
+    by_name = {f"{a.product}_a{a.attempt}.png": a for a in attempts.itertuples()}
+    for item in items:
+        attempt = by_name[item.name]
+        assert item.p_available == pytest.approx(attempt.p_available) and item.metadata["judge_threshold"] == 0.99
+        assert item.metadata["judge_label"] == attempt.judge_label and item.metadata["judge"].startswith("rfnet-")
+        assert "reviewer_label" not in item.metadata and item.metadata["height_cm"] > 0
 
 
 def test_ablation_rows_can_be_run_one_at_a_time(project: Path, tiny_shards: Path, tmp_path: Path) -> None:

@@ -254,3 +254,26 @@ def test_chromium_renders_the_page(page: Path, tmp_path: Path) -> None:
         assert image.size == (1200, 2000)
         assert len(set(image.convert("L").getdata())) > 16  # text, tables and the figure, not one colour
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_the_last_review_pull_with_its_judge_drift(tmp_path: Path) -> None:
+    confusion = {
+        "available": {"available": 3, "size_mismatch": 4},
+        "size_mismatch": {"available": 1, "size_mismatch": 2},
+    }
+    pulled = {
+        "project": 1,
+        "tasks_annotated": 11,
+        "rows": 10,
+        "held": 1,
+        "status": "ingested",
+        "annotators": {"tasks_multi": 2, "fleiss_kappa": 0.4321},
+        "judge": {"judged": 10, "judge_accept_precision": 0.4286, "judge_drift": True, "confusion": confusion},
+    }
+    _write(tmp_path / "metrics/review.json", pulled)
+    html = build_report(tmp_path, tmp_path / "report.html", PATHS, registry=False).read_text()
+    assert "<h2>Human review</h2>" in html and '<span class="fail">flagged</span>' in html
+    assert re.search(r"<th>fleiss_kappa</th><td[^>]*>0.4321</td>", html)
+    assert re.search(r"<td[^>]*>available</td><td[^>]*>3</td><td[^>]*>4</td>", html)
+    empty = build_report(tmp_path / "none", tmp_path / "empty.html", PATHS, registry=False).read_text()
+    assert "not produced yet: metrics/review.json" in empty

@@ -80,6 +80,11 @@ feedback_app = _Typer("Human feedback: ingest labelled batches as new data versi
 app.add_typer(data_app, name="data")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(rfnet_app, name="rfnet")
+review_app = _Typer(
+    "Human review in Label Studio: push the review queue, pull the verdicts as a feedback batch. "
+    "The token comes from LABEL_STUDIO_API_KEY only."
+)
+app.add_typer(review_app, name="review")
 
 ParamsOption = Annotated[
     Path | None,
@@ -362,6 +367,88 @@ def feedback_init(
     typer.echo(f"empty feedback dataset at {dataset}")
 
 
+# ----------------------------------------------------------------------------------------------- review
+
+UrlOption = Annotated[str, typer.Option(help="Label Studio server (its token: LABEL_STUDIO_API_KEY)")]
+ProjectOption = Annotated[str, typer.Option(help="project title")]
+
+
+@review_app.command("push")
+@user_errors
+def review_push(
+    ctx: typer.Context,
+    queue: Annotated[Path, typer.Argument(help="queue folder: metadata.jsonl, images/, products/")],
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="RFNet folder or name@alias: judges the images whose metadata has no verdict",
+            show_default="the queue's verdicts only",
+        ),
+    ] = None,
+    order: Annotated[str, typer.Option(help="uncertain, random or all")] = DEFAULTS.review.order,
+    limit: Annotated[
+        int | None, typer.Option(help="at most this many new tasks", show_default="the whole queue")
+    ] = DEFAULTS.review.limit,
+    reports: Annotated[Path, typer.Option(help="where rejected queue entries are listed")] = PATHS.review_reports,
+    url: UrlOption = DEFAULTS.review.url,
+    project: ProjectOption = DEFAULTS.review.project,
+    params: ParamsOption = None,
+) -> None:
+    """Queue items become tasks: product beside generated image, prompt and title shown, the judge's verdict as a
+    prediction; items pushed before are skipped."""
+    p = _params(params)
+    p.review = _override(ctx, p.review, url=url, project=project, order=order, limit=limit)
+    _print(api.review_push(p, queue, _or(ctx, "reports", reports, p.paths.review_reports), judge=judge))
+
+
+@review_app.command("pull")
+@user_errors
+def review_pull(
+    ctx: typer.Context,
+    dataset: Annotated[Path, typer.Option(help="the feedback dataset the verdicts join")] = PATHS.feedback,
+    batches: Annotated[Path, typer.Option(help="where the pulled batch is written")] = PATHS.review_batches,
+    reports: Annotated[Path, typer.Option(help="rejects, held tasks, the batch's validation")] = PATHS.review_reports,
+    metrics: Annotated[
+        Path, typer.Option(help="the pull's figures (JSON; the report shows them)")
+    ] = PATHS.review_metrics,
+    dvc: Annotated[bool, typer.Option(help="`dvc add` the feedback dataset afterwards (a new data version)")] = False,
+    announce: Annotated[bool, typer.Option(help="tell the retrain-on-feedback deployment (PREFECT_API_URL)")] = False,
+    url: UrlOption = DEFAULTS.review.url,
+    project: ProjectOption = DEFAULTS.review.project,
+    params: ParamsOption = None,
+) -> None:
+    """Finished tasks that are new or changed become a feedback batch, validated and ingested like any other;
+    judge-vs-human agreement goes to MLflow and METRICS."""
+    p = _params(params)
+    p.review = _override(ctx, p.review, url=url, project=project)
+    result = api.review_pull(
+        p,
+        _or(ctx, "dataset", dataset, p.paths.feedback),
+        _or(ctx, "batches", batches, p.paths.review_batches),
+        _or(ctx, "reports", reports, p.paths.review_reports),
+        _or(ctx, "metrics", metrics, p.paths.review_metrics),
+        dvc_add=dvc,
+        announce=announce,
+    )
+    _print(result)
+    if result["status"] == "rejected":
+        raise typer.Exit(1)
+
+
+@review_app.command("annotate")
+@user_errors
+def review_annotate(
+    ctx: typer.Context,
+    url: UrlOption = DEFAULTS.review.url,
+    project: ProjectOption = DEFAULTS.review.project,
+    params: ParamsOption = None,
+) -> None:
+    """The embedded world's annotator: the simulated reviewer answers every open task of the project."""
+    p = _params(params)
+    p.review = _override(ctx, p.review, url=url, project=project)
+    _print(api.review_annotate(p))
+
+
 # ------------------------------------------------------------------------------------------------ rfnet
 
 
@@ -574,6 +661,16 @@ def recurrent(
     early_reject: Annotated[
         bool, typer.Option(help="judge x0 early and stop predicted failures")
     ] = DEFAULTS.generation.recurrent.early_reject,
+    queue: Annotated[
+        Path | None,
+        typer.Option(
+            help="also write every judged attempt here as a review queue (rad review push)", show_default=NOT_WRITTEN
+        ),
+    ] = None,
+    product_seed: Annotated[
+        int | None,
+        typer.Option(help="RF1M-synth seed of the products", show_default="generation.evaluate.product_seed"),
+    ] = None,
     params: ParamsOption = None,
 ) -> None:
     """Generate, judge, regenerate the rejected: every attempt recorded (the queue for human review)."""
@@ -581,7 +678,7 @@ def recurrent(
     p.generation.recurrent = _override(ctx, p.generation.recurrent, early_reject=early_reject)
     generator, out = _or(ctx, "generator", generator, p.paths.generator), _or(ctx, "out", out, p.paths.recurrent)
     judge = _or(ctx, "judge", judge, str(p.paths.rfnet_model))
-    _print(api.recurrent(p, generator, controlnet, judge, products, out))
+    _print(api.recurrent(p, generator, controlnet, judge, products, out, queue, product_seed))
 
 
 @app.command("evaluate-generation")
@@ -688,6 +785,42 @@ def rfft_evaluate(
     _print(result)
 
 
+@rfft_app.command("ablate")
+@user_errors
+def rfft_ablate(
+    ctx: typer.Context,
+    regularizer: Annotated[
+        list[str] | None, typer.Option(help="regularisers to compare (repeatable)", show_default="none, kl, cc")
+    ] = None,
+    judge: Annotated[Path, typer.Option(help="the first judge (round 0)")] = PATHS.rfnet_model,
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = PATHS.generator,
+    out: Annotated[
+        Path, typer.Option(help="one folder per regulariser: RFFT, comparison, rounds")
+    ] = PATHS.rfft_ablation,
+    metrics: Annotated[Path, typer.Option(help="JSON of every row")] = PATHS.rfft_ablation_metrics,
+    table: Annotated[Path, typer.Option(help="markdown table")] = PATHS.rfft_ablation_table,
+    params: ParamsOption = None,
+) -> None:
+    """The regulariser ablation: RFFT and `rounds.count` feedback rounds with each regulariser, one table
+    (reviewer gain with its interval, the judge's gain, hacking gap, quality guard). Resumable."""
+    p = _params(params)
+    paths = p.paths
+    feedback = (paths.feedback, paths.generated)
+    layout = api.RoundData(paths.synth, paths.manifest, feedback, paths.rfft_ablation_data, paths.rfft_ablation_reports)
+    table = _or(ctx, "table", table, paths.rfft_ablation_table)
+    api.regularizer_ablation(
+        p,
+        _or(ctx, "generator", generator, paths.generator),
+        _or(ctx, "judge", judge, paths.rfnet_model),
+        layout,
+        _or(ctx, "out", out, paths.rfft_ablation),
+        regularizer or ["none", "kl", "cc"],
+        _or(ctx, "metrics", metrics, paths.rfft_ablation_metrics),
+        table,
+    )
+    typer.echo(table.read_text())
+
+
 @rfft_app.command("register")
 @user_errors
 def rfft_register(
@@ -740,6 +873,7 @@ def rounds_run(
     out: Annotated[Path, typer.Option(help="the rounds' judges, ControlNets, comparisons and gates")] = PATHS.rounds,
     reports: Annotated[Path, typer.Option(help="validation reports of the rounds' batches")] = PATHS.rounds_reports,
     metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = PATHS.rounds_metrics,
+    plots: Annotated[Path, typer.Option(help="both judges' rates per round (DVC plots)")] = PATHS.rounds_plots,
     params: ParamsOption = None,
 ) -> None:
     """`rounds.count` feedback rounds: the current ControlNet's images of fresh products labelled (the reviewer
@@ -760,6 +894,7 @@ def rounds_run(
         layout,
         _or(ctx, "out", out, p.paths.rounds),
         _or(ctx, "metrics", metrics, p.paths.rounds_metrics),
+        _or(ctx, "plots", plots, p.paths.rounds_plots),
     )
     _print(result)
 

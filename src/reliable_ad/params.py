@@ -25,6 +25,7 @@ from reliable_ad.generation.config import (
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.paths import Paths
 from reliable_ad.registry.config import ControlNetGateConfig, GateConfig
+from reliable_ad.review.config import ReviewConfig
 from reliable_ad.training.config import RFNetTrainConfig
 
 
@@ -69,6 +70,7 @@ class Params(BaseModel):
     rfnet: RFNetParams = Field(default_factory=RFNetParams)
     generation: GenerationParams = Field(default_factory=GenerationParams)
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     paths: Paths = Field(default_factory=Paths)
 
 

@@ -52,7 +52,17 @@ class Paths(BaseModel):
     rounds: Path = Field(Path("models/rounds"), description="the pipeline's rounds: judges, ControlNets, gates")
     rounds_reports: Path = Path("reports/rounds")
     rounds_metrics: Path = Path("metrics/rounds.json")
+    rounds_plots: Path = Field(Path("plots/rounds"), description="both judges' rates per round")
     retrained: Path = Field(Path("models/retrained"), description="rounds started by new human feedback (flows)")
+    rfft_ablation: Path = Field(Path("models/rfft-ablation"), description="one folder per regulariser: RFFT, rounds")
+    rfft_ablation_data: Path = Path("data/rfft-ablation")
+    rfft_ablation_reports: Path = Path("reports/rfft-ablation")
+    rfft_ablation_metrics: Path = Path("metrics/rfft_ablation.json")
+    rfft_ablation_table: Path = Path("reports/rfft_ablation.md")
+    # human review in Label Studio
+    review_batches: Path = Field(Path("data/incoming"), description="where `rad review pull` writes its batches")
+    review_reports: Path = Field(Path("reports/review"), description="rejected queue entries, held tasks")
+    review_metrics: Path = Field(Path("metrics/review.json"), description="the last pull's figures")
     report: Path = Path("reports/report.html")
 
     @property

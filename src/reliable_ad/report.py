@@ -58,8 +58,12 @@ RFFT = Artefact(lambda p: p.rfft_metrics, "evaluate_rfft", "rad rfft evaluate")
 RFFT_PNG = Artefact(lambda p: p.rfft_grid, "evaluate_rfft", "rad rfft evaluate")
 RFFT_GATE = Artefact(lambda p: p.rfft_gate, "register_rfft", "rad rfft register")
 ROUNDS = Artefact(lambda p: p.rounds_metrics, "feedback_rounds", "rad rounds run")
+ROUNDS_PNG = Artefact(lambda p: p.rounds_plots / "rounds_rates.png", "feedback_rounds", "rad rounds run")
+REVIEW = Artefact(lambda p: p.review_metrics, "review_pull", "rad review pull")
 
 GENERATION_HEADLINE = (
+    "judge_auc_generated",
+    "judge_precision_generated",
     "available_rate_first_rfnet",
     "available_rate_first_reviewer",
     "mean_attempts",
@@ -255,6 +259,10 @@ def rfnet_section(inputs: Inputs) -> dict[str, Any]:
     notes: list[str] = []
     metrics = inputs.json(RFNET, notes)
     section: dict[str, Any] = {"notes": notes, "image": inputs.image(RFNET_PNG, notes)}
+    generated = inputs.json(GENERATION, [])  # the generation section notes it when missing
+    if generated is not None:  # the judge where it matters: on the generator's own images, against the reviewer
+        keys = ("judge_auc_generated", "judge_precision_generated", "judged_attempts")
+        section["on_generated"] = [(k, generated[k]) for k in keys if k in generated]
     if metrics is not None:
         section["headline"] = _scalars(metrics)
         per_class = metrics.get("per_class")
@@ -382,6 +390,7 @@ def rounds_section(inputs: Inputs) -> dict[str, Any]:
     metrics = inputs.json(ROUNDS, notes)
     if metrics is None:
         return {"notes": notes}
+    image = inputs.image(ROUNDS_PNG, notes)
     rows = []
     for row in metrics.get("rounds") or []:
         c, unseen = row.get("comparison") or {}, row.get("unseen") or {}
@@ -403,7 +412,7 @@ def rounds_section(inputs: Inputs) -> dict[str, Any]:
                 row.get("controlnet_promoted"),
             ]
         )
-    return {"notes": notes, "header": ROUND_COLUMNS, "rows": rows, "summary": _scalars(metrics)}
+    return {"notes": notes, "header": ROUND_COLUMNS, "rows": rows, "summary": _scalars(metrics), "image": image}
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -476,6 +485,26 @@ def registry_models(root: Path, experiment: str) -> dict[str, Any]:
     if not any(m["versions"] for m in models):
         note = f"the tracking store {uri} has no registered versions of {' or '.join(names)}"
     return {"note": note, "models": models}
+
+
+def review_section(inputs: Inputs) -> dict[str, Any]:
+    """The last `rad review pull`: what came back, and how the judge's verdicts compare with the people's."""
+    notes: list[str] = []
+    pulled = inputs.json(REVIEW, notes)
+    if pulled is None:
+        return {"notes": notes}
+    judge: dict[str, Any] = pulled["judge"] if isinstance(pulled.get("judge"), dict) else {}
+    confusion: dict[str, Any] = judge["confusion"] if isinstance(judge.get("confusion"), dict) else {}
+    humans = sorted({h for row in confusion.values() if isinstance(row, dict) for h in row})
+    return {
+        "notes": notes,
+        "pull": _scalars(pulled),
+        "annotators": _scalars(pulled.get("annotators") or {}),
+        "judge": _scalars(judge),
+        "drift": judge.get("judge_drift"),
+        "humans": humans,
+        "confusion": [[j, *(row.get(h, 0) for h in humans)] for j, row in confusion.items() if isinstance(row, dict)],
+    }
 
 
 def registry_section(inputs: Inputs, registry: bool) -> dict[str, Any]:
@@ -556,7 +585,8 @@ figcaption { color: #555; font-size: 90%; } pre { background: #f7f7f7; padding: 
 
 <section id="rfnet"><h2>RFNet</h2>
 {{ notes(rfnet.notes) }}
-{{ kv("Headline (metrics/rfnet.json)", rfnet.headline) }}
+{{ kv("On the generator's images, against the reviewer (metrics/generation.json)", rfnet.on_generated) }}
+{{ kv("On the test split (metrics/rfnet.json)", rfnet.headline) }}
 {{ grid("Per class", ["label", "precision", "recall", "F1", "support"], rfnet.per_class) }}
 {{ grid("Per source (renderings vs the generator's own images)",
         ["source", "n", "accuracy", "macro-F1", "AP(available)", "ECE"], rfnet.by_source) }}
@@ -594,6 +624,18 @@ figcaption { color: #555; font-size: 90%; } pre { background: #f7f7f7; padding: 
 judge (RFNet); the hacking gap is the second minus the first on the same tuned images.</p>
 {{ grid("Per round (metrics/rounds.json)", rounds.header, rounds.rows) }}
 {{ kv("People's labels", rounds.summary) }}
+{{ figure(rounds.image, "First-attempt available rate per round: the reviewer's and the round's own judge's") }}
+</section>
+
+<section id="review"><h2>Human review</h2>
+{{ notes(review.notes) }}
+{% if review.judge %}<p>Judge drift (precision of the judge's accepts below the bound):
+{{ verdict(not review.drift, "no", "flagged") }}</p>{% endif %}
+{{ kv("Last pull (metrics/review.json)", review.pull) }}
+{{ kv("Between annotators", review.annotators) }}
+{{ kv("Judge vs human", review.judge) }}
+{% if review.confusion %}{{ grid("Judge (rows) vs human (columns)", ["judge"] + review.humans, review.confusion) }}
+{% endif %}
 </section>
 
 <section id="registry"><h2>Registry decisions</h2>
@@ -621,6 +663,7 @@ TOC = (
     ("generation", "Generation"),
     ("rfft", "RFFT"),
     ("rounds", "Rounds"),
+    ("review", "Review"),
     ("registry", "Registry"),
 )
 
@@ -659,6 +702,7 @@ def build_report(root: Path, out: Path, paths: Paths, registry: bool = True) -> 
         "generation": generation_section(inputs),
         "rfft": rfft_section(inputs),
         "rounds": rounds_section(inputs),
+        "review": review_section(inputs),
         "registry": registry_section(inputs, registry),
     }
     html = render(context)

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from reliable_ad.api import RoundData, RoundError, feedback_round, feedback_rounds, ingest_feedback, rounds
+from reliable_ad.api import (
+    RoundData,
+    RoundError,
+    feedback_round,
+    feedback_rounds,
+    ingest_feedback,
+    regularizer_ablation,
+    rounds,
+)
 from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.params import Params
@@ -70,7 +78,7 @@ def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world
     state = json.loads((out / "round-1" / "state.json").read_text())
     assert set(state["done"]) == {"feedback", "judge"}  # labelled, ingested, judge retrained and gated
     monkeypatch.setattr(rounds, "rfft_train", rfft_train)
-    summary = feedback_rounds(*args, metrics=tmp_path / "rounds.json")
+    summary = feedback_rounds(*args, metrics=tmp_path / "rounds.json", plots=tmp_path / "plots")
     assert calls["simulate"] == 1  # the resumed round did not generate and label its batch again
     (row,) = summary["rounds"]
     assert row["labels"] and sum(row["labels"].values()) == 6
@@ -80,6 +88,11 @@ def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world
     assert row["unseen"]["products"] == 2
     assert json.loads((tmp_path / "rounds.json").read_text())["final"] == pytest.approx(row["comparison"], nan_ok=True)
     assert (out / "round-1" / "rfft" / "selection.json").exists()
+    points = json.loads((tmp_path / "plots" / "rounds_rates.json").read_text())["points"]
+    assert [p["round"] for p in points] == [0, 1] and points[1]["reviewer"] == row["comparison"][
+        "available_rate_first_reviewer_tuned"
+    ]
+    assert (tmp_path / "plots" / "rounds_rates.png").stat().st_size > 5_000
     import mlflow
 
     versions = {v.name: v for v in mlflow.MlflowClient().search_model_versions()}
@@ -104,3 +117,18 @@ def test_a_batch_that_fails_validation_stops_the_round_and_ingests_nothing(world
         feedback_round(_params(), 1, world["generator"], world["judge"], world["controlnet"], data, tmp_path / "o",
                        ingested=ingested, tune=False)  # fmt: skip
     assert not (tmp_path / "o" / "round-1" / "rfnet").exists()
+
+
+def test_the_regulariser_ablation_gives_one_row_per_regulariser_and_round(world, tmp_path) -> None:
+    from pydantic import ValidationError
+
+    params = _params()
+    params.rounds.count = 0  # the first RFFT of each regulariser only: rounds are the test above
+    args = (params, world["generator"], world["judge"], world["data"], tmp_path / "ablation")
+    rows = regularizer_ablation(*args, ["none", "cc"], tmp_path / "a.json", tmp_path / "a.md")
+    assert list(rows) == ["none", "cc"] and all(len(r) == 1 and r[0]["round"] == 0 for r in rows.values())
+    table = (tmp_path / "a.md").read_text().splitlines()
+    assert table[0].startswith("| regulariser | round | reviewer Δ") and len(table) == 2 + 2
+    assert json.loads((tmp_path / "a.json").read_text())["cc"][0]["guard_ok"] in (True, False)
+    with pytest.raises(ValidationError, match="regularizer"):
+        regularizer_ablation(*args, ["l2"])

@@ -133,3 +133,37 @@ def test_ids_already_in_the_dataset_are_rejected_with_a_reason(tmp_path: Path) -
 def test_missing_batch(tmp_path: Path) -> None:
     with pytest.raises(FeedbackError, match="does not exist"):
         _ingest(tmp_path / "nowhere", tmp_path / "feedback", tmp_path / "reports")
+
+
+def test_a_correction_replaces_the_row_it_supersedes(tmp_path: Path) -> None:
+    write_synth(SynthConfig(n=6, seed=47), tmp_path / "a")
+    first = _ingest(tmp_path / "a", tmp_path / "feedback", tmp_path / "reports")
+    old = sorted((tmp_path / "a" / layout.IMAGES_DIR).iterdir())[2]
+    entry = next(
+        json.loads(line)
+        for line in (tmp_path / "a" / layout.METADATA_FILE).read_text().splitlines()
+        if json.loads(line)["image"] == old.name
+    )
+    fix = tmp_path / "fix"  # the same image relabelled, under a new id naming the one it corrects
+    for kind in (layout.IMAGES_DIR, layout.PRODUCTS_DIR):
+        (fix / kind).mkdir(parents=True)
+        (fix / kind / "fix-1.png").write_bytes((tmp_path / "a" / kind / old.name).read_bytes())
+    (fix / layout.LABEL_FILE).write_text("fix-1.png\t6\n")
+    (fix / layout.METADATA_FILE).write_text(json.dumps(entry | {"image": "fix-1.png", "supersedes": old.stem}) + "\n")
+
+    result = _ingest(fix, tmp_path / "feedback", tmp_path / "reports")
+    assert result.status == "ingested" and result.rows_accepted == 1 and result.rows_superseded == 1
+    assert result.dataset_rows == first.dataset_rows == 6  # replaced, not added beside
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "feedback" / layout.MANIFEST_FILE).to_pylist()}
+    assert old.stem not in rows and rows["fix-1"]["label"] == "shape_hallucination"
+    assert old.name not in (tmp_path / "feedback" / layout.LABEL_FILE).read_text()
+    meta = [json.loads(line) for line in (tmp_path / "feedback" / layout.METADATA_FILE).read_text().splitlines()]
+    assert [m["image"] for m in meta].count(old.name) == 0 and meta[-1]["supersedes"] == old.stem
+    assert ledger(tmp_path / "feedback")[-1]["rows_superseded"] == 1
+
+
+def test_dvc_add_outside_a_dvc_repository_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    write_synth(SynthConfig(n=4, seed=48), tmp_path / "batch")
+    with pytest.raises(FeedbackError, match="not inside a DVC repository"):
+        ingest(tmp_path / "batch", tmp_path / "feedback", ImportConfig(), VALIDATION, tmp_path / "r", dvc_add=True)
+    assert not (tmp_path / "feedback").exists()

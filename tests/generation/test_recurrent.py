@@ -12,6 +12,7 @@ from reliable_ad.generation.recurrent import (
     RecurrentConfig,
     RunStats,
     cumulative_by_attempt,
+    judge_on_generated,
     recurrent_generate,
     summarise,
     whole_batch_generate,
@@ -187,3 +188,22 @@ def test_cumulative_rates_by_the_judge_and_by_the_reviewer() -> None:
     assert cumulative_by_attempt(stats, 4, 3, reviewer=True) == [0.25, 0.5, 0.5]
     summary = summarise(stats, 4, 3)
     assert summary["final_available_rate_reviewer"] == 0.5 and summary["reviewer_agrees_with_accepts"] == 2 / 3
+
+
+def test_the_judge_on_generated_attempts_against_the_reviewer() -> None:
+    def attempt(p: float, status: str, label: str | None) -> Attempt:
+        return Attempt("p", 1, 0, "", status, 20, p, "available", label, 0.0)
+
+    attempts = [
+        attempt(0.9, "accepted", "available"),
+        attempt(0.8, "accepted", "size_mismatch"),
+        attempt(0.7, "rejected", "available"),
+        attempt(0.1, "rejected", "space_mismatch"),
+        attempt(0.05, "aborted", None),  # stopped early: no finished image to judge
+    ]
+    figures = judge_on_generated(attempts)
+    assert figures["judged_attempts"] == 4
+    assert figures["judge_precision_generated"] == 0.5  # one of its two accepts is available
+    assert figures["judge_auc_generated"] == pytest.approx(0.75)  # 3 of the 4 (available, other) pairs ordered
+    one_kind = judge_on_generated([attempt(0.9, "accepted", "available")])
+    assert one_kind["judge_auc_generated"] != one_kind["judge_auc_generated"]  # NaN: no pair to order

@@ -8,7 +8,9 @@ earlier module left active.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.integration.live_servers import Servers, clean_env, free_port
+from tests.integration.live_servers import Servers, clean_env, free_port, log_tail, stop
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +191,85 @@ def test_announcing_a_feedback_batch_reaches_the_server_as_an_event(prefect_api:
     event = found[0]
     assert event.resource.id == f"reliable-ad.feedback.{digest[:12]}"
     assert event.payload["batch"] == str(batch.resolve())
+
+
+def test_a_pulled_review_batch_triggers_the_served_retrain_deployment(
+    prefect_api: str, label_studio: Any, tmp_path: Path
+) -> None:
+    """Served deployments (flows/deploy.py), `rad review pull --announce`, the triggered retrain run, end to end."""
+    import yaml
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from reliable_ad.data.config import ImportConfig, SynthConfig
+    from reliable_ad.data.rf1m import import_dataset
+    from reliable_ad.data.synth.writer import write_synth
+    from reliable_ad.labels import RF1M_LABELS
+    from reliable_ad.review.client import LabelStudio
+    from reliable_ad.review.queue import find_project, verdict_result
+
+    project = label_studio.document_root / "prefect-retrain"  # below the served root: the queue is there
+    write_synth(SynthConfig(n=160, seed=3), project / "data" / "rf1m-synth")
+    import_dataset(project / "data" / "rf1m-synth", ImportConfig(), project / "data" / "manifest" / "manifest.parquet")
+    write_synth(SynthConfig(n=8, seed=71), project / "queue")
+    review = {"url": label_studio.url, "project": "prefect retrain", "document_root": str(label_studio.document_root)}
+    tiny = {
+        "data": {"validate": {"workers": 1, "data_docs": False}, "prepare": {"samples_per_shard": 100}},
+        "rfnet": {
+            "train": {"epochs": 1, "batch_size": 16, "threads": 1, "model": {"width": 32, "tiny_channels": [8, 16]}},
+            "gate": {"resamples": 200},
+        },
+        "review": review,
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny))
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project, check=True)
+    root = Path(__file__).resolve().parents[2]
+    env = clean_env(
+        PREFECT_HOME=str(tmp_path / "client"),
+        PREFECT_API_URL=prefect_api,
+        PYTHONPATH=os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")]),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # dvc
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        RAD_ARTIFACT_ROOT=(tmp_path / "artifacts").as_uri(),
+        LABEL_STUDIO_API_KEY=label_studio.token,
+    )
+    serve = "from flows.deploy import deployments; from prefect import serve; serve(*deployments(generator=None))"
+    with (tmp_path / "serve.log").open("wb") as log:
+        serving = subprocess.Popen(
+            [sys.executable, "-c", serve], env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+
+        async def deployment(client: Any) -> list[Any]:
+            name = DeploymentFilter(name=DeploymentFilterName(any_=["retrain-on-feedback"]))
+            return list(await client.read_deployments(deployment_filter=name))
+
+        served = _eventually(lambda: _read(deployment), lambda ds: len(ds) == 1, timeout=120)
+        assert len(served) == 1, f"the deployment was not served:\n{log_tail(tmp_path / 'serve.log')}"
+
+        client = LabelStudio(label_studio.url, label_studio.token)
+        rad = Path(sys.executable).with_name("rad")
+        command = [str(rad)] if rad.exists() else [sys.executable, "-c", "from reliable_ad.cli import app; app()"]
+        run = functools.partial(subprocess.run, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        pushed = run([*command, "review", "push", "queue", "--params", "params.yaml"])
+        assert pushed.returncode == 0, pushed.stderr
+        truth = dict(line.split("\t") for line in (project / "queue" / "label.txt").read_text().splitlines())
+        for task in client.export(find_project(client, "prefect retrain"), all_tasks=True):
+            client.annotate(task["id"], verdict_result(RF1M_LABELS[int(truth[task["data"]["rad"]["name"]])]))
+        pulled = run([*command, "review", "pull", "--announce", "--dvc", "--params", "params.yaml"])
+        assert pulled.returncode == 0, pulled.stderr
+        summary = json.loads(pulled.stdout)
+        assert summary["status"] == "ingested" and summary["announced"]["event"] == FEEDBACK_EVENT
+
+        async def triggered(client: Any) -> list[Any]:
+            return list(await client.read_flow_runs(deployment_filter=DeploymentFilter(id={"any_": [served[0].id]})))
+
+        runs = _eventually(lambda: _read(triggered), lambda rs: len(rs) == 1 and rs[0].state.is_final(), timeout=480)
+        assert len(runs) == 1, f"no triggered run:\n{log_tail(tmp_path / 'serve.log')}"
+        assert runs[0].parameters["batch"] == str((project / summary["batch"]).resolve())
+        assert runs[0].parameters["ingested"] is True
+        assert runs[0].state.is_completed(), f"{runs[0].state}:\n{log_tail(tmp_path / 'serve.log')}"
+        result = json.loads((project / "metrics" / "rfnet_gate.json").read_text())
+        assert result["promoted"] and "first valid candidate" in result["reason"]  # retrained on the pulled rows
+    finally:
+        stop(serving)

@@ -18,7 +18,7 @@ from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import JudgeEnsemble, JudgeInputError, RFNetJudge
 from reliable_ad.models.generator import load_components
 from reliable_ad.training.checkpoint import CheckpointMismatch
-from reliable_ad.training.rfft import feedback_loss, regularizer_loss, rfft_train, trained_against
+from reliable_ad.training.rfft import feedback_loss, gaussian_blur, regularizer_loss, rfft_train, trained_against
 from reliable_ad.training.rfft_select import snapshots
 
 FIVE_WAY = ["available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination"]
@@ -234,3 +234,13 @@ def test_snapshots_are_saved_every_select_every_steps_and_at_the_end(generator, 
         _cfg(select={"every": 0, "by": "reviewer"})
     with pytest.raises(ValidationError, match=r"no select\.judge folder"):
         _cfg(select={"by": "judge"})
+
+
+def test_the_reward_can_judge_blurred_images_so_pixel_patterns_earn_nothing(generator, tmp_path, make_judge) -> None:
+    checker = torch.zeros(1, 3, 16, 16)
+    checker[..., ::2, ::2] = checker[..., 1::2, 1::2] = 1.0  # the finest pattern there is
+    blurred = gaussian_blur(checker, 1.5)
+    assert blurred.shape == checker.shape and float(blurred.std()) < 0.05 * float(checker.std())
+    assert torch.allclose(blurred.mean(), checker.mean(), atol=1e-6)  # blurring moves no light around
+    rfft_train(_cfg(steps=1, reward_blur=1.0), generator, make_judge(), POOL, tmp_path / "run")
+    assert np.isfinite(_log(tmp_path / "run")[0]["feedback"])

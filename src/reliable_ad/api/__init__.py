@@ -5,29 +5,32 @@ Each function takes the typed params (`reliable_ad.params.Params`; `params.paths
 artefacts live) and the paths it works on, and returns a JSON-able summary. Heavy libraries are imported inside
 the functions, so importing the API (and `rad --help`) stays fast.
 
-- data: `synth`, `import_dataset`, `validate`, `prepare`; feedback: `init_feedback`, `ingest_feedback`,
-  `record_data_version`, `simulate_feedback`, `announce_feedback`
+- data: `synth`, `import_dataset`, `validate`, `prepare`
+- human feedback: `init_feedback`, `ingest_feedback`, `record_data_version`, `simulate_feedback`,
+  `announce_feedback`; review in Label Studio: `review_push`, `review_annotate`, `review_pull`
 - the judge: `train_rfnet`, `evaluate_rfnet`, `calibrate_rfnet`, `ablate_rfnet`, `register_rfnet`
 - generation: `generate`, `recurrent`, `evaluate_generation`, `generation_shard`, `merge_generation_shards`,
   `pretrain_generator`, `export_generator`
 - RFFT: `rfft_train`, `compare_generators`, `register_controlnet`
-- feedback rounds: `feedback_rounds`, `feedback_round`, `round_of_batch`, `round_finished`, ...
+- feedback rounds: `feedback_rounds`, `feedback_round`, `round_of_batch`, `round_finished`, ...; the
+  regulariser ablation with its rounds: `regularizer_ablation`
 - registry and report: `list_models`, `promote`, `rollback`, `champion_folder`, `report`
 - settings: `settings` (every value in effect)
 """
 
-from reliable_ad.api.common import settings
-from reliable_ad.api.data import (
+from reliable_ad.api.common import judge_version, settings
+from reliable_ad.api.data import import_dataset, prepare, synth, validate
+from reliable_ad.api.feedback import (
     FEEDBACK_EVENT,
     announce_feedback,
-    import_dataset,
     ingest_feedback,
     init_feedback,
-    prepare,
     record_data_version,
+    review_annotate,
+    review_pull,
+    review_push,
+    review_simulated,
     simulate_feedback,
-    synth,
-    validate,
 )
 from reliable_ad.api.generation import (
     evaluate_generation,
@@ -44,9 +47,11 @@ from reliable_ad.api.rfnet import ablate_rfnet, calibrate_rfnet, evaluate_rfnet,
 from reliable_ad.api.rounds import (
     RoundData,
     RoundError,
+    ablation_markdown,
     feedback_round,
     feedback_rounds,
     first_attempt_rates,
+    regularizer_ablation,
     round_controlnet,
     round_finished,
     round_judge,
@@ -58,6 +63,7 @@ __all__ = [
     "RoundData",
     "RoundError",
     "ablate_rfnet",
+    "ablation_markdown",
     "announce_feedback",
     "calibrate_rfnet",
     "champion_folder",
@@ -73,6 +79,7 @@ __all__ = [
     "import_dataset",
     "ingest_feedback",
     "init_feedback",
+    "judge_version",
     "list_models",
     "merge_generation_shards",
     "prepare",
@@ -82,7 +89,12 @@ __all__ = [
     "recurrent",
     "register_controlnet",
     "register_rfnet",
+    "regularizer_ablation",
     "report",
+    "review_annotate",
+    "review_pull",
+    "review_push",
+    "review_simulated",
     "rfft_train",
     "rollback",
     "round_controlnet",

@@ -29,6 +29,13 @@ def judge_from(params: Params, spec: str | Path) -> RFNetJudge:
     return RFNetJudge.from_path(download_model(text, params.paths.experiment) if registered else text)
 
 
+def judge_version(spec: str | Path) -> str:
+    """What a judge is called in Label Studio's predictions: its registry name@alias, or its folder's hash."""
+    from reliable_ad.data.hashing import folder_hash
+
+    return f"rfnet-{folder_hash(Path(spec))[:12]}" if Path(spec).is_dir() else str(spec)
+
+
 def denoiser_from(generator: Path, controlnet: Path | None, params: Params, for_evaluation: bool = True) -> Denoiser:
     """A slot denoiser of the generator (with another ControlNet if given), set up as recurrent generation runs."""
     from reliable_ad.generation.denoise import Denoiser

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.api.common import denoiser_from, judge_from
+from reliable_ad.api.common import denoiser_from, judge_from, judge_version
 from reliable_ad.params import Params
 
 
@@ -25,24 +25,43 @@ def generate(
 
 
 def recurrent(
-    params: Params, generator: Path, controlnet: Path | None, judge: str | Path, products: int, out: Path
+    params: Params,
+    generator: Path,
+    controlnet: Path | None,
+    judge: str | Path,
+    products: int,
+    out: Path,
+    queue: Path | None = None,
+    product_seed: int | None = None,
 ) -> dict[str, Any]:
-    """Recurrent generation (`generation.recurrent`) for `products` held-out RF1M-synth products: every attempt to
-    `out/attempts.parquet` (the queue for human review), the accepted images to `out/accepted`."""
+    """Recurrent generation (`generation.recurrent`) for `products` RF1M-synth products (of `product_seed`, by
+    default the evaluation's): every attempt to `out/attempts.parquet`, the accepted images to `out/accepted`,
+    and with `queue` every judged attempt as a review queue (`rad review push`). A queue of the evaluation's
+    own products is refused: they would become training labels."""
     import pandas as pd
     from PIL import Image
 
     from reliable_ad.data.synth.products import held_out_products
     from reliable_ad.generation.prompts import load_prompt_pool
-    from reliable_ad.generation.recurrent import recurrent_generate, summarise
+    from reliable_ad.generation.recurrent import acceptance_threshold, recurrent_generate, summarise
 
     p = params.generation
     cfg = p.recurrent
-    items = held_out_products(products, p.evaluate.product_seed, p.evaluate.categories)
+    seed = p.evaluate.product_seed if product_seed is None else product_seed
+    if queue is not None and seed == p.evaluate.product_seed:
+        raise ValueError(
+            f"--queue would turn the evaluation's products (seed {seed}) into training labels: pass another "
+            "--product-seed"
+        )
+    items = held_out_products(products, seed, p.evaluate.categories)
     denoiser = denoiser_from(generator, controlnet, params, for_evaluation=False)
-    stats = recurrent_generate(
-        denoiser, judge_from(params, judge), items, load_prompt_pool(p.prompts), cfg, keep_images=True
-    )
+    judged_by = judge_from(params, judge)
+    stats = recurrent_generate(denoiser, judged_by, items, load_prompt_pool(p.prompts), cfg, keep_images=True)
+    if queue is not None:
+        from reliable_ad.review.queue import recurrent_queue, write_queue
+
+        tau = acceptance_threshold(cfg, judged_by)
+        write_queue(queue, recurrent_queue(stats.attempts, items, tau, judge_version(judge)))
     (out / "accepted").mkdir(parents=True, exist_ok=True)
     for attempt in stats.attempts:
         if attempt.status == "accepted" and attempt.image is not None:

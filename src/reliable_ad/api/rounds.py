@@ -4,12 +4,14 @@ under the new judge, evaluated and gated; each round resumable at its step."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reliable_ad.api.common import denoiser_from, judge_from, write_json
-from reliable_ad.api.data import prepare, simulate_feedback
+from reliable_ad.api.data import prepare
+from reliable_ad.api.feedback import simulate_feedback
 from reliable_ad.api.rfft import compare_generators, register_controlnet, rfft_train
 from reliable_ad.api.rfnet import register_rfnet, train_rfnet
 from reliable_ad.generation.config import SimulatedFeedbackConfig
@@ -29,10 +31,12 @@ def feedback_rounds(
     data: RoundData,
     out: Path,
     metrics: Path | None = None,
+    plots: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """`rounds.count` feedback rounds after the first judge (`judge`) and RFFT (`controlnet`); each round's
-    judge and ControlNet start the next. Rounds done before (same inputs and settings) are not redone."""
+    judge and ControlNet start the next. Rounds done before (same inputs and settings) are not redone.
+    `plots` gets both judges' rates per round (JSON for DVC, PNG for people)."""
     rows: list[dict[str, Any]] = []
     for k in range(1, params.rounds.count + 1):
         rows.append(feedback_round(params, k, generator, judge, controlnet, data, out, progress=progress))
@@ -45,7 +49,43 @@ def feedback_rounds(
     if rows:
         summary["final"] = {key: rows[-1]["comparison"][key] for key in ROUND_HEADLINE}
     write_json(metrics, summary)
+    if plots is not None and rows:
+        _plot_rounds(rows, plots)
     return summary
+
+
+def _plot_rounds(rows: list[dict[str, Any]], folder: Path) -> None:
+    """First-attempt available rates per round on the held-out products: the people's (the reviewer's, with
+    the paired interval of the gain) and the round's own judge's; round 0 is the base generator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = rows[0]["comparison"]
+    points = [{"round": 0, "reviewer": base["available_rate_first_reviewer_base"],
+               "rfnet": base["available_rate_first_rfnet_base"]}]  # fmt: skip
+    for row in rows:
+        c = row["comparison"]
+        points.append(
+            {"round": row["round"], "reviewer": c["available_rate_first_reviewer_tuned"],
+             "rfnet": c["available_rate_first_rfnet_tuned"]}
+        )  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "rounds_rates.json", {"points": points})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rounds = [p["round"] for p in points]
+    low = [0.0] + [row["comparison"]["delta"] - row["comparison"]["delta_ci_low"] for row in rows]
+    high = [0.0] + [row["comparison"]["delta_ci_high"] - row["comparison"]["delta"] for row in rows]
+    ax.errorbar(rounds, [p["reviewer"] for p in points], yerr=[low, high], marker="o", capsize=4,
+                label="reviewer (the people), gain's 95% interval")  # fmt: skip
+    ax.plot(rounds, [p["rfnet"] for p in points], "--", marker="s", label="the round's judge (RFNet)")
+    ax.set(xlabel="feedback round (0: base generator)", ylabel="first-attempt available rate", ylim=(0, 1))
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "rounds_rates.png", dpi=100)
+    plt.close(fig)
 
 
 # the comparison figures each round reports (and the last round's are the loop's result)
@@ -60,6 +100,11 @@ ROUND_HEADLINE = (
     "delta_rfnet",
     "hacking_gap_tuned",
     "guard_ok",
+    "diversity_base",
+    "diversity_tuned",
+    "base_tuned_distance",
+    "judge_auc_generated",
+    "judge_precision_generated",
     "mean_attempts_base",
     "mean_attempts_tuned",
     "attempts_per_available_base",
@@ -268,3 +313,72 @@ def first_attempt_rates(params: Params, generator: Path, controlnet: Path, judge
         resamples=p.gate.resamples,
         confidence=p.gate.confidence,
     )
+
+
+# the figures of each row of the regulariser ablation
+ABLATION_COLUMNS = (
+    "delta",
+    "delta_ci_low",
+    "delta_ci_high",
+    "delta_rfnet",
+    "hacking_gap_tuned",
+    "guard_ok",
+    "diversity_base",
+    "diversity_tuned",
+    "base_tuned_distance",
+)
+
+
+def regularizer_ablation(
+    params: Params,
+    generator: Path,
+    judge: Path,
+    data: RoundData,
+    out: Path,
+    regularizers: Sequence[str] = ("none", "kl", "cc"),
+    metrics: Path | None = None,
+    table: Path | None = None,
+) -> dict[str, Any]:
+    """The paper's regulariser ablation, rounds included: for each regulariser, RFFT from the base ControlNet
+    under `judge` (round 0), its comparison with the base, then `rounds.count` feedback rounds; models under
+    `out/<regulariser>`, the rounds' data under `data.rounds/<regulariser>`. Rows: one per regulariser and round;
+    resumable like the rounds."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for name in regularizers:
+        variant = params.model_copy(deep=True)
+        variant.generation.rfft = variant.generation.rfft.model_validate(
+            {**variant.generation.rfft.model_dump(), "regularizer": name}
+        )
+        folder = out / name
+        rfft_train(variant, generator, judge, folder / "rfft")
+        tuned = folder / "rfft" / "controlnet"
+        first = compare_generators(variant, generator, tuned, judge, folder / "comparison.json", folder / "grid.png")
+        round_data = RoundData(data.root, data.manifest, data.feedback, data.rounds / name, data.reports / name)
+        later = feedback_rounds(variant, generator, judge, tuned, round_data, folder / "rounds")
+        rows[name] = [
+            {"round": 0, **{k: first[k] for k in ABLATION_COLUMNS}},
+            *({"round": r["round"], **{k: r["comparison"].get(k) for k in ABLATION_COLUMNS}} for r in later["rounds"]),
+        ]
+    write_json(metrics, rows)
+    if table is not None:
+        table.parent.mkdir(parents=True, exist_ok=True)
+        table.write_text(ablation_markdown(rows))
+    return rows
+
+
+def ablation_markdown(rows: dict[str, list[dict[str, Any]]]) -> str:
+    """One line per regulariser and round: the reviewer's gain with its interval, the judge's, the hacking gap
+    and the guard (the paper: without a regulariser backgrounds collapse)."""
+    lines = [
+        "| regulariser | round | reviewer Δ | 95% interval | RFNet Δ | hacking gap | guard | diversity tuned/base |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, results in rows.items():
+        for r in results:
+            ratio = r["diversity_tuned"] / r["diversity_base"] if r.get("diversity_base") else float("nan")
+            lines.append(
+                f"| {name} | {r['round']} | {100 * r['delta']:+.1f} | [{100 * r['delta_ci_low']:+.1f}, "
+                f"{100 * r['delta_ci_high']:+.1f}] | {100 * r['delta_rfnet']:+.1f} | "
+                f"{100 * r['hacking_gap_tuned']:+.1f} | {'holds' if r['guard_ok'] else 'FAILS'} | {ratio:.2f} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -15,6 +15,11 @@ A batch is a folder in the RF1M layout (label.txt, metadata.jsonl, images, produ
 4. re-imports the whole feedback folder into its manifest and swaps the new folder in; the old one is
    removed only after the new one is in place. ``dvc add`` then records the new version.
 
+A row whose metadata names an earlier row in ``supersedes`` (a corrected label: `rad review pull` writes one
+when an annotation was edited after it was pulled) replaces it: the earlier row leaves label.txt and
+metadata.jsonl in the same swap (its files stay in their package, unread), so the label changes without a
+duplicate, and the earlier DVC version still holds the old one.
+
 The feedback folder is itself an RF1M-layout dataset, so `rad data import` can always rebuild its manifest.
 """
 
@@ -60,6 +65,7 @@ class IngestResult(BaseModel):
     rows_quarantined: int = 0  # rows_in = rows_accepted + rows_quarantined
     quarantined: list[str] = Field(default_factory=list)  # the first rows quarantined, as `first_rejects` prints
     rejects: str | None = None  # every row quarantined, with its line, stage and reason
+    rows_superseded: int = 0  # earlier rows the batch's corrections replaced
     report: str | None = None
     dataset_rows: int = 0
 
@@ -92,6 +98,8 @@ def ingest(
     """Ingest one feedback batch into the feedback dataset `dataset` (see the module docstring)."""
     if not batch.is_dir():
         raise FeedbackError(f"feedback batch {batch} does not exist or is not a folder")
+    if dvc_add and not any((folder / ".dvc").is_dir() for folder in dataset.resolve().parents):
+        raise FeedbackError(f"cannot `dvc add` {dataset}: it is not inside a DVC repository (run `dvc init`)")
     if not (dataset / layout.LABEL_FILE).exists():
         init_feedback(dataset)
     _recover(dataset)
@@ -126,13 +134,16 @@ def ingest(
         result.reason = f"every row is quarantined (all in {result.rejects})"
         return result
     result.rows_accepted, result.rows_quarantined = len(accepted), len(rejects)
-    staged = _stage(dataset, batch, accepted, digest, depth_maps, saliency_maps, result)
+    metadata = {m["image"]: m for m in _metadata(batch)}
+    superseded = {str(metadata.get(_file_name(row), {}).get("supersedes")) for row in accepted} & known
+    result.rows_superseded = len(superseded)
+    staged = _stage(dataset, batch, accepted, metadata, superseded, digest, depth_maps, saliency_maps, result)
     import_dataset(staged, import_cfg, staged / layout.MANIFEST_FILE)
     _swap(staged, dataset)
     result.status = "ingested"
     result.dataset_rows = _rows(dataset)
     if dvc_add:
-        subprocess.run(["dvc", "add", str(dataset)], check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+        subprocess.run(["dvc", "add", "-q", str(dataset)], check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     return result
 
 
@@ -186,16 +197,24 @@ def _batch_failures(checked: ValidationResult, report: Path) -> str:
     return f"failed as a batch: {'; '.join(failed)} (see {report / 'validation' / 'summary.txt'})"
 
 
+def _file_name(row: dict[str, Any]) -> str:
+    """The file name of a row's image, the key of its metadata entry."""
+    return Path(row["image_member"] or row["image"]).name
+
+
 def _stage(
     dataset: Path,
     batch: Path,
     rows: list[dict[str, Any]],
+    metadata: dict[str, dict[str, Any]],
+    superseded: set[str],
     digest: str,
     depth_maps: str,
     saliency_maps: str,
     result: IngestResult,
 ) -> Path:
-    """A copy of the feedback folder with the batch appended (packages are hard links: no data copied)."""
+    """A copy of the feedback folder with the batch appended and the superseded rows dropped (packages are hard
+    links: no data copied)."""
     staged = dataset.parent / f".{dataset.name}.staged"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
@@ -205,8 +224,8 @@ def _stage(
                 os.link(path, staged / path.name)
             else:
                 shutil.copy2(path, staged / path.name)
+    _drop_rows(staged, superseded)
     depth, saliency = extractor("depth", depth_maps), extractor("saliency", saliency_maps)
-    metadata = {m["image"]: m for m in _metadata(batch)}
     package = staged / f"batch-{digest[:12]}.zip"
     locations = [_located(row) for row in rows]
     with (
@@ -229,7 +248,7 @@ def _stage(
             for member, payload in members.items():
                 archive.writestr(zipfile.ZipInfo(member, FIXED_TIME), payload)
             labels.write(f"{name}\t{row['label_id']}\n")
-            entry = dict(metadata.get(Path(row["image_member"] or row["image"]).name, {}))
+            entry = dict(metadata.get(_file_name(row), {}))
             entry.update(
                 image=name,
                 product_id=row["product_id"],
@@ -250,12 +269,24 @@ def _stage(
                     "rows_in": result.rows_in,
                     "rows_accepted": result.rows_accepted,
                     "rows_quarantined": result.rows_quarantined,
+                    "rows_superseded": result.rows_superseded,
                     "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
             )
             + "\n"
         )
     return staged
+
+
+def _drop_rows(dataset: Path, ids: set[str]) -> None:
+    """Remove the rows of `ids` from label.txt and metadata.jsonl (the files this module writes, one row a line)."""
+    if not ids:
+        return
+    labels, meta = dataset / layout.LABEL_FILE, dataset / layout.METADATA_FILE
+    kept = [line for line in labels.read_text().splitlines() if Path(line.split("\t", 1)[0]).stem not in ids]
+    labels.write_text("".join(line + "\n" for line in kept))
+    entries = [json.loads(line) for line in meta.read_text().splitlines() if line.strip()]
+    meta.write_text("".join(json.dumps(e) + "\n" for e in entries if Path(e["image"]).stem not in ids))
 
 
 def _located(row: dict[str, Any]) -> dict[str, Location]:

@@ -151,6 +151,12 @@ class RFFTConfig(BaseModel):
         "ce", description="ce: the paper's -log p(available); capped: no gradient once p >= reward_cap"
     )
     reward_cap: float = Field(0.9, gt=0, le=1, description="p(available) above which `capped` stops pushing")
+    reward_blur: float = Field(
+        0.0,
+        ge=0,
+        description="Gaussian blur (sigma, pixels) of the images the reward judges (0: none): a pattern "
+        "that only fools the judge pixel by pixel earns nothing",
+    )
     ensemble: list[Path] = Field(
         default_factory=list, description="more RFNet folders (other seeds or data halves) judging beside the main one"
     )

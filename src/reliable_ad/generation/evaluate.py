@@ -31,6 +31,7 @@ from reliable_ad.generation.recurrent import (
     acceptance_threshold,
     cumulative_by_attempt,
     job_for,
+    judge_on_generated,
     recurrent_generate,
     summarise,
     whole_batch_generate,
@@ -160,6 +161,7 @@ def evaluate_generation(
         "accepts_per_call_ratio_refill_vs_whole_batch": _ratio(
             base["accepts_per_unet_call"], summaries["whole_batch"]["accepts_per_unet_call"]
         ),
+        **judge_on_generated(plain.attempts),
         "final_available_rate_rfnet": 1.0 - base["abandoned_share"],
         "final_reviewer_agrees_with_accepts": base["reviewer_agrees_with_accepts"],
         "early_rejection": calibrated["chosen"]

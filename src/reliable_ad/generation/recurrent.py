@@ -257,6 +257,24 @@ def summarise(stats: RunStats, products: int, max_attempts: int) -> dict[str, fl
     }
 
 
+def judge_on_generated(attempts: Sequence[Attempt]) -> dict[str, float]:
+    """How well the judge agrees with the reviewer on the generator's own images (every finished attempt): ROC AUC
+    of p(available) for the reviewer's "available", and the share of the judge's accepts the reviewer calls
+    available. This, not macro-F1 on renderings, is what recurrent generation and RFFT rely on."""
+    from sklearn.metrics import roc_auc_score
+
+    judged = [a for a in attempts if a.status != "aborted" and a.reviewer_label is not None]
+    truth = np.array([a.reviewer_label == AVAILABLE for a in judged])
+    scores = np.array([a.p_available for a in judged])
+    accepted = np.array([a.status == "accepted" for a in judged])
+    both_kinds = truth.any() and not truth.all()
+    return {
+        "judge_auc_generated": float(roc_auc_score(truth, scores)) if both_kinds else float("nan"),
+        "judge_precision_generated": float(truth[accepted].mean()) if accepted.any() else float("nan"),
+        "judged_attempts": len(judged),
+    }
+
+
 def cumulative_by_attempt(stats: RunStats, products: int, max_attempts: int, reviewer: bool = False) -> list[float]:
     """Share of products with an accepted image after k attempts, k = 1..max_attempts; with `reviewer`, with an
     accepted image that the reviewer also calls available (what the products really got)."""

@@ -28,7 +28,7 @@ from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.generation.recurrent import Attempt, recurrent_generate, summarise
+from reliable_ad.generation.recurrent import Attempt, judge_on_generated, recurrent_generate, summarise
 from reliable_ad.judge import Judge
 from reliable_ad.stats import paired_bootstrap
 
@@ -116,6 +116,8 @@ def compare_generators(
     metrics: dict[str, Any] = {
         **paired_rates(first, keys, resamples, confidence, cfg.recurrent.seed),
         **quality_guard(features["base"], features["tuned"], guard),
+        # the judge on every attempt of both runs: a tuned ControlNet that fools it shows here as well
+        **judge_on_generated([a for stats in runs.values() for a in stats.attempts]),
         "mean_attempts_base": summaries["base"]["mean_attempts"],
         "mean_attempts_tuned": summaries["tuned"]["mean_attempts"],
         "attempts_per_available_base": summaries["base"]["attempts_per_reviewer_available_accept"],

@@ -217,6 +217,19 @@ def trained_against(controlnet: Path) -> list[str]:
     return [judge["sha256"] for judge in judges if "sha256" in judge]
 
 
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A separable Gaussian blur (reflect-padded), differentiable: what the judge rewards must survive it, so
+    pixel-level patterns that fool a CNN (and no person) earn nothing."""
+    radius = max(1, round(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    horizontal = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+    return F.conv2d(horizontal, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+
+
 def rfft_losses(
     denoiser: Denoiser,
     judge: Reward,
@@ -231,6 +244,8 @@ def rfft_losses(
     uncond, text = denoiser.noise_branches(latents, t, slots)
     noise = denoiser.guided(uncond, text)
     images = Denoiser.paste(denoiser.decode(denoiser.x0(latents, noise, t)), slots)
+    if cfg.reward_blur > 0:
+        images = gaussian_blur(images, cfg.reward_blur)
     log_p = judge.log_p_available(images, [s.job.product for s in slots], [s.job.caption for s in slots], grad=True)
     losses = {
         "feedback": feedback_loss(log_p, cfg),
