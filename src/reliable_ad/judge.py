@@ -189,6 +189,9 @@ class Reward(Protocol):
     @property
     def labels(self) -> list[str]: ...
 
+    @property
+    def threshold(self) -> float: ...
+
     def to(self, device: str | torch.device) -> Reward: ...
 
     def describe(self) -> dict[str, object]: ...
@@ -219,6 +222,11 @@ class JudgeEnsemble:
     @property
     def labels(self) -> list[str]:
         return self.judges[0].labels
+
+    @property
+    def threshold(self) -> float:
+        """The first judge's tau (the combined score is at most as sure as it)."""
+        return self.judges[0].threshold
 
     def to(self, device: str | torch.device) -> JudgeEnsemble:
         for judge in self.judges:

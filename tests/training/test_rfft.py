@@ -244,3 +244,14 @@ def test_the_reward_can_judge_blurred_images_so_pixel_patterns_earn_nothing(gene
     assert torch.allclose(blurred.mean(), checker.mean(), atol=1e-6)  # blurring moves no light around
     rfft_train(_cfg(steps=1, reward_blur=1.0), generator, make_judge(), POOL, tmp_path / "run")
     assert np.isfinite(_log(tmp_path / "run")[0]["feedback"])
+
+
+def test_the_anchor_can_learn_from_the_controlnets_own_accepted_samples(generator, tmp_path, make_judge) -> None:
+    judge = make_judge()
+    judge.config.acceptance_threshold = 0.0  # accepts every sample: the pool is the whole first-attempt batch
+    cfg = _cfg(steps=2, feedback_weight=0.0, regularizer="none", anchor=1.0, anchor_data="accepted", anchor_pool=3)
+    rfft_train(cfg, generator, judge, POOL, tmp_path / "run")
+    assert all(record["anchor"] > 0 and record["feedback"] == 0 for record in _log(tmp_path / "run"))
+    judge.config.acceptance_threshold = 1.0  # accepts nothing: there is nothing to learn from, said so
+    with pytest.raises(RuntimeError, match="accepted none of 3 samples"):
+        rfft_train(cfg, generator, judge, POOL, tmp_path / "again")

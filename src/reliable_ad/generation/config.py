@@ -165,7 +165,16 @@ class RFFTConfig(BaseModel):
     )
     regularizer: Literal["cc", "kl", "none"] = Field("cc", description="Consistent Condition, KL, or nothing")
     beta: float = Field(1.0, ge=0, description="weight of the regulariser")
-    anchor: float = Field(0.0, ge=0, description="weight of the plain denoising loss on available renders")
+    anchor: float = Field(0.0, ge=0, description="weight of the plain denoising loss (the anchor), 0: none")
+    anchor_data: Literal["renders", "accepted"] = Field(
+        "renders",
+        description="what the anchor learns from: available renders (RF1M's available class), or the ControlNet's "
+        "own first attempts that the reward accepts (the judge picks among real samples: RAFT)",
+    )
+    anchor_pool: int = Field(256, ge=1, description="training products sampled once per pool of accepted images")
+    anchor_refresh: int = Field(
+        0, ge=0, description="optimizer steps between new pools from the current ControlNet (0: one pool at the start)"
+    )
     products: int = Field(512, ge=1, description="training products (RF1M-synth, seed below)")
     product_seed: int = Field(4242, description="RF1M-synth seed of the training products (not the evaluation's)")
     categories: list[str] | None = Field(None, description="product categories (default: the generator's)")

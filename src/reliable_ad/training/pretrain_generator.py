@@ -12,6 +12,7 @@ import copy
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 from reliable_ad.data.config import SynthConfig
@@ -88,25 +90,40 @@ def _encode_prompts(components: GeneratorComponents, prompts: list[str]) -> torc
     return components.text_encoder(ids.to(components.text_encoder.device))[0]
 
 
+@dataclass(frozen=True)
+class Example:
+    """A finished picture, the product photo (RGBA) it was made around and its prompt: what the denoising loss
+    teaches the generator to make."""
+
+    image: NDArray[np.uint8]
+    product: NDArray[np.uint8]
+    prompt: str
+
+
+def examples_of(samples: list[Any]) -> list[Example]:
+    """RF1M-synth samples as training examples (their renderings)."""
+    return [Example(s.rendering.image, s.rendering.product, s.rendering.prompt) for s in samples]
+
+
 def denoising_loss(
     components: GeneratorComponents,
     noise_scheduler: DDPMScheduler,
-    samples: list[Any],
+    examples: list[Example],
     prompt_dropout: float,
     rng: np.random.Generator,
 ) -> torch.Tensor:
-    """The noise-prediction loss of the inpainting UNet + ControlNet on rendered scenes (prepared exactly as
+    """The noise-prediction loss of the inpainting UNet + ControlNet on finished pictures (prepared exactly as
     the inpainting pipeline prepares its inputs)."""
     scale = components.vae.config.scaling_factor
     images, keeps, masks, controls, prompts = [], [], [], [], []
-    for sample in samples:
-        inputs = control_inputs(sample.rendering.product)
+    for example in examples:
+        inputs = control_inputs(example.product)
         keep = inputs.inpaint_mask < 128
-        images.append(sample.rendering.image)
+        images.append(example.image)
         keeps.append(keep)
         masks.append((~keep).astype(np.float32))
         controls.append(inputs.control_image)
-        prompts.append("" if rng.random() < prompt_dropout else sample.rendering.prompt)
+        prompts.append("" if rng.random() < prompt_dropout else example.prompt)
     device = components.unet.device  # RFFT's anchor runs this on the accelerator's device
     pixels = _to_tensor(images).to(device)
     # as the inpainting pipeline does: the image in [-1, 1], zero (not black) where the background is repainted
@@ -118,7 +135,7 @@ def denoising_loss(
     mask = F.interpolate(torch.from_numpy(np.stack(masks))[:, None], size=(latent_size, latent_size)).to(device)
     control = torch.from_numpy(np.stack(controls).astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(device)
     noise = torch.randn_like(latents)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(samples),)).to(device)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(examples),)).to(device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     text = _encode_prompts(components, prompts)
     down, mid = components.controlnet(
@@ -219,7 +236,7 @@ def pretrain_tiny_generator(cfg: PretrainConfig, out: Path, resume: bool = True)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
         samples = _scene_batch(cfg.synth, 10**7 + step * cfg.batch, cfg.batch)
-        loss = denoising_loss(components, noise_scheduler, samples, cfg.prompt_dropout, rng)
+        loss = denoising_loss(components, noise_scheduler, examples_of(samples), cfg.prompt_dropout, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -45,7 +45,7 @@ from reliable_ad.generation.recurrent import job_for
 from reliable_ad.judge import Reward
 from reliable_ad.models.generator import load_components
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
-from reliable_ad.training.pretrain_generator import denoising_loss
+from reliable_ad.training.pretrain_generator import Example, denoising_loss, examples_of
 
 JUDGES_FILE = "rfft_judges.json"  # beside the weights: which judges the ControlNet was tuned against
 SNAPSHOTS = "snapshots"  # the ControlNet every `select.every` steps, for the choice by an unoptimised judge
@@ -132,6 +132,7 @@ def rfft_train(
     )
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
     on_policy = cfg.feedback_weight > 0 or cfg.regularizer != "none"
+    accepted: list[Example] = []
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     bar = tqdm(total=cfg.steps, initial=start, desc="rfft", disable=not accelerator.is_main_process)
@@ -151,8 +152,14 @@ def rfft_train(
                         k: torch.zeros((), device=device) for k in ("feedback", "p_available", "regularizer", "anchor")
                     }
                 if cfg.anchor > 0:
-                    renders = [draw_sample(anchor_world, int(k)) for k in rng.integers(0, 10**6, cfg.batch_size)]
-                    losses["anchor"] = denoising_loss(components, noise_scheduler, renders, 0.1, rng)
+                    if cfg.anchor_data == "renders":
+                        picks = rng.integers(0, 10**6, cfg.batch_size)
+                        examples = examples_of([draw_sample(anchor_world, int(k)) for k in picks])
+                    else:
+                        if not accepted or (cfg.anchor_refresh and step % cfg.anchor_refresh == 0 and micro == 0):
+                            accepted = accepted_pool(denoiser, judge, products, pool, cfg, step)
+                        examples = [accepted[int(k)] for k in rng.integers(0, len(accepted), cfg.batch_size)]
+                    losses["anchor"] = denoising_loss(components, noise_scheduler, examples, 0.1, rng)
             total = (
                 cfg.feedback_weight * losses["feedback"]
                 + cfg.beta * losses["regularizer"]
@@ -215,6 +222,31 @@ def trained_against(controlnet: Path) -> list[str]:
     described = json.loads(path.read_text())
     judges = described.get("judges", [described])  # an ensemble lists its members
     return [judge["sha256"] for judge in judges if "sha256" in judge]
+
+
+@torch.no_grad()
+def accepted_pool(
+    denoiser: Denoiser, judge: Reward, products: list[Product], prompts: list[PromptConfig], cfg: RFFTConfig, step: int
+) -> list[Example]:
+    """The current ControlNet's own finished first attempts at `cfg.anchor_pool` training products that the reward
+    accepts (p >= its threshold): what the denoising anchor on "accepted" learns from. The judge only picks among
+    real samples, so no pixel pattern can be optimised against it (reward-ranked fine-tuning, as RAFT does)."""
+    rng = np.random.default_rng([cfg.seed, step, 7])
+    recurrent = RecurrentConfig(seed=int(rng.integers(2**31)), next_prompt_on_retry=True)
+    picks = rng.choice(len(products), min(cfg.anchor_pool, len(products)), replace=False)
+    kept: list[Example] = []
+    for start in range(0, len(picks), cfg.batch_size * 4):
+        chunk = picks[start : start + cfg.batch_size * 4]
+        slots = [denoiser.start(job_for(products[int(i)], int(i), 1, prompts, recurrent)) for i in chunk]
+        while not denoiser.done(slots[0]):
+            denoiser.advance(slots)
+        images = denoiser.images(torch.cat([s.latents for s in slots]), slots)
+        p = judge.log_p_available(images, [s.job.product for s in slots], [s.job.caption for s in slots]).exp()
+        verdicts = zip(images, slots, (p >= judge.threshold).tolist(), strict=True)
+        kept += [Example(image, slot.job.product, slot.job.prompt) for image, slot, ok in verdicts if ok]
+    if not kept:
+        raise RuntimeError(f"the judge accepted none of {len(picks)} samples: no accepted pool to anchor to")
+    return kept
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
