@@ -1,4 +1,4 @@
-"""Data and feedback through the API."""
+"""Human feedback through the API: simulated batches, data versions, announcements."""
 
 from pathlib import Path
 
@@ -30,3 +30,22 @@ def test_simulated_batch_joins_a_feedback_dataset_despite_class_share_bounds(tmp
     manifest = pq.read_table(dataset / layout.MANIFEST_FILE).to_pylist()
     assert len(manifest) == 6 and all(row["depth"] and row["saliency"] for row in manifest)
     assert not list(tmp_path.glob(".rf1m-gen.batch-*"))  # the temporary batch is gone
+
+
+def test_a_data_version_outside_a_dvc_repository_is_untracked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "feedback").mkdir()
+    assert api.record_data_version(tmp_path / "feedback") == "untracked"
+
+
+def test_an_announcement_needs_a_batch_and_a_server_that_answers(tmp_path: Path, monkeypatch) -> None:
+    from reliable_ad.data.feedback import FeedbackError
+
+    with pytest.raises(FeedbackError, match="does not exist"):
+        api.announce_feedback(tmp_path / "nothing")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(RuntimeError, match="PREFECT_API_URL is not set"):
+        api.announce_feedback(tmp_path)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens there
+    with pytest.raises(RuntimeError, match=r"does not answer.*nothing was announced"):
+        api.announce_feedback(tmp_path)
