@@ -19,7 +19,7 @@ from reliable_ad.judge import JudgeEnsemble, JudgeInputError, RFNetJudge
 from reliable_ad.models.generator import load_components
 from reliable_ad.training.checkpoint import CheckpointMismatch
 from reliable_ad.training.rfft import feedback_loss, gaussian_blur, regularizer_loss, rfft_train, trained_against
-from reliable_ad.training.rfft_select import snapshots
+from reliable_ad.training.rfft_select import last_snapshot, snapshots
 
 FIVE_WAY = ["available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination"]
 
@@ -229,6 +229,8 @@ def test_snapshots_are_saved_every_select_every_steps_and_at_the_end(generator, 
     cfg = _cfg(steps=3, select={"every": 2, "by": "reviewer"})
     rfft_train(cfg, generator, make_judge(), POOL, tmp_path / "run")
     assert [step for step, _ in snapshots(tmp_path / "run")] == [2, 3]
+    assert last_snapshot(tmp_path / "run") == tmp_path / "run" / "snapshots" / "step-000003"  # what people see next
+    assert last_snapshot(generator) is None
     ControlNetModel.from_pretrained(tmp_path / "run" / "snapshots" / "step-000002", use_safetensors=True)
     with pytest.raises(ValidationError, match="nothing to choose from"):
         _cfg(select={"every": 0, "by": "reviewer"})

@@ -150,10 +150,13 @@ def feedback_round(
     tune: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Round `k`: the current ControlNet's images of fresh training products labelled by people -> ingested
-    as a feedback batch -> the judge retrained warm-started on all data -> RFFT from the current ControlNet
-    under the new judge, the snapshot chosen by validation verdicts -> base vs tuned on the held-out
-    products -> both registered and gated.
+    """Round `k`: images of fresh training products labelled by people -> ingested as a feedback batch -> the
+    judge retrained warm-started on all data -> RFFT from the current ControlNet under the new judge, the
+    snapshot chosen by validation verdicts -> base vs tuned on the held-out products -> both registered and gated.
+
+    The images people label come from the last weights of the RFFT run that made `controlnet` (its snapshots
+    beside it), not from the weights selected: the last ones are what fooled the old judge most, and the new
+    judge must learn exactly those mistakes. Without snapshots, `controlnet` makes them.
 
     People's labels arrive as a batch that was ingested into one of `data.feedback` before (`ingested`: its
     ingest result, e.g. from the retrain-on-feedback flow); in the embedded world, without one, the round
@@ -164,8 +167,10 @@ def feedback_round(
     state written for other inputs or settings is cleared first."""
     from reliable_ad.data.hashing import folder_hash
     from reliable_ad.training.checkpoint import fingerprint
+    from reliable_ad.training.rfft_select import last_snapshot
 
     cfg = params.rounds
+    shown = last_snapshot(controlnet.parent) or controlnet  # the ControlNet whose images people label
     folder, round_data = out / f"round-{k}", data.rounds / f"round-{k}"
     dataset, shards = round_data / "feedback", round_data / "shards"
     earlier = [data.rounds / f"round-{i}" / "feedback" for i in range(1, k)]
@@ -173,6 +178,7 @@ def feedback_round(
         {
             "judge": folder_hash(judge),
             "controlnet": folder_hash(controlnet) if tune else None,
+            "shown": folder_hash(shown) if ingested is None else None,
             "generator": folder_hash(generator) if tune else None,
             "batch": ingested["batch_hash"] if ingested is not None else None,
             "data": [folder_hash(f) for f in (*data.feedback, *earlier) if f.exists()],
@@ -189,9 +195,7 @@ def feedback_round(
     if "feedback" not in done:
         if ingested is None:
             products = SimulatedFeedbackConfig(products=cfg.products, product_seed=cfg.product_seed + k - 1, seed=k)
-            fed = simulate_feedback(
-                params, generator, dataset, data.reports / f"round-{k}", progress, controlnet, products
-            )
+            fed = simulate_feedback(params, generator, dataset, data.reports / f"round-{k}", progress, shown, products)
         else:
             fed = dict(ingested)
         if fed["status"] == "rejected":

@@ -41,6 +41,12 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
     return [(int(folder.name.removeprefix("step-")), folder) for folder in folders]
 
 
+def last_snapshot(run: Path) -> Path | None:
+    """The run's most tuned weights: what fooled its judge most (feedback rounds show them to people)."""
+    found = snapshots(run)
+    return found[-1][1] if found else None
+
+
 def select_snapshot(
     run: Path,
     generator: Path,
