@@ -15,12 +15,13 @@ def train_rfnet(
     out: Path,
     init_from: Path | None = None,
     resume: bool = True,
-    epochs: int | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """Train RFNet into `out` (`out/model`), warm-started from `init_from` if given; resumes `out/checkpoints`."""
+    """Train RFNet into `out` (`out/model`), warm-started from `init_from` if given; resumes `out/checkpoints`.
+    `changes` replace settings of `rfnet.train` (e.g. the rounds' epochs and learning rate)."""
     from reliable_ad.training.rfnet import train_rfnet as run
 
-    cfg = params.rfnet.train if epochs is None else params.rfnet.train.model_copy(update={"epochs": epochs})
+    cfg = params.rfnet.train.model_validate({**params.rfnet.train.model_dump(), **changes})
     return run(cfg, shards, out, init_from=init_from, resume=resume)
 
 

@@ -220,7 +220,9 @@ def feedback_round(
     if "judge" not in done:
         sources = [f for f in (*data.feedback, *earlier, dataset) if f.exists()]
         prepared = prepare(params, data.root, data.manifest, sources, shards)
-        trained = train_rfnet(params, shards, folder / "rfnet", init_from=judge, epochs=cfg.rfnet_epochs)
+        trained = train_rfnet(
+            params, shards, folder / "rfnet", init_from=judge, epochs=cfg.rfnet_epochs, lr=cfg.rfnet_lr
+        )
         gate = register_rfnet(params, new_judge, shards, folder / "rfnet_gate.json", extra_tags=lineage)
         step("judge", {"shards": prepared["rows_written"], "train": trained, "gate": gate})
     row: dict[str, Any] = {

@@ -229,5 +229,6 @@ class RoundsConfig(BaseModel):
     products: int = Field(1000, ge=1, description="fresh training products generated and labelled per round")
     product_seed: int = Field(3000, description="RF1M-synth seed of round 1's products; round k uses seed + k - 1")
     rfnet_epochs: int = Field(3, ge=1, description="epochs of the judge's warm-started retraining on all data")
+    rfnet_lr: float = Field(3e-4, gt=0, description="its learning rate (a warm judge is fine-tuned, not retrained)")
     unseen_products: int = Field(96, ge=0, description="products of another seed, first attempts only (0: skip)")
     unseen_product_seed: int = Field(8888, description="RF1M-synth seed of the unseen products")
