@@ -237,7 +237,7 @@ def retrain_on_feedback(
     summary["data_version"] = record_data_version(paths.feedback)
     judge = champion_folder(params, "rfnet")
     if judge is None:
-        raise ValueError("no rfnet champion to warm-start from: run the full pipeline (or `rad rfnet register`) first")
+        logger.info("no rfnet champion yet: the round trains the first judge cold on all data")
     model = Path(generator) if generator else paths.generator  # not read when nothing is tuned
     controlnet = (champion_folder(params, "reliable-controlnet") if tune else None) or model / "controlnet"
     summary["round"] = feedback_round(params, k, model, judge, controlnet, paths.retrained, summary["ingest"], tune)

@@ -269,7 +269,8 @@ def test_a_pulled_review_batch_triggers_the_served_retrain_deployment(
         assert runs[0].parameters["batch"] == str((project / summary["batch"]).resolve())
         assert runs[0].parameters["ingested"] is True
         assert runs[0].state.is_completed(), f"{runs[0].state}:\n{log_tail(tmp_path / 'serve.log')}"
-        result = json.loads((project / "metrics" / "rfnet_gate.json").read_text())
-        assert result["promoted"] and "first valid candidate" in result["reason"]  # retrained on the pulled rows
+        # no champion yet: the batch's round trained the first judge cold on the pulled rows, and registered it
+        result = json.loads((project / "models/retrained/round-1/rfnet_gate.json").read_text())
+        assert result["promoted"] and "first valid candidate" in result["reason"]
     finally:
         stop(serving)

@@ -142,7 +142,7 @@ def feedback_round(
     params: Params,
     k: int,
     generator: Path,
-    judge: Path,
+    judge: Path | None,
     controlnet: Path,
     data: RoundData,
     out: Path,
@@ -161,7 +161,8 @@ def feedback_round(
     People's labels arrive as a batch that was ingested into one of `data.feedback` before (`ingested`: its
     ingest result, e.g. from the retrain-on-feedback flow); in the embedded world, without one, the round
     generates the images and the reviewer labels them. Without `tune` the round ends once the new judge is
-    registered.
+    registered. Without a `judge` (no champion yet) the round trains the first one cold, for `rfnet.train`'s
+    epochs.
 
     Each step's result is kept in the round's state.json, so a round killed half-way resumes at its step; a
     state written for other inputs or settings is cleared first."""
@@ -176,7 +177,7 @@ def feedback_round(
     earlier = [data.rounds / f"round-{i}" / "feedback" for i in range(1, k)]
     key = fingerprint(
         {
-            "judge": folder_hash(judge),
+            "judge": folder_hash(judge) if judge else None,
             "controlnet": folder_hash(controlnet) if tune else None,
             "shown": folder_hash(shown) if ingested is None else None,
             "generator": folder_hash(generator) if tune else None,
@@ -212,7 +213,7 @@ def feedback_round(
     lineage = {
         "round": str(k),
         "round.data_version": done["feedback"]["data_version"],
-        "round.parent.judge.folder_hash": folder_hash(judge),
+        "round.parent.judge.folder_hash": folder_hash(judge) if judge else "none",
     }
     if tune:
         lineage["round.parent.controlnet.folder_hash"] = folder_hash(controlnet)
@@ -220,9 +221,8 @@ def feedback_round(
     if "judge" not in done:
         sources = [f for f in (*data.feedback, *earlier, dataset) if f.exists()]
         prepared = prepare(params, data.root, data.manifest, sources, shards)
-        trained = train_rfnet(
-            params, shards, folder / "rfnet", init_from=judge, epochs=cfg.rfnet_epochs, lr=cfg.rfnet_lr
-        )
+        warm: dict[str, Any] = {"epochs": cfg.rfnet_epochs, "lr": cfg.rfnet_lr} if judge else {}
+        trained = train_rfnet(params, shards, folder / "rfnet", init_from=judge, **warm)
         gate = register_rfnet(params, new_judge, shards, folder / "rfnet_gate.json", extra_tags=lineage)
         step("judge", {"shards": prepared["rows_written"], "train": trained, "gate": gate})
     row: dict[str, Any] = {
