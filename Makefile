@@ -1,6 +1,7 @@
-# Two entry points, both safe on a fresh machine with only Python 3.11:
-#   make run   - create the environment and run the full pipeline on the embedded default (dvc repro)
-#   make test  - create the environment, lint, type-check and run the tests
+# Entry points, all safe on a fresh machine with only Python 3.11:
+#   make run       - create the environment and run the full pipeline on the embedded default (dvc repro)
+#   make test      - create the environment, lint, type-check and run the tests (not those marked slow)
+#   make test-all  - the same with the slow ones: the whole pipeline on the quick profile, by DVC and by Prefect
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,7 +18,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: install run test lint lock
+.PHONY: install run test test-all lint lock
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+test-all: lint
+	$(BIN)/python -m pytest -m "slow or not slow"
 
 # Refresh the pinned versions after changing dependencies (run inside a working environment).
 lock: $(STAMP)

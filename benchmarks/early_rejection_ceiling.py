@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from common import machine
-from reliable_ad.api import denoiser_from, judge_from
+from reliable_ad.api.common import denoiser_from, judge_from
+from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.generation.config import GENERATOR_CATEGORIES
-from reliable_ad.generation.evaluate import first_attempt_previews, held_out_products
+from reliable_ad.generation.evaluate import first_attempt_previews
 from reliable_ad.generation.prompts import load_prompt_pool
 from reliable_ad.generation.recurrent import acceptance_threshold
-from reliable_ad.judge import Judge
+from reliable_ad.judge import RFNetJudge
 from reliable_ad.params import load_params
 
 
@@ -48,9 +49,11 @@ def cheapest_ratio(score: np.ndarray, accepted: np.ndarray, step: int, steps: in
     return best / plain
 
 
-def fine_tune(judge: Judge, images: list, products: list, captions: list, target: np.ndarray, epochs: int) -> Judge:
+def fine_tune(
+    judge: RFNetJudge, images: list, products: list, captions: list, target: np.ndarray, epochs: int
+) -> RFNetJudge:
     """A copy of the judge trained to say 'available' exactly for the previews whose attempt ends accepted."""
-    tuned = Judge(copy.deepcopy(judge.model))
+    tuned = RFNetJudge(copy.deepcopy(judge.model))
     tuned.model.train()
     optimizer = torch.optim.AdamW(tuned.model.parameters(), lr=3e-4)
     available = tuned.model.available_index
@@ -86,7 +89,7 @@ def main() -> None:
     params = load_params(args.params)
     rc = params.generation.evaluate.recurrent
     denoiser = denoiser_from(args.generator, None, params)
-    judge = judge_from(args.judge)
+    judge = judge_from(params, args.judge)
     pool = load_prompt_pool(params.generation.prompts)
     products = held_out_products(args.products, args.product_seed, list(GENERATOR_CATEGORIES))
     probes = [s for s in params.generation.evaluate.probe_steps if s < rc.steps]

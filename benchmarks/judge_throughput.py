@@ -1,4 +1,4 @@
-"""Judge throughput on CPU: images/s through `Judge.__call__` (depth + saliency maps computed, RFNet forward),
+"""RFNetJudge throughput on CPU: images/s through `RFNetJudge.__call__` (depth + saliency maps computed, RFNet forward),
 at 64 px, batch 64, for 1 and 2 torch threads. Uses the trained RFNet if given, else a fresh one of the
 default size (the speed does not depend on the weights).
 
@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from common import machine
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
-from reliable_ad.judge import Judge
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.world import draw_sample
+from reliable_ad.judge import RFNetJudge
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet
 
 
 def main() -> None:
@@ -31,7 +33,7 @@ def main() -> None:
     products = [s.rendering.product for s in samples]
     captions = [s.product.title for s in samples]
     model = RFNet.load(args.model) if args.model else RFNet(RFNetConfig(vocabulary=["red", "cm"]))
-    judge = Judge(model, batch_size=args.batch)
+    judge = RFNetJudge(model, batch_size=args.batch)
     for threads in (1, 2):
         torch.set_num_threads(threads)
         judge(images, products, captions)  # warm-up

@@ -26,10 +26,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np
 
 from reliable_ad.data import layout
-from reliable_ad.data.rf1m import ImportConfig, import_dataset
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import ImportConfig, SynthConfig, ValidationConfig
+from reliable_ad.data.rf1m import import_dataset
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.data.validate import ValidationConfig, check_images, load_manifest, validate_dataset
+from reliable_ad.data.validate import check_images, load_manifest, validate_dataset
 
 RF1M_ROWS = 1_058_230
 LABEL_SHARES = [0.56, 0.04, 0.12, 0.1, 0.1, 0.08]  # about the paper's 56 % available at first generation

@@ -43,8 +43,8 @@ def machine_info() -> str:
 def render_base(folder: Path, n: int) -> list[dict[str, object]]:
     """Render `n` synth samples into `folder` (every file in 2 zip packages) and import them; return the
     manifest rows."""
-    from reliable_ad.data.rf1m import ImportConfig, import_dataset
-    from reliable_ad.data.synth.world import SynthConfig
+    from reliable_ad.data.config import ImportConfig, SynthConfig
+    from reliable_ad.data.rf1m import import_dataset
     from reliable_ad.data.synth.writer import write_synth
 
     write_synth(SynthConfig(n=n), folder, archives=2)
@@ -55,7 +55,7 @@ def render_base(folder: Path, n: int) -> list[dict[str, object]]:
 
 def write_manifest(path: Path, base: list[dict[str, object]], size: int, chunk: int = 10_000) -> None:
     """A manifest of `size` rows cycling through `base` with unique ids, written in row groups."""
-    with pq.ParquetWriter(path, layout.MANIFEST_SCHEMA) as writer:
+    with pq.ParquetWriter(path, layout.manifest_schema()) as writer:
         for start in range(0, size, chunk):
             rows = [
                 {
@@ -65,7 +65,7 @@ def write_manifest(path: Path, base: list[dict[str, object]], size: int, chunk: 
                 }
                 for i in range(start, min(size, start + chunk))
             ]
-            writer.write_table(pa.Table.from_pylist(rows, schema=layout.MANIFEST_SCHEMA))
+            writer.write_table(pa.Table.from_pylist(rows, schema=layout.manifest_schema()))
 
 
 def measure(args: list[str]) -> tuple[float, float, str]:
@@ -94,7 +94,8 @@ def folder_bytes(folder: Path) -> int:
 
 
 def child_main(root: Path, manifest: Path, out: Path) -> None:
-    from reliable_ad.data.shards import PrepareConfig, prepare_shards
+    from reliable_ad.data.config import PrepareConfig
+    from reliable_ad.data.shards import prepare_shards
 
     summary = prepare_shards(root, manifest, out, PrepareConfig())
     print(summary.model_dump_json())

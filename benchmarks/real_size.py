@@ -33,15 +33,17 @@ from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from common import machine
+from reliable_ad.data.synth.products import Product
 from reliable_ad.generation.config import RecurrentConfig, RFFTConfig, SteeringConfig
 from reliable_ad.generation.denoise import Denoiser, Job, Slot
 from reliable_ad.generation.preprocess import centre_zoom, control_inputs
 from reliable_ad.generation.probe import TAPPED, FeatureTap, Head, Probe
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.generation.recurrent import Product, job_for, recurrent_generate, summarise, whole_batch_generate
+from reliable_ad.generation.recurrent import job_for, recurrent_generate, summarise, whole_batch_generate
 from reliable_ad.generation.scores import capture_advance
 from reliable_ad.generation.steering import steer_generate
-from reliable_ad.judge import Judge
+from reliable_ad.judge import RFNetJudge
+from reliable_ad.models.config import RFNetConfig
 from reliable_ad.models.generator import (
     GeneratorComponents,
     TinyGeneratorConfig,
@@ -50,7 +52,7 @@ from reliable_ad.models.generator import (
     controlnet_for_inpainting,
     sd15_scheduler,
 )
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.rfnet import RFNet
 from reliable_ad.training.rfft import rfft_losses
 
 
@@ -123,7 +125,7 @@ def rfft_step(parts: GeneratorComponents, args: argparse.Namespace, device: torc
     frozen = controlnet_for_inpainting(parts.unet).to(device).requires_grad_(False)
     parts.controlnet.train().enable_gradient_checkpointing()
     parts.unet.enable_gradient_checkpointing()
-    judge = Judge(RFNet(RFNetConfig(image_size=384, vocabulary=["cm"])), device=device)
+    judge = RFNetJudge(RFNet(RFNetConfig(image_size=384, vocabulary=["cm"])), device=device)
     optimizer = torch.optim.AdamW(parts.controlnet.parameters(), lr=1e-5)
     denoiser = Denoiser(parts, cfg.inference_steps, cfg.guidance_scale, device=device)
     jobs = [
@@ -254,7 +256,7 @@ def schedulers(parts: GeneratorComponents, args: argparse.Namespace, device: tor
     """The schedulers on the same products and seeds, and the probe's overhead."""
     parts.controlnet.eval()
     denoiser = Denoiser(parts, args.steps, 7.5, device=device)
-    judge = Judge(RFNet(RFNetConfig(image_size=args.judge_size, vocabulary=["cm"])), device=device)
+    judge = RFNetJudge(RFNet(RFNetConfig(image_size=args.judge_size, vocabulary=["cm"])), device=device)
     items = [Product(f"p{k}", rgba, "a product, 20 cm") for k, rgba in enumerate(products(args.products, args.size))]
     pool = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
     base = RecurrentConfig(batch_size=args.slots, max_attempts=3, steps=args.steps)

@@ -19,9 +19,8 @@ import numpy as np
 from common import machine
 from reliable_ad.api import review_annotate, review_pull, review_push
 from reliable_ad.data import layout
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import SynthConfig, ValidationConfig
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.data.validate import ValidationConfig
 from reliable_ad.params import Params
 from reliable_ad.review.client import LabelStudio
 from reliable_ad.review.config import ReviewConfig

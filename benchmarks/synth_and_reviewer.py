@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from common import machine
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.reviewer import product_mask, review
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.labels import RF1M_LABELS
 

@@ -20,13 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows.pipeline import full_pipeline, retrain_on_feedback
 from reliable_ad.api import FEEDBACK_EVENT
+from reliable_ad.paths import Paths
+
+PATHS = Paths()
 
 
-def deployments(generator: str = "models/tiny-generator/model") -> list:
+def deployments(generator: str | None = str(PATHS.generator)) -> list:
     nightly = retrain_on_feedback.to_deployment(
         name="retrain-nightly",
         cron="0 3 * * *",
-        parameters={"batch": "data/incoming/latest", "generator": generator},
+        parameters={"batch": str(PATHS.incoming), "generator": generator},
         description="every night: ingest the latest batch (if new) and retrain behind the gates",
     )
     on_feedback = retrain_on_feedback.to_deployment(

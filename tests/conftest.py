@@ -1,7 +1,9 @@
 """Settings every test run shares (no telemetry, no hub access, quiet progress bars) and shared fixtures."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,24 +18,100 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+# the tiny models every test builds (as diffusers' get_dummy_components): small enough for a CPU, the real classes
+TINY_RFNET = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1, "vocabulary": ["cm"]}
+TINY_GENERATOR = {"unet_channels": (16, 32, 32), "vae_channels": (8, 16, 16)}
+
+
 @pytest.fixture(scope="session")
-def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_rfnet() -> Callable[..., Any]:
+    """make_rfnet(seed=0, **config) -> a tiny random RFNet; keyword arguments change its config."""
+    import torch
+
+    from reliable_ad.models.config import RFNetConfig
+    from reliable_ad.models.rfnet import RFNet
+
+    def make(seed: int = 0, **config: Any) -> RFNet:
+        torch.manual_seed(seed)
+        return RFNet(RFNetConfig(**{**TINY_RFNET, **config}))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_judge(make_rfnet: Callable[..., Any]) -> Callable[..., Any]:
+    """make_judge(seed=0, **config) -> a judge over a tiny random RFNet."""
+    from reliable_ad.judge import RFNetJudge
+
+    return lambda seed=0, **config: RFNetJudge(make_rfnet(seed, **config))
+
+
+@pytest.fixture(scope="session")
+def make_components() -> Callable[..., Any]:
+    """make_components(seed=0, **sizes) -> a tiny random generator (UNet, ControlNet, VAE, text encoder...)."""
+    from reliable_ad.models.config import TinyGeneratorConfig
+    from reliable_ad.models.generator import build_tiny_components
+
+    return lambda seed=0, **sizes: build_tiny_components(TinyGeneratorConfig(**{**TINY_GENERATOR, **sizes}), seed)
+
+
+@pytest.fixture(scope="session")
+def generator(tmp_path_factory: pytest.TempPathFactory, make_components: Callable[..., Any]) -> Path:
     """A tiny random generator pipeline folder (UNet, ControlNet, VAE, text encoder, tokenizer, scheduler)."""
-    from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
+    from reliable_ad.models.generator import save_components
 
     folder = tmp_path_factory.mktemp("generator") / "gen"
-    save_components(
-        build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))), folder
-    )
+    save_components(make_components(), folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tuned_controlnet(tmp_path_factory: pytest.TempPathFactory, make_components: Callable[..., Any]) -> Path:
+    """The `generator`'s ControlNet nudged, as a fine-tuning run moves it: a candidate to compare and gate."""
+    import torch
+
+    components = make_components()
+    with torch.no_grad():
+        for parameter in components.controlnet.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    folder = tmp_path_factory.mktemp("tuned") / "controlnet"
+    components.controlnet.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_comparison() -> Callable[..., dict[str, Any]]:
+    """make_comparison(**changes) -> a base-vs-tuned comparison (`compare_generators`' metrics) that says the
+    candidate is far better by the judge (+0.75) and no different by the reviewer: what a gate is handed."""
+
+    def make(**changes: Any) -> dict[str, Any]:
+        return {
+            "products": 4,
+            "delta": 0.0,
+            "delta_ci_low": -0.25,
+            "delta_ci_high": 0.25,
+            "available_rate_first_reviewer_tuned": 0.5,
+            "available_rate_first_reviewer_base": 0.5,
+            "delta_rfnet": 0.75,
+            "delta_rfnet_ci_low": 0.5,
+            "delta_rfnet_ci_high": 1.0,
+            "available_rate_first_rfnet_tuned": 1.0,
+            "available_rate_first_rfnet_base": 0.25,
+            "guard_ok": True,
+            "diversity_base": 10.0,
+            "diversity_tuned": 10.0,
+            **changes,
+        }
+
+    return make
 
 
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small RF1M-synth dataset, imported and prepared: the input of training and evaluation tests."""
-    from reliable_ad.data.rf1m import ImportConfig, import_dataset
-    from reliable_ad.data.shards import PrepareConfig, prepare_shards
-    from reliable_ad.data.synth.world import SynthConfig
+    from reliable_ad.data.config import ImportConfig, PrepareConfig, SynthConfig
+    from reliable_ad.data.rf1m import import_dataset
+    from reliable_ad.data.shards import prepare_shards
     from reliable_ad.data.synth.writer import write_synth
 
     root = tmp_path_factory.mktemp("tiny-shards")

@@ -12,25 +12,23 @@ from typer.testing import CliRunner, Result
 
 from reliable_ad.cli import app
 from reliable_ad.data import layout
-from reliable_ad.data.rf1m import ImportConfig, import_dataset
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import ImportConfig, SynthConfig
+from reliable_ad.data.rf1m import import_dataset
 from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.labels import LabelSet
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.generator import save_components
+from reliable_ad.models.rfnet import RFNet
 from reliable_ad.review.queue import read_queue
 
-SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1}
+SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1}  # the tiny RFNet that training builds
 POOL = [{"prompt": "front view of a product placed on a white desktop, grey walls", "image_scale": 0.6}]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, make_components, make_rfnet) -> Path:
     root = tmp_path_factory.mktemp("cli")
-    save_components(
-        build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))), root / "gen"
-    )
-    RFNet(RFNetConfig(**SMALL, vocabulary=["cm"])).save(root / "judge")
+    save_components(make_components(), root / "gen")
+    make_rfnet().save(root / "judge")
     (root / "pool.json").write_text(json.dumps(POOL))
     params = {
         "rfnet": {"train": {"model": SMALL, "epochs": 1, "batch_size": 16, "lr": 1e-3, "threads": 1}},
@@ -68,7 +66,7 @@ def test_recurrent_records_every_attempt(project: Path, tmp_path: Path) -> None:
         *("--out", str(out), "--params", str(project / "params.yaml"), "--queue", str(tmp_path / "queue")),
     )
     refused = CliRunner().invoke(app, list(args))  # the evaluation's products must not become training labels
-    assert refused.exit_code == 2 and "evaluation's products" in refused.output
+    assert refused.exit_code == 1 and "evaluation's products" in refused.output
     _run(*args, "--product-seed", "31")
     attempts = pd.read_parquet(out / "attempts.parquet")
     columns = {"product", "attempt", "seed", "prompt", "status", "step_reached", "p_available", "judge_label"}
@@ -96,11 +94,29 @@ def test_ablation_rows_can_be_run_one_at_a_time(project: Path, tiny_shards: Path
     assert "| generated only |" in table and "| without depth |" in table
 
 
-def test_calibrate_writes_tau_into_the_model(tiny_shards: Path, tmp_path: Path) -> None:
-    RFNet(RFNetConfig(**SMALL)).save(tmp_path / "model")
+def test_calibrate_writes_tau_into_the_model(tiny_shards: Path, tmp_path: Path, make_rfnet) -> None:
+    make_rfnet().save(tmp_path / "model")
     output = _run("rfnet", "calibrate", "--model", str(tmp_path / "model"), "--shards", str(tiny_shards))
     tau = json.loads(output)["threshold"]
     assert RFNet.load(tmp_path / "model").config.acceptance_threshold == pytest.approx(tau)
+
+
+def test_calibrate_takes_its_source_from_params_unless_told(tiny_shards: Path, tmp_path: Path, make_rfnet) -> None:
+    """`rad rfnet calibrate` ignored rfnet.train.calibration_source: tau came from every row, not the ones asked."""
+    make_rfnet().save(tmp_path / "model")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"rfnet": {"train": {"calibration_source": "rf1m-gen"}}}))
+    command = ["rfnet", "calibrate", "--model", tmp_path / "model", "--shards", tiny_shards]
+    refused = CliRunner().invoke(app, [str(a) for a in (*command, "--params", tmp_path / "params.yaml")])
+    assert refused.exit_code == 1 and "no rows of source 'rf1m-gen'" in refused.output  # tiny_shards has 'ds' only
+    told = [*command, "--params", tmp_path / "params.yaml", "--source", "ds"]
+    assert json.loads(_run(*(str(a) for a in told)))["threshold"] is not None
+
+
+def test_params_prints_every_setting_in_effect(project: Path) -> None:
+    settings = yaml.safe_load(_run("params", "--params", str(project / "params.yaml")))
+    assert settings["rfnet"]["train"]["epochs"] == 1  # from the file
+    assert settings["rfnet"]["train"]["hflip"] is False and settings["data"]["import"]["separator"] == "\t"
+    assert settings["paths"]["experiment"] == "reliable-ad" and "profiles" not in settings
 
 
 def test_a_failing_validation_exits_1_with_its_report_and_nothing_else(truncated: Path, tmp_path: Path) -> None:

@@ -105,3 +105,9 @@ def test_a_malformed_saved_config_is_one_line_naming_the_field(tmp_path: Path) -
     assert result.exit_code == 1
     assert result.output.startswith("error: RFNetConfig: width: Input should be a valid integer")
     assert len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_command_takes_params(path: tuple[str, ...]) -> None:
+    """Settings and paths come from params.yaml for every command alike (`rfnet calibrate` once had none)."""
+    assert "--params" in {opt for param in dict(COMMANDS)[path].params for opt in param.opts}  # type: ignore[attr-defined]

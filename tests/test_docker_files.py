@@ -1,8 +1,8 @@
-"""The files of docker/ and the README's GPU section hold together, checked without a Docker engine.
+"""The files of docker/ and the GPU guide (docs/gpu.md) hold together, checked without a Docker engine.
 
 Compose wiring (services, health checks, start order, URLs), the build context (every COPY source exists and
 is not dropped by .dockerignore), the torch pins against requirements/lock.txt, no secret in .env.example,
-the accelerate configs, and the README's real-world params against the package's config models.
+the accelerate configs, and the GPU guide's real-world params against the package's config models.
 """
 
 from __future__ import annotations
@@ -330,20 +330,18 @@ def test_multi_node_config_marks_what_to_edit() -> None:
     assert {"machine_rank", "main_process_ip", "main_process_port", "num_processes", "num_machines"} <= marked
 
 
-# -------------------------------------------------------------------------------------------------- README
+# ---------------------------------------------------------------------------------------------- docs/gpu.md
 
 
 def _gpu_section() -> str:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("## Running on GPU nodes")
-    return readme[start : readme.index("\n## ", start + 1)]
+    return (ROOT / "docs" / "gpu.md").read_text()
 
 
 def test_readme_real_world_params_validate() -> None:
     from reliable_ad.params import Params
 
     section = _gpu_section()
-    block = section[section.index("### From the embedded world to the real one") :]
+    block = section[section.index("## From the embedded world to the real one") :]
     snippet = yaml.safe_load(block.split("```yaml\n", 1)[1].split("```", 1)[0])
 
     def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from reliable_ad.cli import app
+from reliable_ad.paths import Paths
 from reliable_ad.report import build_report, format_value, markdown_table
+
+PATHS = Paths()
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -141,7 +144,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def page(project: Path) -> Path:
-    return build_report(project, project / "reports" / "report.html", registry=False)
+    return build_report(project, project / "reports" / "report.html", PATHS, registry=False)
 
 
 def test_page_holds_the_numbers_and_notes_for_what_is_missing(project: Path, page: Path) -> None:
@@ -186,7 +189,7 @@ def test_page_is_self_contained(page: Path) -> None:
 def test_empty_root_gives_notes_and_no_tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "dvc.yaml").write_text("stages:\n  make_data:\n    cmd: x\n    outs: [data/rf1m-synth]\n")
-    html = build_report(tmp_path, tmp_path / "r.html").read_text()
+    html = build_report(tmp_path, tmp_path / "r.html", PATHS).read_text()
     assert "not produced yet: data/rf1m-synth/synth.json (run `dvc repro make_data`)" in html  # stage from dvc.yaml
     assert "dvc.yaml has no such stage yet, so run `rad rfnet evaluate` directly" in html
     assert "no tracking store at" in html and not (tmp_path / ".tracking").exists()  # reported, not created
@@ -199,7 +202,7 @@ def test_registry_versions_with_gate_tags_and_aliases(tmp_path: Path, tracking: 
     from reliable_ad.registry.models import CHAMPION
     from reliable_ad.registry.tracking import setup
 
-    setup("reliable-ad")
+    setup(PATHS.experiment)
     client = MlflowClient()
     client.create_registered_model("rfnet")
     version = client.create_model_version("rfnet", source=str(tmp_path), run_id=None)
@@ -208,7 +211,7 @@ def test_registry_versions_with_gate_tags_and_aliases(tmp_path: Path, tracking: 
         client.set_model_version_tag("rfnet", version.version, key, value)
     client.set_registered_model_alias("rfnet", CHAMPION, version.version)
 
-    html = build_report(tmp_path, tmp_path / "r.html").read_text()
+    html = build_report(tmp_path, tmp_path / "r.html", PATHS).read_text()
     assert "<caption>rfnet</caption>" in html and "<td>champion</td>" in html
     assert "first valid candidate" in html and "0.6543" in html and ">yes<" in html
     assert "No versions of <code>reliable-controlnet</code> registered." in html
@@ -268,11 +271,11 @@ def test_the_last_review_pull_with_its_judge_drift(tmp_path: Path) -> None:
         "judge": {"judged": 10, "judge_accept_precision": 0.4286, "judge_drift": True, "confusion": confusion},
     }
     _write(tmp_path / "metrics/review.json", pulled)
-    html = build_report(tmp_path, tmp_path / "report.html", registry=False).read_text()
+    html = build_report(tmp_path, tmp_path / "report.html", PATHS, registry=False).read_text()
     assert "<h2>Human review</h2>" in html and '<span class="fail">flagged</span>' in html
     assert re.search(r"<th>fleiss_kappa</th><td[^>]*>0.4321</td>", html)
     assert re.search(r"<td[^>]*>available</td><td[^>]*>3</td><td[^>]*>4</td>", html)
-    empty = build_report(tmp_path / "none", tmp_path / "empty.html", registry=False).read_text()
+    empty = build_report(tmp_path / "none", tmp_path / "empty.html", PATHS, registry=False).read_text()
     assert "not produced yet: metrics/review.json" in empty
 
 
@@ -292,7 +295,7 @@ def test_the_cost_per_usable_image_per_generator_and_scheduler(tmp_path: Path) -
         "probe": {"base": {"out_of_fold_auc": {"4": {"x0_judge": 0.5612, "probe": 0.7851, "both": 0.7903}}}},
     }
     _write(tmp_path / "metrics/generation.json", generation)
-    html = build_report(tmp_path, tmp_path / "report.html", registry=False).read_text()
+    html = build_report(tmp_path, tmp_path / "report.html", PATHS, registry=False).read_text()
     assert "Cost per usable image" in html
     assert re.search(r"<td>base</td><td>steering</td><td[^>]*>44.5000</td><td[^>]*>1.2500</td><td[^>]*>82</td>", html)
     assert re.search(r"<td>rfft</td><td>plain</td><td[^>]*>52.7500</td>", html)

@@ -1,7 +1,9 @@
-"""`rad`: the command line of ReliableAD. Each command is a thin call into the package's API.
+"""`rad`: the command line of ReliableAD. Each command calls one function of the API (`reliable_ad.api`) and
+nothing else of the package.
 
-Every command takes its settings from a section of params.yaml (``--params``), else from the defaults that
-``--help`` shows; options given on the command line win. Option names take ``-`` or ``_`` alike
+Every command takes its settings from params.yaml (``--params``), else from the defaults that ``--help``
+shows; options given on the command line win. The defaults of paths are the project's layout
+(`reliable_ad.paths.Paths`), where the DVC pipeline reads and writes. Option names take ``-`` or ``_`` alike
 (``--batch-size`` is ``--batch_size``). Errors in the user's inputs end the command with one clear line and
 exit code 1 (set ``RAD_DEBUG=1`` for the traceback).
 """
@@ -21,9 +23,11 @@ from typer.core import TyperCommand, TyperGroup
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no torchvision notices from image processors
 
+from reliable_ad import api
 from reliable_ad.params import Params, ParamsError, load_params
 
 DEFAULTS = Params()  # what applies without --params: the defaults --help shows
+PATHS = DEFAULTS.paths
 
 
 def _plain_flags(params: list[Any]) -> list[Any]:
@@ -91,9 +95,9 @@ ParamsOption = Annotated[
     ),
 ]
 NOT_WRITTEN = "not written"
-VALIDATION_DIR = "validation"  # rad data validate's reports folder under the dataset, unless --out-dir says
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def user_errors(command: F) -> F:
@@ -146,6 +150,11 @@ def _override(ctx: typer.Context, model: M, **values: Any) -> M:
         raise typer.BadParameter("; ".join(reasons)) from error
 
 
+def _or(ctx: typer.Context, name: str, value: T, fallback: T) -> T:
+    """The option's value when it was given, else `fallback` (params.yaml's: a path of `params.paths`)."""
+    return value if _given(ctx, name) else fallback
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     """Was the option given (on the command line or by its environment variable), not left at its default?"""
     source = ctx.get_parameter_source(name)
@@ -176,11 +185,9 @@ def data_synth(
     params: ParamsOption = None,
 ) -> None:
     """Render RF1M-synth in RF1M's layout: images, RGBA products, label.txt, metadata, depth and saliency."""
-    from reliable_ad.data.synth.writer import write_synth
-
-    cfg = _override(ctx, _params(params).data.synth, n=n, size=size, seed=seed, difficulty=difficulty)
-    summary = write_synth(cfg, out, workers=workers, archives=archives, overwrite=force)
-    _print({k: summary[k] for k in ("n", "samples_per_s", "labels", "splits")})
+    p = _params(params)
+    p.data.synth = _override(ctx, p.data.synth, n=n, size=size, seed=seed, difficulty=difficulty)
+    _print(api.synth(p, out, workers=workers, archives=archives, force=force))
 
 
 @data_app.command("import")
@@ -208,15 +215,11 @@ def data_import(
     params: ParamsOption = None,
 ) -> None:
     """Read label.txt, metadata and packages (in place) into one manifest; strict about every line."""
-    from reliable_ad.api import write_json
-    from reliable_ad.data.rf1m import import_dataset
-
-    cfg = _override(
-        ctx, _params(params).data.import_, separator=separator, require_metadata=require_metadata, quarantine=quarantine
+    p = _params(params)
+    p.data.import_ = _override(
+        ctx, p.data.import_, separator=separator, require_metadata=require_metadata, quarantine=quarantine
     )
-    summary = import_dataset(root, cfg, out).model_dump(mode="json")
-    write_json(summary_json, summary)
-    _print(summary)
+    _print(api.import_dataset(p, root, out, summary_json))
 
 
 @data_app.command("validate")
@@ -233,11 +236,9 @@ def data_validate(
     params: ParamsOption = None,
 ) -> None:
     """Great Expectations suite over the manifest plus a file pass; non-zero exit when anything fails."""
-    from reliable_ad.api import validate
-
     p = _params(params)
     p.data.validate_ = _override(ctx, p.data.validate_, workers=workers)
-    result = validate(p, root, manifest, out_dir or root / VALIDATION_DIR, metrics)
+    result = api.validate(p, root, manifest, out_dir, metrics)
     typer.echo(result.summary)
     if not result.success:
         raise typer.Exit(1)
@@ -276,22 +277,16 @@ def data_prepare(
     params: ParamsOption = None,
 ) -> None:
     """Turn the manifest into a few large Parquet shards plus index.json (what DVC tracks and training reads)."""
-    from reliable_ad.data.layout import MANIFEST_FILE
-    from reliable_ad.data.shards import prepare_shards
-    from reliable_ad.data.validate import VERDICT_FILE
-
-    more = [(folder, folder / MANIFEST_FILE) for folder in feedback or []]
-    cfg = _override(
+    p = _params(params)
+    p.data.prepare = _override(
         ctx,
-        _params(params).data.prepare,
+        p.data.prepare,
         image_size=image_size,
         on_size_mismatch=on_size_mismatch,
         include_depth=include_depth,
         include_saliency=include_saliency,
     )
-    verdict = validation or (root / VALIDATION_DIR if (root / VALIDATION_DIR / VERDICT_FILE).exists() else None)
-    summary = prepare_shards(root, manifest or root / MANIFEST_FILE, out, cfg, more=more, validation=verdict)
-    _print(summary.model_dump(mode="json"))
+    _print(api.prepare(p, root, manifest, feedback or [], out, validation))
 
 
 # --------------------------------------------------------------------------------------------- feedback
@@ -300,18 +295,22 @@ def data_prepare(
 @feedback_app.command("ingest")
 @user_errors
 def feedback_ingest(
+    ctx: typer.Context,
     batch: Annotated[Path, typer.Argument(help="a batch of new labels in the RF1M layout")],
-    dataset: Annotated[Path, typer.Option(help="the feedback dataset it joins")] = Path("data/feedback"),
-    reports: Annotated[Path, typer.Option(help="where each batch's validation report and rejects go")] = Path(
-        "reports/feedback"
-    ),
+    dataset: Annotated[Path, typer.Option(help="the feedback dataset it joins")] = PATHS.feedback,
+    reports: Annotated[
+        Path, typer.Option(help="where each batch's validation report and rejects go")
+    ] = PATHS.feedback_reports,
     dvc: Annotated[bool, typer.Option(help="`dvc add` the feedback dataset afterwards (a new data version)")] = False,
     params: ParamsOption = None,
 ) -> None:
     """Validate a batch with the dataset's suite and append what passes; the same batch twice adds nothing."""
-    from reliable_ad.api import ingest_feedback
-
-    result = ingest_feedback(_params(params), batch, dataset, reports, dvc_add=dvc)
+    p = _params(params)
+    dataset, reports = (
+        _or(ctx, "dataset", dataset, p.paths.feedback),
+        _or(ctx, "reports", reports, p.paths.feedback_reports),
+    )
+    result = api.ingest_feedback(p, batch, dataset, reports, dvc_add=dvc)
     _print(result.model_dump())
     if result.status == "rejected":
         raise typer.Exit(1)
@@ -321,19 +320,22 @@ def feedback_ingest(
 @user_errors
 def feedback_simulate(
     ctx: typer.Context,
-    generator: Annotated[Path, typer.Option(help="generator pipeline folder")] = Path("models/tiny-generator/model"),
-    dataset: Annotated[Path, typer.Option(help="the feedback dataset the batch joins")] = Path("data/rf1m-gen"),
-    reports: Annotated[Path, typer.Option(help="where the batch's validation report goes")] = Path("reports/feedback"),
+    generator: Annotated[Path, typer.Option(help="generator pipeline folder")] = PATHS.generator,
+    dataset: Annotated[Path, typer.Option(help="the feedback dataset the batch joins")] = PATHS.generated,
+    reports: Annotated[Path, typer.Option(help="where the batch's validation report goes")] = PATHS.feedback_reports,
     products: Annotated[int, typer.Option(help="products to generate")] = DEFAULTS.data.generated.products,
     params: ParamsOption = None,
 ) -> None:
     """The embedded world's human feedback: generate one image per new product, label it with the reviewer,
     ingest the batch (RF1M-gen, the part of RF1M made by the generator itself)."""
-    from reliable_ad.api import simulate_feedback
-
     p = _params(params)
     p.data.generated = _override(ctx, p.data.generated, products=products)
-    result = simulate_feedback(p, generator, dataset, reports)
+    result = api.simulate_feedback(
+        p,
+        _or(ctx, "generator", generator, p.paths.generator),
+        _or(ctx, "dataset", dataset, p.paths.generated),
+        _or(ctx, "reports", reports, p.paths.feedback_reports),
+    )
     _print(result)
     if result["status"] == "rejected":
         raise typer.Exit(1)
@@ -342,23 +344,26 @@ def feedback_simulate(
 @feedback_app.command("announce")
 @user_errors
 def feedback_announce(
-    batch: Annotated[Path, typer.Argument(help="a batch folder that has arrived")],
+    ctx: typer.Context,
+    batch: Annotated[Path, typer.Argument(help="a batch folder that has arrived")] = PATHS.incoming,
+    params: ParamsOption = None,
 ) -> None:
-    """Tell the Prefect server a feedback batch arrived (the retrain-on-feedback deployment listens)."""
-    from reliable_ad.api import announce_feedback
-
-    _print(announce_feedback(batch))
+    """Tell the Prefect server (PREFECT_API_URL) a feedback batch arrived (the retrain-on-feedback deployment
+    listens)."""
+    p = _params(params)
+    _print(api.announce_feedback(_or(ctx, "batch", batch, p.paths.incoming)))
 
 
 @feedback_app.command("init")
 @user_errors
 def feedback_init(
-    dataset: Annotated[Path, typer.Argument(help="folder of the feedback dataset")] = Path("data/feedback"),
+    ctx: typer.Context,
+    dataset: Annotated[Path, typer.Argument(help="folder of the feedback dataset")] = PATHS.feedback,
+    params: ParamsOption = None,
 ) -> None:
     """Create an empty feedback dataset where there is none (an existing one is left as it is)."""
-    from reliable_ad.data.feedback import init_feedback
-
-    init_feedback(dataset)
+    dataset = _or(ctx, "dataset", dataset, _params(params).paths.feedback)
+    api.init_feedback(dataset)
     typer.echo(f"empty feedback dataset at {dataset}")
 
 
@@ -384,30 +389,28 @@ def review_push(
     limit: Annotated[
         int | None, typer.Option(help="at most this many new tasks", show_default="the whole queue")
     ] = DEFAULTS.review.limit,
-    reports: Annotated[Path, typer.Option(help="where rejected queue entries are listed")] = Path("reports/review"),
+    reports: Annotated[Path, typer.Option(help="where rejected queue entries are listed")] = PATHS.review_reports,
     url: UrlOption = DEFAULTS.review.url,
     project: ProjectOption = DEFAULTS.review.project,
     params: ParamsOption = None,
 ) -> None:
     """Queue items become tasks: product beside generated image, prompt and title shown, the judge's verdict as a
     prediction; items pushed before are skipped."""
-    from reliable_ad.api import review_push as run
-
     p = _params(params)
     p.review = _override(ctx, p.review, url=url, project=project, order=order, limit=limit)
-    _print(run(p, queue, reports, judge=judge))
+    _print(api.review_push(p, queue, _or(ctx, "reports", reports, p.paths.review_reports), judge=judge))
 
 
 @review_app.command("pull")
 @user_errors
 def review_pull(
     ctx: typer.Context,
-    dataset: Annotated[Path, typer.Option(help="the feedback dataset the verdicts join")] = Path("data/feedback"),
-    batches: Annotated[Path, typer.Option(help="where the pulled batch is written")] = Path("data/incoming"),
-    reports: Annotated[Path, typer.Option(help="rejects, held tasks, the batch's validation")] = Path("reports/review"),
-    metrics: Annotated[Path, typer.Option(help="the pull's figures (JSON; the report shows them)")] = Path(
-        "metrics/review.json"
-    ),
+    dataset: Annotated[Path, typer.Option(help="the feedback dataset the verdicts join")] = PATHS.feedback,
+    batches: Annotated[Path, typer.Option(help="where the pulled batch is written")] = PATHS.review_batches,
+    reports: Annotated[Path, typer.Option(help="rejects, held tasks, the batch's validation")] = PATHS.review_reports,
+    metrics: Annotated[
+        Path, typer.Option(help="the pull's figures (JSON; the report shows them)")
+    ] = PATHS.review_metrics,
     dvc: Annotated[bool, typer.Option(help="`dvc add` the feedback dataset afterwards (a new data version)")] = False,
     announce: Annotated[bool, typer.Option(help="tell the retrain-on-feedback deployment (PREFECT_API_URL)")] = False,
     url: UrlOption = DEFAULTS.review.url,
@@ -416,11 +419,17 @@ def review_pull(
 ) -> None:
     """Finished tasks that are new or changed become a feedback batch, validated and ingested like any other;
     judge-vs-human agreement goes to MLflow and METRICS."""
-    from reliable_ad.api import review_pull as run
-
     p = _params(params)
     p.review = _override(ctx, p.review, url=url, project=project)
-    result = run(p, dataset, batches, reports, metrics, dvc_add=dvc, announce=announce)
+    result = api.review_pull(
+        p,
+        _or(ctx, "dataset", dataset, p.paths.feedback),
+        _or(ctx, "batches", batches, p.paths.review_batches),
+        _or(ctx, "reports", reports, p.paths.review_reports),
+        _or(ctx, "metrics", metrics, p.paths.review_metrics),
+        dvc_add=dvc,
+        announce=announce,
+    )
     _print(result)
     if result["status"] == "rejected":
         raise typer.Exit(1)
@@ -435,11 +444,9 @@ def review_annotate(
     params: ParamsOption = None,
 ) -> None:
     """The embedded world's annotator: the simulated reviewer answers every open task of the project."""
-    from reliable_ad.api import review_annotate as run
-
     p = _params(params)
     p.review = _override(ctx, p.review, url=url, project=project)
-    _print(run(p))
+    _print(api.review_annotate(p))
 
 
 # ------------------------------------------------------------------------------------------------ rfnet
@@ -459,49 +466,53 @@ def rfnet_train(
     params: ParamsOption = None,
 ) -> None:
     """Train RFNet (runs under `accelerate launch` unchanged); resumes from OUT/checkpoints."""
-    from reliable_ad.training.rfnet import train_rfnet
-
-    cfg = _override(ctx, _params(params).rfnet.train, epochs=epochs)
-    _print(train_rfnet(cfg, shards, out, init_from=init_from, resume=not fresh))
+    p = _params(params)
+    p.rfnet.train = _override(ctx, p.rfnet.train, epochs=epochs)
+    _print(api.train_rfnet(p, shards, out, init_from=init_from, resume=not fresh))
 
 
 @rfnet_app.command("evaluate")
 @user_errors
 def rfnet_evaluate(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Option(help="RFNet folder")],
     shards: Annotated[Path, typer.Option(help="prepared shard folder")],
-    metrics: Annotated[Path, typer.Option(help="metrics JSON to write (DVC metrics)")] = Path("metrics/rfnet.json"),
-    plots: Annotated[Path, typer.Option(help="folder for plot data and PNGs (DVC plots)")] = Path("plots/rfnet"),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON to write (DVC metrics)")] = PATHS.rfnet_metrics,
+    plots: Annotated[Path, typer.Option(help="folder for plot data and PNGs (DVC plots)")] = PATHS.rfnet_plots,
     split: Annotated[str, typer.Option(help="split to evaluate")] = "test",
     params: ParamsOption = None,
 ) -> None:
     """Accuracy, per-class P/R/F1, macro-F1, AP(available), confusion matrix, ECE + reliability diagram (the
     prediction pass takes batch size and threads from rfnet.train)."""
-    from reliable_ad.training.rfnet_eval import evaluate_rfnet
-
-    cfg = _params(params).rfnet.train
-    result = evaluate_rfnet(model, shards, metrics, plots, split, cfg.batch_size, cfg.threads)
+    p = _params(params)
+    metrics, plots = _or(ctx, "metrics", metrics, p.paths.rfnet_metrics), _or(ctx, "plots", plots, p.paths.rfnet_plots)
+    result = api.evaluate_rfnet(p, model, shards, metrics, plots, split)
     _print({k: result[k] for k in ("n", "accuracy", "macro_f1", "ap_available", "ece")})
 
 
 @rfnet_app.command("calibrate")
 @user_errors
 def rfnet_calibrate(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Option(help="RFNet folder (its config.json gets the threshold)")],
     shards: Annotated[Path, typer.Option(help="prepared shard folder")],
     split: Annotated[str, typer.Option(help="held-out split to calibrate on")] = "val",
-    source: Annotated[
-        str | None, typer.Option(help="only the rows of this source dataset, e.g. rf1m-gen", show_default="all rows")
-    ] = None,
-    beta: Annotated[float, typer.Option(help="maximise F-beta of 'available' (< 1: precision counts more)")] = 0.5,
+    calibration_source: Annotated[
+        str | None,
+        typer.Option("--source", help="only the rows of this source dataset, e.g. rf1m-gen", show_default="all rows"),
+    ] = DEFAULTS.rfnet.train.calibration_source,
+    calibration_beta: Annotated[
+        float, typer.Option("--beta", help="maximise F-beta of 'available' (< 1: precision counts more)")
+    ] = DEFAULTS.rfnet.train.calibration_beta,
     params: ParamsOption = None,
 ) -> None:
     """Set the judge's acceptance threshold tau to the one maximising F-beta of 'available' on held-out rows
     (`rad rfnet train` does this itself at the end; this is for models trained before, or another split)."""
-    from reliable_ad.training.rfnet_eval import calibrate_rfnet
-
-    cfg = _params(params).rfnet.train
-    _print(calibrate_rfnet(model, shards, split, source, beta, cfg.batch_size, cfg.threads))
+    p = _params(params)
+    p.rfnet.train = _override(
+        ctx, p.rfnet.train, calibration_source=calibration_source, calibration_beta=calibration_beta
+    )
+    _print(api.calibrate_rfnet(p, model, shards, split))
 
 
 @rfnet_app.command("ablate")
@@ -509,11 +520,9 @@ def rfnet_calibrate(
 def rfnet_ablate(
     ctx: typer.Context,
     shards: Annotated[Path, typer.Option(help="prepared shard folder")],
-    out: Annotated[Path, typer.Option(help="one run folder per variant is made under it")] = Path("models/ablation"),
-    metrics: Annotated[Path, typer.Option(help="JSON of every variant's metrics")] = Path(
-        "metrics/rfnet_ablation.json"
-    ),
-    table: Annotated[Path, typer.Option(help="markdown table")] = Path("reports/rfnet_ablation.md"),
+    out: Annotated[Path, typer.Option(help="one run folder per variant is made under it")] = PATHS.ablation,
+    metrics: Annotated[Path, typer.Option(help="JSON of every variant's metrics")] = PATHS.ablation_metrics,
+    table: Annotated[Path, typer.Option(help="markdown table")] = PATHS.ablation_table,
     epochs: Annotated[int, typer.Option(help="epochs per variant (rfnet.train.epochs)")] = DEFAULTS.rfnet.train.epochs,
     variant: Annotated[
         list[str] | None,
@@ -527,10 +536,14 @@ def rfnet_ablate(
     params: ParamsOption = None,
 ) -> None:
     """The paper's modality ablation: all inputs, without each one, and the generated image alone."""
-    from reliable_ad.training.rfnet_ablation import ablate, markdown
-
-    cfg = _override(ctx, _params(params).rfnet.train, epochs=epochs)
-    typer.echo(markdown(ablate(cfg, shards, out, metrics, table, only=variant or (), fresh=fresh)))
+    p = _params(params)
+    p.rfnet.train = _override(ctx, p.rfnet.train, epochs=epochs)
+    out = _or(ctx, "out", out, p.paths.ablation)
+    metrics, table = (
+        _or(ctx, "metrics", metrics, p.paths.ablation_metrics),
+        _or(ctx, "table", table, p.paths.ablation_table),
+    )
+    typer.echo(api.ablate_rfnet(p, shards, out, metrics, table, only=variant or (), fresh=fresh))
 
 
 @rfnet_app.command("register")
@@ -547,11 +560,7 @@ def rfnet_register(
     params: ParamsOption = None,
 ) -> None:
     """Log and register the candidate; promote it to champion only if it beats the champion (paired bootstrap)."""
-    from reliable_ad.registry.rfnet import register_rfnet
-
-    p = _params(params)
-    result = register_rfnet(model, shards, p.rfnet.gate, decision_file=decision, plots_dir=plots)
-    _print(result.__dict__)
+    _print(api.register_rfnet(_params(params), model, shards, decision, plots))
 
 
 # ------------------------------------------------------------------------------------------- generation
@@ -629,13 +638,9 @@ def generate(
 ) -> None:
     """Generate ad images like the official sample.py (same flag names), logging product, prompt and seed."""
     given = {k: v for k, v in locals().items() if k not in ("ctx", "params", "clip_skip", "save_concat", "pipeline")}
-    from reliable_ad.generation.official import run_generate
-
-    if pipeline != "T2I":
-        raise ValueError(f"unknown pipeline {pipeline!r}: the official sampler has only T2I")
-    args = _override(ctx, _params(params).generation.generate, **given)
-    records = run_generate(args, clip_skip=clip_skip, save_concat=save_concat)
-    _print({"images": len(records), "save_path": str(args.save_path), "log": str(args.save_path / "log.jsonl")})
+    p = _params(params)
+    p.generation.generate = _override(ctx, p.generation.generate, **given)
+    _print(api.generate(p, clip_skip=clip_skip, save_concat=save_concat, pipeline=pipeline))
 
 
 generator_app = _Typer("The tiny generator of the embedded world.")
@@ -646,15 +651,13 @@ app.add_typer(generator_app, name="generator")
 @user_errors
 def recurrent(
     ctx: typer.Context,
-    generator: Annotated[Path, typer.Option(help="generator pipeline folder")] = Path("models/tiny-generator/model"),
+    generator: Annotated[Path, typer.Option(help="generator pipeline folder")] = PATHS.generator,
     controlnet: Annotated[
         Path | None, typer.Option(help="ControlNet folder", show_default="GENERATOR/controlnet")
     ] = None,
-    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias")] = "models/rfnet/model",
+    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias")] = str(PATHS.rfnet_model),
     products: Annotated[int, typer.Option(help="held-out RF1M-synth products to generate for")] = 32,
-    out: Annotated[Path, typer.Option(help="folder for attempts.parquet and the accepted images")] = Path(
-        "reports/recurrent"
-    ),
+    out: Annotated[Path, typer.Option(help="folder for attempts.parquet and the accepted images")] = PATHS.recurrent,
     early_reject: Annotated[
         bool, typer.Option(help="judge x0 early and stop predicted failures")
     ] = DEFAULTS.generation.recurrent.early_reject,
@@ -679,63 +682,25 @@ def recurrent(
     params: ParamsOption = None,
 ) -> None:
     """Generate, judge, regenerate the rejected: every attempt recorded (the queue for human review)."""
-    import pandas as pd
-    from PIL import Image
-
-    from reliable_ad.api import denoiser_from, judge_from
-    from reliable_ad.generation.evaluate import held_out_products
-    from reliable_ad.generation.prompts import load_prompt_pool
-    from reliable_ad.generation.recurrent import recurrent_generate, summarise
-
-    params_ = _params(params)
-    p = params_.generation
-    cfg = _override(ctx, p.recurrent, early_reject=early_reject)
-    params_.generation.recurrent = cfg
-    seed = p.evaluate.product_seed if product_seed is None else product_seed
-    if queue is not None and seed == p.evaluate.product_seed:
-        raise typer.BadParameter(
-            f"the queue would turn the evaluation's products (seed {seed}) into training labels: pass another "
-            "--product-seed",
-            param_hint="--queue",
-        )
-    items = held_out_products(products, seed, p.evaluate.categories)
-    denoiser = denoiser_from(generator, controlnet, params_, for_evaluation=False)
-    judge_ = judge_from(judge)
-    probe_ = None
-    if probe is not None:
-        from reliable_ad.api import probe_for
-
-        cfg, probe_ = probe_for(probe, generator, controlnet, judge_, cfg)
-    pool = load_prompt_pool(p.prompts)
-    stats = recurrent_generate(denoiser, judge_, items, pool, cfg, keep_images=True, probe=probe_)
-    if queue is not None:
-        from reliable_ad.api import judge_version
-        from reliable_ad.generation.recurrent import acceptance_threshold
-        from reliable_ad.review.queue import recurrent_queue, write_queue
-
-        tau = acceptance_threshold(cfg, judge_)
-        write_queue(queue, recurrent_queue(stats.attempts, items, tau, judge_version(judge)))
-    (out / "accepted").mkdir(parents=True, exist_ok=True)
-    for attempt in stats.attempts:
-        if attempt.status == "accepted" and attempt.image is not None:
-            Image.fromarray(attempt.image).save(out / "accepted" / f"{attempt.product}_a{attempt.attempt}.png")
-    pd.DataFrame([a.row() for a in stats.attempts]).to_parquet(out / "attempts.parquet", index=False)
-    _print(summarise(stats, len(items), cfg.max_attempts))
+    p = _params(params)
+    p.generation.recurrent = _override(ctx, p.generation.recurrent, early_reject=early_reject)
+    generator, out = _or(ctx, "generator", generator, p.paths.generator), _or(ctx, "out", out, p.paths.recurrent)
+    judge = _or(ctx, "judge", judge, str(p.paths.rfnet_model))
+    _print(api.recurrent(p, generator, controlnet, judge, products, out, queue, product_seed, probe))
 
 
 @app.command("evaluate-generation")
 @user_errors
-def evaluate_generation_command(
-    generator: Annotated[Path, typer.Option(help="generator pipeline folder")] = Path("models/tiny-generator/model"),
+def evaluate_generation(
+    ctx: typer.Context,
+    generator: Annotated[Path, typer.Option(help="generator pipeline folder")] = PATHS.generator,
     controlnet: Annotated[
         Path | None, typer.Option(help="ControlNet folder", show_default="GENERATOR/controlnet")
     ] = None,
-    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias")] = "models/rfnet/model",
-    metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = Path("metrics/generation.json"),
-    plots: Annotated[Path, typer.Option(help="plots folder (DVC plots)")] = Path("plots/generation"),
-    records: Annotated[Path, typer.Option(help="every attempt of every run")] = Path(
-        "reports/generation/attempts.parquet"
-    ),
+    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias")] = str(PATHS.rfnet_model),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = PATHS.generation_metrics,
+    plots: Annotated[Path, typer.Option(help="plots folder (DVC plots)")] = PATHS.generation_plots,
+    records: Annotated[Path, typer.Option(help="every attempt of every run")] = PATHS.generation_records,
     rfft_controlnet: Annotated[
         Path | None, typer.Option(help="the RFFT ControlNet: its runs beside the base's", show_default=NOT_WRITTEN)
     ] = None,
@@ -746,16 +711,15 @@ def evaluate_generation_command(
 ) -> None:
     """Plain recurrent generation, early rejection, particle steering and the whole-batch loop on the same
     products and seeds; the cost per usable image of each, with the base and the RFFT ControlNet."""
-    from reliable_ad.api import evaluate_generation
-
-    result = evaluate_generation(
-        _params(params),
-        generator,
+    p = _params(params)
+    result = api.evaluate_generation(
+        p,
+        _or(ctx, "generator", generator, p.paths.generator),
         controlnet,
-        judge,
-        metrics,
-        plots,
-        records,
+        _or(ctx, "judge", judge, str(p.paths.rfnet_model)),
+        _or(ctx, "metrics", metrics, p.paths.generation_metrics),
+        _or(ctx, "plots", plots, p.paths.generation_plots),
+        _or(ctx, "records", records, p.paths.generation_records),
         rfft_controlnet=rfft_controlnet,
         probes=probes,
     )
@@ -772,10 +736,9 @@ def generator_pretrain_tiny(
     params: ParamsOption = None,
 ) -> None:
     """Pre-train the tiny VAE, UNet, ControlNet and text encoder on RF1M-synth (hours on CPU, resumable)."""
-    from reliable_ad.training.pretrain_generator import pretrain_tiny_generator
-
-    cfg = _override(ctx, _params(params).generation.pretrain, steps=steps)
-    _print(pretrain_tiny_generator(cfg, out, resume=not fresh))
+    p = _params(params)
+    p.generation.pretrain = _override(ctx, p.generation.pretrain, steps=steps)
+    _print(api.pretrain_generator(p, out, resume=not fresh))
 
 
 @generator_app.command("export")
@@ -786,9 +749,7 @@ def generator_export(
     params: ParamsOption = None,
 ) -> None:
     """Export the EMA weights of a pre-training checkpoint as a generator (with its sample grid and model card)."""
-    from reliable_ad.training.pretrain_generator import export_generator
-
-    _print(export_generator(_params(params).generation.pretrain, checkpoint, out))
+    _print(api.export_generator(_params(params), checkpoint, out))
 
 
 rfft_app = _Typer("RFFT: fine-tune the ControlNet with RFNet's feedback.")
@@ -797,11 +758,11 @@ app.add_typer(rfft_app, name="rfft")
 
 @rfft_app.command("train")
 @user_errors
-def rfft_train_command(
+def rfft_train(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="run folder: controlnet/, checkpoints/, train_log.jsonl")],
-    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
-    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias (frozen)")] = "models/rfnet/model",
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = PATHS.generator,
+    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias (frozen)")] = str(PATHS.rfnet_model),
     regularizer: Annotated[
         str, typer.Option(help="Consistent Condition (cc), kl or none")
     ] = DEFAULTS.generation.rfft.regularizer,
@@ -811,66 +772,79 @@ def rfft_train_command(
     params: ParamsOption = None,
 ) -> None:
     """Fine-tune the ControlNet: feedback toward "available" + beta * Consistent Condition (or KL, or none)."""
-    from reliable_ad.api import rfft_train
-
     p = _params(params)
     p.generation.rfft = _override(ctx, p.generation.rfft, regularizer=regularizer, beta=beta, steps=steps)
-    _print(rfft_train(p, generator, judge, out, resume=not fresh))
+    generator = _or(ctx, "generator", generator, p.paths.generator)
+    _print(api.rfft_train(p, generator, _or(ctx, "judge", judge, str(p.paths.rfnet_model)), out, resume=not fresh))
 
 
 @rfft_app.command("evaluate")
 @user_errors
 def rfft_evaluate(
+    ctx: typer.Context,
     controlnet: Annotated[Path, typer.Option(help="fine-tuned ControlNet folder")],
-    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
-    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias")] = "models/rfnet/model",
-    metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = Path("metrics/rfft.json"),
-    grid: Annotated[Path, typer.Option(help="before/after sample grid PNG")] = Path("plots/rfft/before_after.png"),
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = PATHS.generator,
+    judge: Annotated[str, typer.Option(help="RFNet folder or registry name@alias")] = str(PATHS.rfnet_model),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = PATHS.rfft_metrics,
+    grid: Annotated[Path, typer.Option(help="before/after sample grid PNG")] = PATHS.rfft_grid,
     params: ParamsOption = None,
 ) -> None:
     """Base vs fine-tuned on the same products and seeds: available rates, interval, diversity guard."""
-    from reliable_ad.api import compare_generators
-
-    _print(compare_generators(_params(params), generator, controlnet, judge, metrics, grid))
+    p = _params(params)
+    result = api.compare_generators(
+        p,
+        _or(ctx, "generator", generator, p.paths.generator),
+        controlnet,
+        _or(ctx, "judge", judge, str(p.paths.rfnet_model)),
+        _or(ctx, "metrics", metrics, p.paths.rfft_metrics),
+        _or(ctx, "grid", grid, p.paths.rfft_grid),
+    )
+    _print(result)
 
 
 @rfft_app.command("ablate")
 @user_errors
 def rfft_ablate(
+    ctx: typer.Context,
     regularizer: Annotated[
         list[str] | None, typer.Option(help="regularisers to compare (repeatable)", show_default="none, kl, cc")
     ] = None,
-    judge: Annotated[Path, typer.Option(help="the first judge (round 0)")] = Path("models/rfnet/model"),
-    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
-    out: Annotated[Path, typer.Option(help="one folder per regulariser: RFFT, comparison, rounds")] = Path(
-        "models/rfft-ablation"
-    ),
-    metrics: Annotated[Path, typer.Option(help="JSON of every row")] = Path("metrics/rfft_ablation.json"),
-    table: Annotated[Path, typer.Option(help="markdown table")] = Path("reports/rfft_ablation.md"),
+    judge: Annotated[Path, typer.Option(help="the first judge (round 0)")] = PATHS.rfnet_model,
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = PATHS.generator,
+    out: Annotated[
+        Path, typer.Option(help="one folder per regulariser: RFFT, comparison, rounds")
+    ] = PATHS.rfft_ablation,
+    metrics: Annotated[Path, typer.Option(help="JSON of every row")] = PATHS.rfft_ablation_metrics,
+    table: Annotated[Path, typer.Option(help="markdown table")] = PATHS.rfft_ablation_table,
     params: ParamsOption = None,
 ) -> None:
     """The regulariser ablation: RFFT and `rounds.count` feedback rounds with each regulariser, one table
     (reviewer gain with its interval, the judge's gain, hacking gap, quality guard). Resumable."""
-    from reliable_ad.api import RoundData, ablation_markdown, regularizer_ablation
-
-    folders = RoundData(
-        Path("data/rf1m-synth"),
-        Path("data/manifest/manifest.parquet"),
-        (Path("data/feedback"), Path("data/rf1m-gen")),
-        Path("data/rfft-ablation"),
-        Path("reports/rfft-ablation"),
+    p = _params(params)
+    paths = p.paths
+    feedback = (paths.feedback, paths.generated)
+    layout = api.RoundData(paths.synth, paths.manifest, feedback, paths.rfft_ablation_data, paths.rfft_ablation_reports)
+    table = _or(ctx, "table", table, paths.rfft_ablation_table)
+    api.regularizer_ablation(
+        p,
+        _or(ctx, "generator", generator, paths.generator),
+        _or(ctx, "judge", judge, paths.rfnet_model),
+        layout,
+        _or(ctx, "out", out, paths.rfft_ablation),
+        regularizer or ["none", "kl", "cc"],
+        _or(ctx, "metrics", metrics, paths.rfft_ablation_metrics),
+        table,
     )
-    names = regularizer or ["none", "kl", "cc"]
-    rows = regularizer_ablation(_params(params), generator, judge, folders, out, names, metrics, table)
-    typer.echo(ablation_markdown(rows))
+    typer.echo(table.read_text())
 
 
 @rfft_app.command("register")
 @user_errors
 def rfft_register(
+    ctx: typer.Context,
     controlnet: Annotated[Path, typer.Option(help="fine-tuned ControlNet folder")],
-    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
-    judge: Annotated[str, typer.Option(help="the fixed judge: RFNet folder or name@alias")] = "models/rfnet/model",
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = PATHS.generator,
+    judge: Annotated[str, typer.Option(help="the fixed judge: RFNet folder or name@alias")] = str(PATHS.rfnet_model),
     decision: Annotated[
         Path | None, typer.Option(help="write the gate's decision here (JSON)", show_default=NOT_WRITTEN)
     ] = None,
@@ -884,9 +858,12 @@ def rfft_register(
     params: ParamsOption = None,
 ) -> None:
     """Register as reliable-controlnet; champion only if it beats the champion (or the base) and the guard holds."""
-    from reliable_ad.api import register_controlnet
-
-    _print(register_controlnet(_params(params), controlnet, generator, judge, decision, comparison))
+    p = _params(params)
+    generator, judge = (
+        _or(ctx, "generator", generator, p.paths.generator),
+        _or(ctx, "judge", judge, str(p.paths.rfnet_model)),
+    )
+    _print(api.register_controlnet(p, controlnet, generator, judge, decision, comparison))
 
 
 rounds_app = _Typer("Feedback rounds: label the generator's newest images, retrain, tune.")
@@ -896,36 +873,47 @@ app.add_typer(rounds_app, name="rounds")
 @rounds_app.command("run")
 @user_errors
 def rounds_run(
-    judge: Annotated[Path, typer.Option(help="the first judge (round 0)")] = Path("models/rfnet/model"),
-    controlnet: Annotated[Path, typer.Option(help="the first tuned ControlNet (round 0)")] = Path(
-        "models/rfft/controlnet"
-    ),
-    generator: Annotated[Path, typer.Option(help="base generator folder")] = Path("models/tiny-generator/model"),
-    root: Annotated[Path, typer.Option(help="the main dataset")] = Path("data/rf1m-synth"),
-    manifest: Annotated[Path, typer.Option(help="its manifest")] = Path("data/manifest/manifest.parquet"),
+    ctx: typer.Context,
+    judge: Annotated[Path, typer.Option(help="the first judge (round 0)")] = PATHS.rfnet_model,
+    controlnet: Annotated[Path, typer.Option(help="the first tuned ControlNet (round 0)")] = PATHS.rfft_controlnet,
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = PATHS.generator,
+    root: Annotated[Path, typer.Option(help="the main dataset")] = PATHS.synth,
+    manifest: Annotated[Path, typer.Option(help="its manifest")] = PATHS.manifest,
     feedback: Annotated[
         list[Path] | None,
         typer.Option(
             help="feedback datasets every round trains on (repeatable)",
-            show_default="data/feedback, data/rf1m-gen",
+            show_default=f"{PATHS.feedback}, {PATHS.generated}",
         ),
     ] = None,
-    data: Annotated[Path, typer.Option(help="the rounds' own feedback datasets and shards")] = Path("data/rounds"),
-    out: Annotated[Path, typer.Option(help="the rounds' judges, ControlNets, comparisons and gates")] = Path(
-        "models/rounds"
-    ),
-    reports: Annotated[Path, typer.Option(help="validation reports of the rounds' batches")] = Path("reports/rounds"),
-    metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = Path("metrics/rounds.json"),
-    plots: Annotated[Path, typer.Option(help="both judges' rates per round (DVC plots)")] = Path("plots/rounds"),
+    data: Annotated[Path, typer.Option(help="the rounds' own feedback datasets and shards")] = PATHS.rounds_data,
+    out: Annotated[Path, typer.Option(help="the rounds' judges, ControlNets, comparisons and gates")] = PATHS.rounds,
+    reports: Annotated[Path, typer.Option(help="validation reports of the rounds' batches")] = PATHS.rounds_reports,
+    metrics: Annotated[Path, typer.Option(help="metrics JSON (DVC metrics)")] = PATHS.rounds_metrics,
+    plots: Annotated[Path, typer.Option(help="both judges' rates per round (DVC plots)")] = PATHS.rounds_plots,
     params: ParamsOption = None,
 ) -> None:
     """`rounds.count` feedback rounds: the current ControlNet's images of fresh products labelled (the reviewer
     here), ingested, the judge retrained warm-started, RFFT again under it, evaluated, gated. Resumable."""
-    from reliable_ad.api import RoundData, feedback_rounds
-
-    sources = tuple(feedback or (Path("data/feedback"), Path("data/rf1m-gen")))
-    folders = RoundData(root, manifest, sources, data, reports)
-    _print(feedback_rounds(_params(params), generator, judge, controlnet, folders, out, metrics, plots))
+    p = _params(params)
+    layout = api.RoundData(
+        _or(ctx, "root", root, p.paths.synth),
+        _or(ctx, "manifest", manifest, p.paths.manifest),
+        tuple(feedback or (p.paths.feedback, p.paths.generated)),
+        _or(ctx, "data", data, p.paths.rounds_data),
+        _or(ctx, "reports", reports, p.paths.rounds_reports),
+    )
+    result = api.feedback_rounds(
+        p,
+        _or(ctx, "generator", generator, p.paths.generator),
+        _or(ctx, "judge", judge, p.paths.rfnet_model),
+        _or(ctx, "controlnet", controlnet, p.paths.rfft_controlnet),
+        layout,
+        _or(ctx, "out", out, p.paths.rounds),
+        _or(ctx, "metrics", metrics, p.paths.rounds_metrics),
+        _or(ctx, "plots", plots, p.paths.rounds_plots),
+    )
+    _print(result)
 
 
 models_app = _Typer("The model registry: list, promote, roll back.")
@@ -936,24 +924,10 @@ app.add_typer(models_app, name="models")
 @user_errors
 def models_list(
     name: Annotated[str, typer.Argument(help="registered model: rfnet or reliable-controlnet")] = "rfnet",
+    params: ParamsOption = None,
 ) -> None:
     """Every version with its aliases and its gate decision."""
-    from reliable_ad.registry.models import list_versions
-    from reliable_ad.registry.tracking import setup
-
-    setup("reliable-ad")
-    rows = [
-        {
-            "version": v.version,
-            "aliases": list(v.aliases),
-            "promoted": v.tags.get("gate.promoted"),
-            "metric": v.tags.get("gate.metric"),
-            "candidate": v.tags.get("gate.candidate"),
-            "reason": v.tags.get("gate.reason"),
-        }
-        for v in list_versions(name)
-    ]
-    typer.echo(json.dumps(rows, indent=2))
+    typer.echo(json.dumps(api.list_models(_params(params), name), indent=2, default=str))
 
 
 @models_app.command("promote")
@@ -961,37 +935,41 @@ def models_list(
 def models_promote(
     name: Annotated[str, typer.Argument(help="registered model")],
     version: Annotated[str, typer.Argument(help="version that passed its gate")],
+    params: ParamsOption = None,
 ) -> None:
     """Make a version champion by hand; refused with its numbers unless it passed its gate."""
-    from reliable_ad.registry.gate import promote
-    from reliable_ad.registry.tracking import setup
-
-    setup("reliable-ad")
-    _print(promote(name, version).__dict__)
+    _print(api.promote(_params(params), name, version))
 
 
 @models_app.command("rollback")
 @user_errors
-def models_rollback(name: Annotated[str, typer.Argument(help="registered model")]) -> None:
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="registered model")],
+    params: ParamsOption = None,
+) -> None:
     """Make the previous champion champion again."""
-    from reliable_ad.registry.gate import rollback
-    from reliable_ad.registry.tracking import setup
-
-    setup("reliable-ad")
-    _print({"name": name, "champion": rollback(name)})
+    _print(api.rollback(_params(params), name))
 
 
 @app.command("report")
 @user_errors
 def report(
-    out: Annotated[Path, typer.Option(help="HTML page to write")] = Path("reports/report.html"),
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="HTML page to write")] = PATHS.report,
     root: Annotated[Path, typer.Option(help="project root whose pipeline outputs are read")] = Path("."),
     registry: Annotated[bool, typer.Option(help="list MLflow registry versions (--no-registry skips MLflow)")] = True,
+    params: ParamsOption = None,
 ) -> None:
     """One self-contained HTML page: dataset, validation, RFNet, ablation, generation, RFFT, registry decisions."""
-    from reliable_ad.report import build_report
+    p = _params(params)
+    typer.echo(f"report written to {api.report(p, root, _or(ctx, 'out', out, p.paths.report), registry=registry)}")
 
-    typer.echo(f"report written to {build_report(root, out, registry=registry)}")
+
+@app.command("params")
+@user_errors
+def show_params(params: ParamsOption = None) -> None:
+    """Print every setting in effect (YAML): params.yaml states only what differs from the defaults."""
+    typer.echo(api.settings(_params(params)), nl=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

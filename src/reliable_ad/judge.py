@@ -1,7 +1,8 @@
-"""The judge API: RFNet behind one call, used by recurrent generation, RFFT and evaluation.
+"""The judge: RFNet behind one call, used by recurrent generation, RFFT and evaluation.
 
-``Judge.from_path(folder)`` or ``Judge.from_registry("rfnet@champion")``, then
-``judge(images, products, captions) -> JudgeOutput(labels, p_available, logits)``.
+``RFNetJudge.from_path(folder)``, then ``judge(images, products, captions) -> JudgeOutput(labels, p_available,
+logits)``. Generation and training depend on the protocols below (`Judge` for verdicts, `Reward` for RFFT's
+differentiable reward), not on this class: a stub, an ensemble or another model judges as well.
 Depth and saliency maps are computed here with the extractors named in the model's config, exactly as the
 training data's maps were made. Images whose size differs from the model's input size are resized
 (bilinear, antialiased); images of the wrong mode are refused. Without ``grad=True`` nothing is tracked; with
@@ -39,7 +40,7 @@ class JudgeOutput:
     logits: torch.Tensor  # B x classes
 
 
-class Judge:
+class RFNetJudge:
     def __init__(self, model: RFNet, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
         if AVAILABLE not in model.config.labels:
             raise JudgeInputError(f"the judge's label set {model.config.labels} lacks '{AVAILABLE}'")
@@ -60,23 +61,16 @@ class Judge:
         return 0.5 if tau is None else tau
 
     @classmethod
-    def from_path(cls, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 64) -> Judge:
+    def from_path(cls, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 64) -> RFNetJudge:
         judge = cls(RFNet.load(Path(folder), device), device, batch_size)
         judge.source = Path(folder)
         return judge
-
-    @classmethod
-    def from_registry(cls, uri: str, device: str | torch.device = "cpu", batch_size: int = 64) -> Judge:
-        """`uri` is "<registered name>@<alias>" or "<name>/<version>", resolved in the MLflow registry."""
-        from reliable_ad.registry.models import download_model
-
-        return cls.from_path(download_model(uri), device, batch_size)
 
     @property
     def labels(self) -> list[str]:
         return list(self.config.labels)
 
-    def to(self, device: str | torch.device) -> Judge:
+    def to(self, device: str | torch.device) -> RFNetJudge:
         """Frozen, in eval mode, on `device` (RFFT moves its reward to the accelerator's device)."""
         self.model.requires_grad_(False).eval().to(device)
         self.device = torch.device(device)
@@ -178,6 +172,21 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+class Judge(Protocol):
+    """What generation needs of a judge: verdicts on generated images, its labels, and its own acceptance
+    threshold (tau)."""
+
+    @property
+    def labels(self) -> list[str]: ...
+
+    @property
+    def threshold(self) -> float: ...
+
+    def __call__(
+        self, images: ImageBatch, products: Sequence[NDArray[np.uint8]], captions: Sequence[str]
+    ) -> JudgeOutput: ...
+
+
 class Reward(Protocol):
     """What RFFT needs of a judge: a differentiable log p(available), on a device, identifiable in a fingerprint."""
 
@@ -205,7 +214,7 @@ class JudgeEnsemble:
     """Several judges (other seeds or data halves) as one conservative reward (Coste et al. 2023): an image
     that one judge doubts is not rewarded as if all agreed, so a flaw of one judge is harder to exploit."""
 
-    def __init__(self, judges: Sequence[Judge], combine: Combine = "min") -> None:
+    def __init__(self, judges: Sequence[RFNetJudge], combine: Combine = "min") -> None:
         if len(judges) < 2:
             raise JudgeInputError(f"an ensemble needs at least 2 judges, got {len(judges)}")
         label_sets = {tuple(j.labels) for j in judges}

@@ -12,10 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reliable_ad.data.rf1m import ImportConfig
-from reliable_ad.data.shards import PrepareConfig
-from reliable_ad.data.synth.world import SynthConfig
-from reliable_ad.data.validate import ValidationConfig
+from reliable_ad.data.config import ImportConfig, PrepareConfig, SynthConfig, ValidationConfig
 from reliable_ad.generation.config import (
     GenerateArgs,
     GenerationEvalConfig,
@@ -26,9 +23,10 @@ from reliable_ad.generation.config import (
     SimulatedFeedbackConfig,
 )
 from reliable_ad.generation.guard import GuardConfig
-from reliable_ad.registry.gate import ControlNetGateConfig, GateConfig
+from reliable_ad.paths import Paths
+from reliable_ad.registry.config import ControlNetGateConfig, GateConfig
 from reliable_ad.review.config import ReviewConfig
-from reliable_ad.training.rfnet import RFNetTrainConfig
+from reliable_ad.training.config import RFNetTrainConfig
 
 
 class DataParams(BaseModel):
@@ -73,6 +71,7 @@ class Params(BaseModel):
     generation: GenerationParams = Field(default_factory=GenerationParams)
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    paths: Paths = Field(default_factory=Paths)
 
 
 class ParamsError(ValueError):

@@ -16,7 +16,7 @@ import math
 import mimetypes
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,50 +26,40 @@ from typing import Any
 import jinja2
 import yaml
 
-# the registered models the registry section lists (rfnet: the judge; reliable-controlnet: RFFT's output)
-REGISTERED_MODELS = ("rfnet", "reliable-controlnet")
-EXPERIMENT = "reliable-ad"
-GATE_FIELDS = (
-    "promoted",
-    "reason",
-    "metric",
-    "candidate",
-    "champion_version",
-    "champion",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "margin",
-)
+from reliable_ad.paths import Paths
+from reliable_ad.registry.gate import GATE_FIELDS, version_rows
+from reliable_ad.registry.tracking import TRACKING_DIR
 
 
 @dataclass(frozen=True)
 class Artefact:
-    """A pipeline output the page reads: its path under the project root and the stage that writes it."""
+    """A pipeline output the page reads: where it lies in the project's layout and the stage that writes it."""
 
-    path: str
+    where: Callable[[Paths], Path]
     stage: str  # used when dvc.yaml does not name the path
     command: str  # what makes it when dvc.yaml has no such stage yet
 
 
-SYNTH = Artefact("data/rf1m-synth/synth.json", "synth", "rad data synth")
-IMPORT = Artefact("metrics/import.json", "import", "rad data import")
-VALIDATION = Artefact("metrics/validation.json", "validate", "rad data validate")
-VALIDATION_SUMMARY = Artefact("reports/validation/summary.txt", "validate", "rad data validate")
-DATA_DOCS = Artefact("reports/validation/data_docs/index.html", "validate", "rad data validate")
-RFNET = Artefact("metrics/rfnet.json", "evaluate_rfnet", "rad rfnet evaluate")
-RFNET_PNG = Artefact("plots/rfnet/rfnet_evaluation.png", "evaluate_rfnet", "rad rfnet evaluate")
-ABLATION_JSON = Artefact("metrics/rfnet_ablation.json", "ablate_rfnet", "rad rfnet ablate")
-ABLATION_MD = Artefact("reports/rfnet_ablation.md", "ablate_rfnet", "rad rfnet ablate")
-RFNET_GATE = Artefact("metrics/rfnet_gate.json", "register_rfnet", "rad rfnet register")
-GENERATION = Artefact("metrics/generation.json", "evaluate_generation", "rad evaluate-generation")
-GENERATION_PNG = Artefact("plots/generation/generation_curves.png", "evaluate_generation", "rad evaluate-generation")
-RFFT = Artefact("metrics/rfft.json", "evaluate_rfft", "rad rfft evaluate")
-RFFT_PNG = Artefact("plots/rfft/before_after.png", "evaluate_rfft", "rad rfft evaluate")
-RFFT_GATE = Artefact("metrics/rfft_gate.json", "register_rfft", "rad rfft register")
-ROUNDS = Artefact("metrics/rounds.json", "feedback_rounds", "rad rounds run")
-ROUNDS_PNG = Artefact("plots/rounds/rounds_rates.png", "feedback_rounds", "rad rounds run")
-REVIEW = Artefact("metrics/review.json", "review_pull", "rad review pull")
+SYNTH = Artefact(lambda p: p.synth / "synth.json", "synth", "rad data synth")
+IMPORT = Artefact(lambda p: p.import_summary, "import", "rad data import")
+VALIDATION = Artefact(lambda p: p.validation_metrics, "validate", "rad data validate")
+VALIDATION_SUMMARY = Artefact(lambda p: p.validation / "summary.txt", "validate", "rad data validate")
+DATA_DOCS = Artefact(lambda p: p.validation / "data_docs" / "index.html", "validate", "rad data validate")
+RFNET = Artefact(lambda p: p.rfnet_metrics, "evaluate_rfnet", "rad rfnet evaluate")
+RFNET_PNG = Artefact(lambda p: p.rfnet_plots / "rfnet_evaluation.png", "evaluate_rfnet", "rad rfnet evaluate")
+ABLATION_JSON = Artefact(lambda p: p.ablation_metrics, "ablate_rfnet", "rad rfnet ablate")
+ABLATION_MD = Artefact(lambda p: p.ablation_table, "ablate_rfnet", "rad rfnet ablate")
+RFNET_GATE = Artefact(lambda p: p.rfnet_gate, "register_rfnet", "rad rfnet register")
+GENERATION = Artefact(lambda p: p.generation_metrics, "evaluate_generation", "rad evaluate-generation")
+GENERATION_PNG = Artefact(
+    lambda p: p.generation_plots / "generation_curves.png", "evaluate_generation", "rad evaluate-generation"
+)
+RFFT = Artefact(lambda p: p.rfft_metrics, "evaluate_rfft", "rad rfft evaluate")
+RFFT_PNG = Artefact(lambda p: p.rfft_grid, "evaluate_rfft", "rad rfft evaluate")
+RFFT_GATE = Artefact(lambda p: p.rfft_gate, "register_rfft", "rad rfft register")
+ROUNDS = Artefact(lambda p: p.rounds_metrics, "feedback_rounds", "rad rounds run")
+ROUNDS_PNG = Artefact(lambda p: p.rounds_plots / "rounds_rates.png", "feedback_rounds", "rad rounds run")
+REVIEW = Artefact(lambda p: p.review_metrics, "review_pull", "rad review pull")
 
 GENERATION_HEADLINE = (
     "judge_auc_generated",
@@ -146,14 +136,20 @@ def _stage_outputs(root: Path) -> dict[str, str] | None:
 class Inputs:
     """Reads the pipeline's outputs under `root`; whatever is missing or unreadable becomes a note."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, paths: Paths) -> None:
         self.root = root
+        self.paths = paths
         self.stages = _stage_outputs(root)
+
+    def where(self, artefact: Artefact) -> str:
+        """The artefact's path under the project root, as dvc.yaml writes it."""
+        return artefact.where(self.paths).as_posix()
 
     def stage(self, artefact: Artefact) -> str:
         """The stage that makes `artefact`: dvc.yaml's output that is it or the folder holding it, else the fallback."""
         if self.stages:
-            matches = [out for out in self.stages if artefact.path == out or artefact.path.startswith(out + "/")]
+            where = self.where(artefact)
+            matches = [out for out in self.stages if where == out or where.startswith(out + "/")]
             if matches:
                 return self.stages[max(matches, key=len)]
         return artefact.stage
@@ -163,13 +159,13 @@ class Inputs:
         stage = self.stage(artefact)
         if self.stages is not None and stage not in self.stages.values():
             return (
-                f"not produced yet: {artefact.path} (run `dvc repro {stage}`; dvc.yaml has no such stage yet, "
+                f"not produced yet: {self.where(artefact)} (run `dvc repro {stage}`; dvc.yaml has no such stage yet, "
                 f"so run `{artefact.command}` directly)"
             )
-        return f"not produced yet: {artefact.path} (run `dvc repro {stage}`)"
+        return f"not produced yet: {self.where(artefact)} (run `dvc repro {stage}`)"
 
     def path(self, artefact: Artefact, notes: list[str]) -> Path | None:
-        file = self.root / artefact.path
+        file = self.root / self.where(artefact)
         if file.is_file():
             return file
         notes.append(self.missing(artefact))
@@ -182,7 +178,7 @@ class Inputs:
         try:
             return file.read_text(errors="replace")
         except OSError as error:
-            notes.append(f"unreadable: {artefact.path}: {error}")
+            notes.append(f"unreadable: {self.where(artefact)}: {error}")
             return None
 
     def json(self, artefact: Artefact, notes: list[str]) -> dict[str, Any] | None:
@@ -193,10 +189,10 @@ class Inputs:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            notes.append(f"unreadable: {artefact.path}: not valid JSON ({error})")
+            notes.append(f"unreadable: {self.where(artefact)}: not valid JSON ({error})")
             return None
         if not isinstance(data, dict):
-            notes.append(f"unreadable: {artefact.path}: expected a JSON object, found {type(data).__name__}")
+            notes.append(f"unreadable: {self.where(artefact)}: expected a JSON object, found {type(data).__name__}")
             return None
         return data
 
@@ -209,7 +205,7 @@ class Inputs:
         try:
             payload = base64.b64encode(file.read_bytes()).decode("ascii")
         except OSError as error:
-            notes.append(f"unreadable: {artefact.path}: {error}")
+            notes.append(f"unreadable: {self.where(artefact)}: {error}")
             return None
         return f"data:{mime};base64,{payload}"
 
@@ -440,14 +436,6 @@ def rounds_section(inputs: Inputs) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- registry
 
 
-def _tag_value(text: str) -> Any:
-    """Gate tags hold JSON for numbers, booleans and dicts and plain text for strings (see gate.Decision.tags)."""
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, TypeError):
-        return text
-
-
 def _decision_rows(decision: dict[str, Any]) -> list[tuple[str, Any]]:
     rows = [(k, decision[k]) for k in ("name", "version", *GATE_FIELDS) if k in decision]
     rows += [(k, v) for k, v in decision.items() if k not in {r[0] for r in rows} and k != "extra"]
@@ -462,7 +450,7 @@ def _store_uri(root: Path) -> tuple[str, Path | None]:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri, None
-    database = (root / ".tracking" / "mlflow.db").resolve()
+    database = (root / TRACKING_DIR / "mlflow.db").resolve()
     return f"sqlite:///{database}", database
 
 
@@ -480,41 +468,40 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = before
 
 
-def registry_models(root: Path) -> dict[str, Any]:
-    """Every version of the registered models with aliases and gate.* tags, or a note why there are none.
+def registry_models(root: Path, experiment: str) -> dict[str, Any]:
+    """Every version of the registered models with aliases and gate decision (the rows `rad models list`
+    prints), or a note why there are none.
 
     A store that does not exist is reported, not created: a report must not leave a database behind.
     """
     uri, database = _store_uri(root)
     if database is not None and not database.is_file():
         return {"note": f"no tracking store at {database}: nothing has been registered yet", "models": []}
-    from reliable_ad.registry.models import get_version, list_versions
+    from reliable_ad.registry.controlnet import REGISTERED_NAME as CONTROLNET
+    from reliable_ad.registry.rfnet import REGISTERED_NAME as RFNET_NAME
     from reliable_ad.registry.tracking import setup
 
+    names = (RFNET_NAME, CONTROLNET)
     models = []
     try:
         with _tracking_uri(uri):
-            setup(EXPERIMENT)
-            for name in REGISTERED_MODELS:
-                versions = []
-                for v in list_versions(name):
-                    # MLflow's version search leaves aliases out; a version fetched on its own carries them
-                    aliases = v.aliases or get_version(name, v.version).aliases
-                    gate = {k.removeprefix("gate."): _tag_value(t) for k, t in v.tags.items() if k.startswith("gate.")}
-                    versions.append(
-                        {
-                            "version": v.version,
-                            "aliases": ", ".join(aliases),
-                            "gate": [gate.get(k) for k in GATE_FIELDS],
-                            "extra": gate.get("extra"),
-                        }
-                    )
+            setup(experiment)
+            for name in names:
+                versions = [
+                    {
+                        "version": row["version"],
+                        "aliases": ", ".join(row["aliases"]),
+                        "gate": [row[k] for k in GATE_FIELDS],
+                        "extra": row["extra"],
+                    }
+                    for row in version_rows(name)
+                ]
                 models.append({"name": name, "versions": versions})
     except Exception as error:  # any store failure (locked, old schema, server down): a note, the page renders
         return {"note": f"tracking store {uri} could not be read: {type(error).__name__}: {error}", "models": []}
     note = None
     if not any(m["versions"] for m in models):
-        note = f"the tracking store {uri} has no registered versions of {' or '.join(REGISTERED_MODELS)}"
+        note = f"the tracking store {uri} has no registered versions of {' or '.join(names)}"
     return {"note": note, "models": models}
 
 
@@ -544,9 +531,9 @@ def registry_section(inputs: Inputs, registry: bool) -> dict[str, Any]:
     for title, artefact in (("RFNet gate", RFNET_GATE), ("ControlNet (RFFT) gate", RFFT_GATE)):
         decision = inputs.json(artefact, notes)
         if decision is not None:
-            gates.append({"title": title, "path": artefact.path, "rows": _decision_rows(decision)})
+            gates.append({"title": title, "path": inputs.where(artefact), "rows": _decision_rows(decision)})
     skipped = {"note": "registry not read (--no-registry)", "models": []}
-    store = registry_models(inputs.root) if registry else skipped
+    store = registry_models(inputs.root, inputs.paths.experiment) if registry else skipped
     return {"notes": notes, "gates": gates, "store": store, "gate_fields": GATE_FIELDS}
 
 
@@ -717,15 +704,16 @@ def render(context: dict[str, Any]) -> str:
     return _environment().from_string(TEMPLATE).render(**context)
 
 
-def build_report(root: Path, out: Path, registry: bool = True) -> Path:
-    """Write the report for the project at `root` to `out` (one self-contained HTML file) and return `out`.
+def build_report(root: Path, out: Path, paths: Paths, registry: bool = True) -> Path:
+    """Write the report for the project at `root` (its outputs where `paths` puts them) to `out` (one
+    self-contained HTML file) and return `out`.
 
     `registry=False` skips MLflow (seconds of import, and a store that may be busy); the gate JSONs still show.
     The file is written next to its final name and moved into place, so a failed run leaves the old page intact.
     """
     root = Path(root)
     out = Path(out)
-    inputs = Inputs(root)
+    inputs = Inputs(root, paths)
     context = {
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "root": str(root.resolve()),

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from reliable_ad.data.rf1m import ImportConfig, import_dataset
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import ImportConfig, SynthConfig
+from reliable_ad.data.rf1m import import_dataset
 from reliable_ad.data.synth.writer import write_synth
 
 

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from reliable_ad.data import dataset as dataset_module
 from reliable_ad.data import layout
+from reliable_ad.data.config import PrepareConfig
 from reliable_ad.data.dataset import (
     ShardDataset,
     ShardIndexError,
@@ -20,7 +21,7 @@ from reliable_ad.data.dataset import (
     read_column,
     read_index,
 )
-from reliable_ad.data.shards import PrepareConfig, prepare_shards
+from reliable_ad.data.shards import prepare_shards
 from reliable_ad.labels import LabelSet
 
 

@@ -5,12 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import ImportConfig, PrepareConfig, SynthConfig, ValidationConfig
 from reliable_ad.data.feedback import FeedbackError, ingest, ledger
-from reliable_ad.data.rf1m import ImportConfig
-from reliable_ad.data.shards import PrepareConfig, prepare_shards
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.shards import prepare_shards
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.data.validate import ValidationConfig
 
 VALIDATION = ValidationConfig(data_docs=False)
 

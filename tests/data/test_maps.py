@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.maps import extractor, frequency_tuned_saliency, ground_depth
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.synth.world import draw_sample
 
 
 def test_floating_product_is_as_far_as_the_wall() -> None:

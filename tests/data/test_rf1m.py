@@ -14,15 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from reliable_ad.data import layout
-from reliable_ad.data.rf1m import (
-    PACKAGE_STOPS,
-    BadLineError,
-    DatasetError,
-    ImportConfig,
-    hash_share,
-    import_dataset,
-)
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import ImportConfig, SynthConfig
+from reliable_ad.data.rf1m import PACKAGE_STOPS, BadLineError, DatasetError, hash_share, import_dataset
 from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.labels import RF1M_LABELS
 
@@ -84,7 +77,7 @@ def test_import_plain_images_matches_label_file_and_metadata(root: Path) -> None
 
     assert (summary.rows_in, summary.rows_accepted, summary.rows_quarantined) == (N, N, 0)
     table = pq.read_table(root / layout.MANIFEST_FILE)
-    assert table.schema.equals(layout.MANIFEST_SCHEMA)
+    assert table.schema.equals(layout.manifest_schema())
     rows = table.to_pylist()
     metadata = _metadata(root)
     for number, (line, row) in enumerate(zip(_label_lines(root), rows, strict=True), start=1):

@@ -14,10 +14,12 @@ import pytest
 from PIL import Image
 
 from reliable_ad.data import layout
-from reliable_ad.data.rf1m import ImportConfig, import_dataset
-from reliable_ad.data.shards import INDEX_FILE, PrepareConfig, PrepareError, png_for, prepare_shards
+from reliable_ad.data.config import ImportConfig, PrepareConfig, ValidationConfig
+from reliable_ad.data.rf1m import import_dataset
+from reliable_ad.data.shard_format import INDEX_FILE
+from reliable_ad.data.shards import PrepareError, png_for, prepare_shards
 from reliable_ad.data.sources import MissingFile
-from reliable_ad.data.validate import ValidationConfig, validate_dataset
+from reliable_ad.data.validate import validate_dataset
 
 SMALL = PrepareConfig(samples_per_shard=10, row_group_rows=4)
 
@@ -104,7 +106,7 @@ def test_missing_package_member_names_the_row_package_and_member(
     root = _copy(synth_zip_manifest_root, tmp_path)
     table = pq.read_table(root / layout.MANIFEST_FILE).to_pylist()
     table[3][f"{kind}_member"] = f"{kind}/nope.png"
-    pq.write_table(pa.Table.from_pylist(table, schema=layout.MANIFEST_SCHEMA), root / layout.MANIFEST_FILE)
+    pq.write_table(pa.Table.from_pylist(table, schema=layout.manifest_schema()), root / layout.MANIFEST_FILE)
     with pytest.raises(
         MissingFile,
         match=rf"row 3 \(id {table[3]['id']}, .*\): member {kind}/nope.png is not in package samples_00.zip",
@@ -238,7 +240,7 @@ def test_row_without_split_is_named(synth_manifest_root: Path, tmp_path: Path) -
     root = _copy(synth_manifest_root, tmp_path)
     table = pq.read_table(root / layout.MANIFEST_FILE).to_pylist()
     table[7]["split"] = None
-    pq.write_table(pa.Table.from_pylist(table, schema=layout.MANIFEST_SCHEMA), root / layout.MANIFEST_FILE)
+    pq.write_table(pa.Table.from_pylist(table, schema=layout.manifest_schema()), root / layout.MANIFEST_FILE)
     with pytest.raises(
         PrepareError, match=rf"manifest.parquet row 7 \(id {table[7]['id']}, .*\): the row has no split"
     ):
@@ -249,7 +251,7 @@ def test_row_without_a_depth_map_is_named_unless_depth_is_left_out(synth_manifes
     root = _copy(synth_manifest_root, tmp_path)
     table = pq.read_table(root / layout.MANIFEST_FILE).to_pylist()
     table[4]["depth"] = None
-    pq.write_table(pa.Table.from_pylist(table, schema=layout.MANIFEST_SCHEMA), root / layout.MANIFEST_FILE)
+    pq.write_table(pa.Table.from_pylist(table, schema=layout.manifest_schema()), root / layout.MANIFEST_FILE)
     with pytest.raises(
         PrepareError, match=r"row 4 \(id .*\): the manifest names no depth file; set data.prepare.include_depth: false"
     ):

@@ -12,16 +12,10 @@ import pytest
 from PIL import Image
 
 from reliable_ad.data import layout
-from reliable_ad.data.rf1m import ImportConfig, import_dataset
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import ImportConfig, SynthConfig, ValidationConfig
+from reliable_ad.data.rf1m import import_dataset
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.data.validate import (
-    ValidationConfig,
-    ValidationResult,
-    check_images,
-    load_manifest,
-    validate_dataset,
-)
+from reliable_ad.data.validate import ValidationResult, check_images, load_manifest, validate_dataset
 
 N = 32
 QUICK = ValidationConfig(data_docs=False)
@@ -51,7 +45,7 @@ def _rows(root: Path) -> list[dict]:
 def _rewrite_manifest(root: Path, rows: list[dict]) -> None:
     import pyarrow as pa
 
-    pq.write_table(pa.Table.from_pylist(rows, schema=layout.MANIFEST_SCHEMA), root / layout.MANIFEST_FILE)
+    pq.write_table(pa.Table.from_pylist(rows, schema=layout.manifest_schema()), root / layout.MANIFEST_FILE)
 
 
 def _rejects(out: Path) -> list[dict]:

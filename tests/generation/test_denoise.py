@@ -2,15 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.denoise import Denoiser, Job
 from reliable_ad.generation.sampler import generate
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
 
 
 @pytest.fixture(scope="module")
-def components():
-    return build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)), seed=1)
+def components(make_components):
+    return make_components(seed=1)
 
 
 def _jobs(n: int) -> list[Job]:

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.cutout import ProductImageError, ensure_alpha
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import GenerateArgs
 from reliable_ad.generation.official import run_generate
-from reliable_ad.generation.preprocess import ProductImageError, centre_zoom, ensure_alpha
+from reliable_ad.generation.preprocess import centre_zoom
 from reliable_ad.generation.prompts import PromptPoolError, load_prompt_pool
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
+from reliable_ad.models.generator import save_components
 
 POOL = [
     {"prompt": "front view of a product placed on a oak desktop, {} walls", "image_scale": 0.5, "flag": 1},
@@ -20,9 +22,9 @@ POOL = [
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, make_components):
     root = tmp_path_factory.mktemp("official")
-    components = build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)))
+    components = make_components()
     save_components(components, root / "gen")
     products = root / "products"
     products.mkdir()
@@ -61,11 +63,10 @@ def test_generate_logs_every_output(setup, sampler: str) -> None:
         assert np.abs(image[opaque].astype(int) - canvas[..., :3][opaque].astype(int)).max() <= 1
 
 
-def test_without_a_size_a_pipeline_generates_at_its_native_size(setup, tmp_path) -> None:
+def test_without_a_size_a_pipeline_generates_at_its_native_size(setup, tmp_path, make_components) -> None:
     """As diffusers and the official sampler do (512 px for SD1.5): here 48 px, a UNet sample size of 12 times
     the VAE's scale factor 4."""
-    sizes = TinyGeneratorConfig(image_size=48, unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))
-    save_components(build_tiny_components(sizes), tmp_path / "gen48")
+    save_components(make_components(image_size=48), tmp_path / "gen48")
     args = _args(setup, "native").model_copy(update={"base_model_path": str(tmp_path / "gen48")})
     records = run_generate(args)
     assert [Image.open(r["output"]).size for r in records] == [(48, 48)] * 2
@@ -220,12 +221,12 @@ def test_malformed_prompt_pool(tmp_path, pool: str, message: str) -> None:
         load_prompt_pool(path)
 
 
-def test_lora_with_scale(setup, tmp_path) -> None:
+def test_lora_with_scale(setup, tmp_path, make_components) -> None:
     """A LoRA file (written here in diffusers' format) changes the images at scale 1 and not at scale 0."""
     import torch
     from safetensors.torch import save_file
 
-    unet = build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))).unet
+    unet = make_components().unet
     generator = torch.Generator().manual_seed(0)
     weights = {}
     for name, module in unet.named_modules():

@@ -4,22 +4,21 @@ import numpy as np
 import pytest
 import torch
 
+from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
-from reliable_ad.generation.evaluate import held_out_products
 from reliable_ad.generation.probe import TAPPED, FeatureTap, Head, ModelVersions, Probe, ProbeError, fit_head
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import job_for, recurrent_generate
 from reliable_ad.generation.scores import Scorer, capture_advance
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
 VERSIONS = ModelVersions("gen-a", "cn-a", "judge-a")
 
 
 @pytest.fixture(scope="module")
-def components():
-    return build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)), seed=4)
+def components(make_components):
+    return make_components(seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -202,13 +201,14 @@ def test_early_rejection_by_the_probe_stops_slots_without_decoding(components, p
 def test_a_saved_probe_switches_on_its_calibrated_check_for_its_models_only(generator, tmp_path) -> None:
     import shutil
 
-    from reliable_ad.api import model_versions, probe_for
-    from reliable_ad.judge import Judge
+    from reliable_ad.api.generation import model_versions, probe_for
+    from reliable_ad.judge import RFNetJudge
+    from reliable_ad.models.config import RFNetConfig
     from reliable_ad.models.generator import load_components
-    from reliable_ad.models.rfnet import RFNet, RFNetConfig
+    from reliable_ad.models.rfnet import RFNet
 
     RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])).save(tmp_path / "judge")
-    judge = Judge.from_path(tmp_path / "judge")
+    judge = RFNetJudge.from_path(tmp_path / "judge")
     probe = _probe(load_components(generator, None), versions=model_versions(generator, None, judge))
     probe.report["early"] = {"by": "probe", "step": 2, "threshold": 0.3}
     probe.save(tmp_path / "probe")

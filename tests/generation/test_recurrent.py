@@ -4,8 +4,8 @@ from itertools import pairwise
 import pytest
 import torch
 
+from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.generation.denoise import Denoiser
-from reliable_ad.generation.evaluate import held_out_products
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import (
     Attempt,
@@ -17,7 +17,6 @@ from reliable_ad.generation.recurrent import (
     summarise,
     whole_batch_generate,
 )
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
 
 POOL = [
     PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1),
@@ -56,8 +55,8 @@ class CountingDenoiser(Denoiser):
 
 
 @pytest.fixture(scope="module")
-def components():
-    return build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)), seed=2)
+def components(make_components):
+    return make_components(seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -2,27 +2,23 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
-import pytest
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.imageio import decode, to_rgb
 from reliable_ad.data.reviewer import product_mask, review
-from reliable_ad.data.synth.world import SynthConfig
 from reliable_ad.generation.config import SimulatedFeedbackConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.simulated_feedback import LABEL_IDS, simulate_feedback
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
-from reliable_ad.params import Params
 
-ROOT = Path(__file__).resolve().parents[2]
-GENERATOR = ROOT / "models" / "tiny-generator" / "model"
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
 
 
-def test_batch_is_in_the_rf1m_layout_with_the_reviewers_verdict_of_each_written_image(tmp_path: Path) -> None:
-    components = build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)))
+def test_batch_is_in_the_rf1m_layout_with_the_reviewers_verdict_of_each_written_image(
+    tmp_path: Path, make_components
+) -> None:
+    components = make_components()
     synth = SynthConfig(test_categories=["speaker", "mug"], val_fraction=0.2)
     counts = simulate_feedback(
         Denoiser(components, steps=2, guidance_scale=2.0),
@@ -47,23 +43,3 @@ def test_batch_is_in_the_rf1m_layout_with_the_reviewers_verdict_of_each_written_
         assert product.mode == "RGBA"
         verdict = review(image, product_mask(np.asarray(product)), entry["height_cm"]).label
         assert by_id[int(label_id)] == verdict  # the label is the reviewer's verdict of the image as written
-
-
-@pytest.mark.skipif(not GENERATOR.exists(), reason="the tiny generator (models/tiny-generator) is not in this checkout")
-def test_simulated_batch_joins_a_feedback_dataset_despite_class_share_bounds(tmp_path: Path) -> None:
-    from reliable_ad.api import simulate_feedback as api_simulate
-
-    params = Params()
-    params.data.generated = SimulatedFeedbackConfig(products=6)
-    # the main dataset's bounds: every class at least 2%; a batch of suitable products has no "unsuitable"
-    params.data.validate_ = params.data.validate_.model_copy(
-        update={"class_share": (0.02, 0.7), "workers": 1, "data_docs": False}
-    )
-    params.generation.evaluate.recurrent = params.generation.evaluate.recurrent.model_copy(update={"steps": 4})
-    dataset = tmp_path / "rf1m-gen"
-    result = api_simulate(params, GENERATOR, dataset, tmp_path / "reports", progress=False)
-    assert result["status"] == "ingested" and result["rows_accepted"] == 6
-    assert result["labels"]["unsuitable"] == 0
-    manifest = pq.read_table(dataset / layout.MANIFEST_FILE).to_pylist()
-    assert len(manifest) == 6 and all(row["depth"] and row["saliency"] for row in manifest)
-    assert not list(tmp_path.glob(".rf1m-gen.batch-*"))  # the temporary batch is gone

@@ -4,14 +4,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig, SteeringConfig
 from reliable_ad.generation.denoise import Denoiser
-from reliable_ad.generation.evaluate import held_out_products
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import job_for, recurrent_generate, summarise
 from reliable_ad.generation.steering import SteeringError, _branch, _picks, round_cost, steer_generate
 from reliable_ad.judge import JudgeOutput
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components
 
 POOL = [PromptConfig(prompt="front view of a product placed on a marble counter, {} walls", flag=1)]
 
@@ -32,8 +31,8 @@ class SeedJudge:
 
 
 @pytest.fixture(scope="module")
-def components():
-    return build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)), seed=5)
+def components(make_components):
+    return make_components(seed=5)
 
 
 @pytest.fixture(scope="module")

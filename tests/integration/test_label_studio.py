@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from reliable_ad.cli import app
 from reliable_ad.data import layout
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.labels import RF1M_LABELS
 from reliable_ad.params import load_params

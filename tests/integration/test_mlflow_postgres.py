@@ -19,19 +19,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from live_servers import Servers, clean_env, free_port, log_tail
+from tests.integration.live_servers import Servers, clean_env, free_port, log_tail
 
-from reliable_ad.judge import Judge
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
-from reliable_ad.registry.gate import GateConfig
+from reliable_ad import api
+from reliable_ad.models.rfnet import RFNet
+from reliable_ad.params import Params
 from reliable_ad.registry.models import CHALLENGER, CHAMPION, by_alias, list_versions
-from reliable_ad.registry.rfnet import register_rfnet
 
 pytestmark = pytest.mark.integration
 
 PG_ROOT = Path("/usr/lib/postgresql")
-SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1, "vocabulary": ["red", "cm"]}
-GATE = GateConfig(resamples=200)
+PARAMS = Params(rfnet={"gate": {"resamples": 200}})
 
 
 def _pg_bin() -> Path:
@@ -191,35 +189,35 @@ def client_of(mlflow_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_register_gate_and_load_the_champion_through_the_server(
-    client_of: MlflowServer, postgres: Postgres, tiny_shards: Path, tmp_path: Path
+    client_of: MlflowServer, postgres: Postgres, tiny_shards: Path, tmp_path: Path, make_rfnet
 ) -> None:
     import mlflow
 
     candidate = tmp_path / "a"
-    RFNet(RFNetConfig(**SMALL)).save(candidate)
+    make_rfnet(vocabulary=["red", "cm"]).save(candidate)
 
-    first = register_rfnet(candidate, tiny_shards, GATE, decision_file=tmp_path / "m" / "rfnet_gate.json")
-    assert first.promoted and "first valid candidate" in first.reason
+    first = api.register_rfnet(PARAMS, candidate, tiny_shards, tmp_path / "m" / "rfnet_gate.json")
+    assert first["promoted"] and "first valid candidate" in first["reason"]
     # the same weights again: the champion is downloaded from the server and evaluated beside it; no improvement
-    second = register_rfnet(candidate, tiny_shards, GATE)
-    assert not second.promoted
-    assert second.delta == pytest.approx(0.0) and second.ci_low <= 0.0 <= second.ci_high
-    assert by_alias("rfnet", CHAMPION).version == first.version
-    assert by_alias("rfnet", CHALLENGER).version == second.version
-    assert [v.version for v in list_versions("rfnet")] == [first.version, second.version]
+    second = api.register_rfnet(PARAMS, candidate, tiny_shards, None)
+    assert not second["promoted"]
+    assert second["delta"] == pytest.approx(0.0) and second["ci_low"] <= 0.0 <= second["ci_high"]
+    assert by_alias("rfnet", CHAMPION).version == first["version"]
+    assert by_alias("rfnet", CHALLENGER).version == second["version"]
+    assert [v.version for v in list_versions("rfnet")] == [first["version"], second["version"]]
     assert by_alias("rfnet", CHAMPION).tags["gate.promoted"] == "true"
 
     # the champion comes back through the server, as the very weights that were registered
-    judge = Judge.from_registry("rfnet@champion")
+    judge = api.common.judge_from(PARAMS, "rfnet@champion")
     original = RFNet.load(candidate).state_dict()
     loaded = judge.model.state_dict()
     assert loaded.keys() == original.keys()
     assert all(torch.equal(loaded[k].cpu(), original[k]) for k in original)
-    assert judge.config.labels == RFNetConfig(**SMALL).labels
+    assert judge.config.labels == RFNet.load(candidate).config.labels
 
     # where things went: the experiment's artifacts are proxied by the server, which keeps them on its disk ...
-    experiment = mlflow.MlflowClient().get_experiment_by_name("reliable-ad")
-    assert experiment.artifact_location == "mlflow-artifacts:/reliable-ad"
+    experiment = mlflow.MlflowClient().get_experiment_by_name(PARAMS.paths.experiment)
+    assert experiment.artifact_location == f"mlflow-artifacts:/{PARAMS.paths.experiment}"
     stored = {p.name for p in client_of.artifacts.rglob("*") if p.is_file()}
     assert "gate_decision.json" in stored and "MLmodel" in stored
     weight_files = {p.name for p in candidate.rglob("*") if p.is_file()}
@@ -228,8 +226,8 @@ def test_register_gate_and_load_the_champion_through_the_server(
     rows = postgres.query(
         client_of.database, "SELECT version FROM model_versions WHERE name = 'rfnet' ORDER BY version"
     )
-    assert [str(v) for (v,) in rows] == [first.version, second.version]
+    assert [str(v) for (v,) in rows] == [first["version"], second["version"]]
     aliases = postgres.query(client_of.database, "SELECT alias, version FROM registered_model_aliases ORDER BY alias")
-    assert {a: str(v) for a, v in aliases} == {CHALLENGER: second.version, CHAMPION: first.version}
+    assert {a: str(v) for a, v in aliases} == {CHALLENGER: second["version"], CHAMPION: first["version"]}
     runs = postgres.query(client_of.database, "SELECT count(*) FROM runs WHERE name = 'rfnet-gate'")
     assert runs == [(2,)]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from live_servers import Servers, clean_env, free_port, log_tail, stop
+from tests.integration.live_servers import Servers, clean_env, free_port, log_tail, stop
 
 pytestmark = pytest.mark.integration
 
@@ -200,8 +200,8 @@ def test_a_pulled_review_batch_triggers_the_served_retrain_deployment(
     import yaml
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-    from reliable_ad.data.rf1m import ImportConfig, import_dataset
-    from reliable_ad.data.synth.world import SynthConfig
+    from reliable_ad.data.config import ImportConfig, SynthConfig
+    from reliable_ad.data.rf1m import import_dataset
     from reliable_ad.data.synth.writer import write_synth
     from reliable_ad.labels import RF1M_LABELS
     from reliable_ad.review.client import LabelStudio
@@ -269,7 +269,8 @@ def test_a_pulled_review_batch_triggers_the_served_retrain_deployment(
         assert runs[0].parameters["batch"] == str((project / summary["batch"]).resolve())
         assert runs[0].parameters["ingested"] is True
         assert runs[0].state.is_completed(), f"{runs[0].state}:\n{log_tail(tmp_path / 'serve.log')}"
-        result = json.loads((project / "metrics" / "rfnet_gate.json").read_text())
-        assert result["promoted"] and "first valid candidate" in result["reason"]  # retrained on the pulled rows
+        # no champion yet: the batch's round trained the first judge cold on the pulled rows, and registered it
+        result = json.loads((project / "models/retrained/round-1/rfnet_gate.json").read_text())
+        assert result["promoted"] and "first valid candidate" in result["reason"]
     finally:
         stop(serving)

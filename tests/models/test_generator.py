@@ -3,11 +3,10 @@ import pytest
 import torch
 from diffusers import ControlNetModel
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.sampler import generate
 from reliable_ad.models.generator import (
-    TinyGeneratorConfig,
-    build_tiny_components,
     check_controlnet_matches,
     controlnet_for_inpainting,
     load_components,
@@ -16,8 +15,8 @@ from reliable_ad.models.generator import (
 
 
 @pytest.fixture(scope="module")
-def components():
-    return build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16)), seed=0)
+def components(make_components):
+    return make_components()
 
 
 def _products(n: int) -> list:

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from reliable_ad.judge import Judge, JudgeInputError
-from reliable_ad.models.rfnet import RFNet, RFNetConfig, TinyTextEncoder, build_vocabulary
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet, TinyTextEncoder, build_vocabulary
 
 CAPTIONS = ["red perfume bottle, 24 cm", "blue coffee mug, 9 cm"]
 
@@ -96,67 +96,3 @@ def test_pretrained_encoders_by_path_load_without_network(tiny_pretrained_encode
     loaded = RFNet.load(tmp_path / "rf")
     with torch.no_grad():
         assert torch.allclose(model(_inputs()), loaded(_inputs()), atol=1e-5)
-
-
-def _judge(**kw) -> Judge:
-    return Judge(RFNet(_config(**kw)))
-
-
-def _arrays(size: int = 64):
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(2)]
-    products = [np.zeros((size, size, 4), np.uint8) for _ in range(2)]
-    for p in products:
-        p[20:40, 20:40] = 200
-    return images, products
-
-
-def test_judge_outputs_and_resizing() -> None:
-    judge = _judge()
-    images, products = _arrays()
-    out = judge(images, products, CAPTIONS)
-    assert len(out.labels) == 2 and out.p_available.shape == (2,)
-    assert torch.all((out.p_available >= 0) & (out.p_available <= 1))
-    big_images, big_products = _arrays(128)  # another size is resized, not misread
-    assert judge(big_images, big_products, CAPTIONS).logits.shape == (2, 6)
-
-
-def test_judge_refuses_what_it_cannot_read() -> None:
-    judge = _judge()
-    images, products = _arrays()
-    with pytest.raises(JudgeInputError, match="RGBA"):
-        judge(images, [p[..., :3] for p in products], CAPTIONS)
-    with pytest.raises(JudgeInputError, match="RGB"):
-        judge([np.dstack([i, i[..., :1]]) for i in images], products, CAPTIONS)
-    with pytest.raises(JudgeInputError, match="differ"):
-        judge(images, products, CAPTIONS[:1])
-    with pytest.raises(JudgeInputError, match="lacks 'available'"):
-        _judge(labels=["space_mismatch", "size_mismatch"])
-    # values are never misread: float arrays, 0-255 tensors and integer tensors are refused, not rescaled
-    with pytest.raises(JudgeInputError, match="uint8"):
-        judge([i.astype(np.float32) / 255 for i in images], products, CAPTIONS)
-    with pytest.raises(JudgeInputError, match="uint8"):
-        judge(images, [p.astype(np.uint16) for p in products], CAPTIONS)
-    as_tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    with pytest.raises(JudgeInputError, match="float"):
-        judge(as_tensor, products, CAPTIONS)
-    with pytest.raises(JudgeInputError, match=r"\[0, 1\]"):
-        judge(as_tensor.float(), products, CAPTIONS)
-
-
-def test_judge_is_differentiable_on_request() -> None:
-    judge = _judge()
-    _, products = _arrays()
-    generated = torch.rand(2, 3, 64, 64, requires_grad=True)
-    judge(generated, products, CAPTIONS, grad=True).logits[:, 0].sum().backward()
-    assert generated.grad is not None and generated.grad.abs().sum() > 0
-    assert not judge(generated, products, CAPTIONS).logits.requires_grad
-    judge.requires_grad_check()
-
-
-def test_judge_computes_its_depth_maps_with_a_dpt_model(tiny_dpt, tmp_path) -> None:
-    judge = _judge(depth_extractor=f"dpt:{tiny_dpt}")
-    images, products = _arrays()
-    assert judge(images, products, CAPTIONS).logits.shape == (2, 6)
-    judge.model.save(tmp_path / "rf")  # the extractor's name travels with the model
-    assert Judge.from_path(tmp_path / "rf").config.depth_extractor == f"dpt:{tiny_dpt}"

@@ -112,11 +112,11 @@ def test_a_task_shows_both_images_and_carries_the_judges_verdict(tmp_path: Path)
     assert "predictions" not in task(items[1], "runs/q")
 
 
-def test_a_judge_fills_in_the_verdicts_the_queue_lacks_and_leaves_the_queue_as_it_was(tmp_path: Path) -> None:
-    from reliable_ad.data.synth.world import SynthConfig
+def test_a_judge_fills_in_the_verdicts_the_queue_lacks_and_leaves_the_queue_as_it_was(
+    tmp_path: Path, make_judge
+) -> None:
+    from reliable_ad.data.config import SynthConfig
     from reliable_ad.data.synth.writer import write_synth
-    from reliable_ad.judge import Judge
-    from reliable_ad.models.rfnet import RFNet, RFNetConfig
 
     write_synth(SynthConfig(n=5, seed=8), tmp_path / "q")  # renderings: a queue without verdicts
     before = (tmp_path / "q" / layout.METADATA_FILE).read_bytes()
@@ -124,8 +124,8 @@ def test_a_judge_fills_in_the_verdicts_the_queue_lacks_and_leaves_the_queue_as_i
     lines[0] = json.dumps(json.loads(lines[0]) | {"p_available": 0.5, "judge_label": "available", "judge": "kept"})
     (tmp_path / "q" / layout.METADATA_FILE).write_text("\n".join(lines) + "\n")
     before = (tmp_path / "q" / layout.METADATA_FILE).read_bytes()
-    RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1)).save(tmp_path / "judge")
-    judge = Judge.from_path(tmp_path / "judge", batch_size=2)
+    judge = make_judge(vocabulary=[])
+    judge.batch_size = 2
     items, _ = read_queue(tmp_path / "q", LABELS)
     assert judge_items(tmp_path / "q", items, judge, "rfnet-abc") == 4
     assert items[0].metadata["judge"] == "kept"

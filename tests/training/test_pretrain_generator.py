@@ -1,6 +1,7 @@
 import json
 
-from reliable_ad.generation.config import PretrainConfig, TinyGeneratorConfig
+from reliable_ad.generation.config import PretrainConfig
+from reliable_ad.models.config import TinyGeneratorConfig
 from reliable_ad.models.generator import load_components
 from reliable_ad.training.pretrain_generator import export_generator, pretrain_tiny_generator
 

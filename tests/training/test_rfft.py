@@ -15,9 +15,8 @@ from reliable_ad.data.hashing import folder_hash
 from reliable_ad.generation.config import RFFTConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.judge import Judge, JudgeEnsemble, JudgeInputError
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, load_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.judge import JudgeEnsemble, JudgeInputError, RFNetJudge
+from reliable_ad.models.generator import load_components
 from reliable_ad.training.checkpoint import CheckpointMismatch
 from reliable_ad.training.rfft import feedback_loss, gaussian_blur, regularizer_loss, rfft_train, trained_against
 from reliable_ad.training.rfft_select import last_snapshot, snapshots
@@ -25,11 +24,6 @@ from reliable_ad.training.rfft_select import last_snapshot, snapshots
 FIVE_WAY = ["available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination"]
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
-
-
-def _judge() -> Judge:
-    torch.manual_seed(0)
-    return Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])))
 
 
 def _cfg(**kw) -> RFFTConfig:
@@ -51,8 +45,10 @@ def _log(run: Path) -> list[dict[str, float]]:
 
 
 @pytest.mark.parametrize("regularizer", ["cc", "kl", "none"])
-def test_only_the_controlnet_changes_and_the_result_loads_in_the_stock_pipeline(generator, tmp_path, regularizer):
-    judge = _judge()
+def test_only_the_controlnet_changes_and_the_result_loads_in_the_stock_pipeline(
+    generator, tmp_path, regularizer, make_judge
+):
+    judge = make_judge()
     before = {k: v.clone() for k, v in judge.model.state_dict().items()}
     cfg = _cfg(regularizer=regularizer)
     summary = rfft_train(cfg, generator, judge, POOL, tmp_path / "run")
@@ -72,15 +68,17 @@ def test_only_the_controlnet_changes_and_the_result_loads_in_the_stock_pipeline(
     assert RFFTConfig.saved_in(tmp_path / "run" / "controlnet") == cfg  # the settings travel with the weights
 
 
-def test_an_interrupted_run_resumes_at_its_checkpoint_without_redoing_steps(generator, tmp_path, capsys) -> None:
+def test_an_interrupted_run_resumes_at_its_checkpoint_without_redoing_steps(
+    generator, tmp_path, capsys, make_judge
+) -> None:
     run, cfg = tmp_path / "run", _cfg(steps=3, checkpoint_every=2)
-    rfft_train(cfg, generator, _judge(), POOL, run)
+    rfft_train(cfg, generator, make_judge(), POOL, run)
     uninterrupted = ControlNetModel.from_pretrained(run / "controlnet", use_safetensors=True)
     first = _log(run)
     # as if killed after logging step 3, before the weights were written: the checkpoint of step 2 is the last
     shutil.rmtree(run / "controlnet")
     (run / "rfft_summary.json").unlink()
-    summary = rfft_train(cfg, generator, _judge(), POOL, run)
+    summary = rfft_train(cfg, generator, make_judge(), POOL, run)
     assert summary["resumed_at_step"] == 2 and "resumed from" in capsys.readouterr().out
     log = _log(run)
     assert [r["step"] for r in log] == [1, 2, 3]
@@ -90,21 +88,21 @@ def test_an_interrupted_run_resumes_at_its_checkpoint_without_redoing_steps(gene
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in pairs)  # weights and AdamW state were restored
 
 
-def test_a_run_with_other_settings_is_refused(generator, tmp_path) -> None:
-    rfft_train(_cfg(steps=2), generator, _judge(), POOL, tmp_path / "run")
+def test_a_run_with_other_settings_is_refused(generator, tmp_path, make_judge) -> None:
+    rfft_train(_cfg(steps=2), generator, make_judge(), POOL, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "step-00000002").exists()
     with pytest.raises(
         CheckpointMismatch, match="other settings, data or warm start"
     ):  # beta alone is part of the fingerprint
-        rfft_train(_cfg(steps=2, beta=0.5), generator, _judge(), POOL, tmp_path / "run")
+        rfft_train(_cfg(steps=2, beta=0.5), generator, make_judge(), POOL, tmp_path / "run")
 
 
-def test_a_fresh_run_leaves_nothing_of_the_earlier_one(generator, tmp_path) -> None:
+def test_a_fresh_run_leaves_nothing_of_the_earlier_one(generator, tmp_path, make_judge) -> None:
     run = tmp_path / "run"
-    rfft_train(_cfg(steps=2, checkpoint_every=1), generator, _judge(), POOL, run)
+    rfft_train(_cfg(steps=2, checkpoint_every=1), generator, make_judge(), POOL, run)
     assert len(list((run / "checkpoints").iterdir())) == 2
     # other settings, which a resume would refuse, and no checkpoint of its own (1 step, one every 2)
-    summary = rfft_train(_cfg(steps=1, beta=0.5), generator, _judge(), POOL, run, resume=False)
+    summary = rfft_train(_cfg(steps=1, beta=0.5), generator, make_judge(), POOL, run, resume=False)
     assert summary["resumed_at_step"] == 0
     assert [r["step"] for r in _log(run)] == [1]
     assert not (run / "checkpoints").exists()
@@ -123,8 +121,8 @@ def test_cc_compares_guidance_directions_and_kl_guided_predictions(generator) ->
     assert float(regularizer_loss("kl", denoiser, tuned, same_direction)) == pytest.approx(1.0)
 
 
-def test_the_denoising_anchor_is_logged(generator, tmp_path) -> None:
-    rfft_train(_cfg(steps=1, anchor=0.5), generator, _judge(), POOL, tmp_path / "run")
+def test_the_denoising_anchor_is_logged(generator, tmp_path, make_judge) -> None:
+    rfft_train(_cfg(steps=1, anchor=0.5), generator, make_judge(), POOL, tmp_path / "run")
     assert _log(tmp_path / "run")[0]["anchor"] > 0.0
 
 
@@ -135,7 +133,7 @@ def test_bad_settings_are_refused() -> None:
         _cfg(last_k=8)
 
 
-def test_a_judge_that_cannot_backpropagate(generator, tmp_path) -> None:
+def test_a_judge_that_cannot_backpropagate(generator, tmp_path, make_judge) -> None:
     class Detached(torch.nn.Module):
         def __init__(self, model):
             super().__init__()
@@ -144,13 +142,13 @@ def test_a_judge_that_cannot_backpropagate(generator, tmp_path) -> None:
         def forward(self, inputs):
             return self.model({k: (v.detach() if torch.is_tensor(v) else v) for k, v in inputs.items()}).detach()
 
-    judge = _judge()
+    judge = make_judge()
     judge.model = Detached(judge.model)
     with pytest.raises(JudgeInputError, match="cannot backpropagate"):
         rfft_train(_cfg(), generator, judge, POOL, tmp_path / "run")
 
 
-def test_a_judge_that_detaches_only_the_image_inside() -> None:
+def test_a_judge_that_detaches_only_the_image_inside(make_judge) -> None:
     class ImageDetached(torch.nn.Module):
         def __init__(self, model):
             super().__init__()
@@ -159,8 +157,8 @@ def test_a_judge_that_detaches_only_the_image_inside() -> None:
         def forward(self, inputs):
             return self.model({**inputs, "generated": inputs["generated"].detach()})
 
-    _judge().requires_grad_check()  # the real judge passes
-    judge = _judge()
+    make_judge().requires_grad_check()  # the real judge passes
+    judge = make_judge()
     judge.model = ImageDetached(judge.model)
     probe = torch.rand(1, 3, 64, 64, requires_grad=True)
     product = np.zeros((64, 64, 4), np.uint8)
@@ -169,10 +167,10 @@ def test_a_judge_that_detaches_only_the_image_inside() -> None:
         judge.requires_grad_check()
 
 
-def test_two_cpu_processes_under_accelerate_launch(generator, tmp_path) -> None:
+def test_two_cpu_processes_under_accelerate_launch(generator, tmp_path, make_judge) -> None:
     import yaml
 
-    _judge().model.save(tmp_path / "judge")
+    make_judge().model.save(tmp_path / "judge")
     rfft = _cfg(steps=2).model_dump(mode="json")
     prompts = Path(__file__).parents[2] / "configs" / "prompts_embedded.json"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generation": {"prompts": str(prompts), "rfft": rfft}}))
@@ -191,17 +189,19 @@ def test_two_cpu_processes_under_accelerate_launch(generator, tmp_path) -> None:
     assert RFFTConfig.saved_in(tmp_path / "run" / "controlnet") == _cfg(steps=2)
 
 
-def test_a_controlnet_that_does_not_fit_the_unet(generator, tmp_path) -> None:
-    other = build_tiny_components(TinyGeneratorConfig(unet_channels=(32, 64, 64), vae_channels=(8, 16, 16)))
+def test_a_controlnet_that_does_not_fit_the_unet(generator, tmp_path, make_judge, make_components) -> None:
+    other = make_components(unet_channels=(32, 64, 64))
     other.controlnet.save_pretrained(tmp_path / "cn", safe_serialization=True)
     with pytest.raises(ValueError, match="ControlNet does not match the UNet"):
-        rfft_train(_cfg(), generator, _judge(), POOL, tmp_path / "run", controlnet=tmp_path / "cn")
+        rfft_train(_cfg(), generator, make_judge(), POOL, tmp_path / "run", controlnet=tmp_path / "cn")
 
 
-def test_mixed_precision_and_gradient_checkpointing_paths_run(generator, tmp_path, fresh_accelerate_state) -> None:
+def test_mixed_precision_and_gradient_checkpointing_paths_run(
+    generator, tmp_path, fresh_accelerate_state, make_judge
+) -> None:
     """bf16 autocast on CPU and checkpointed ControlNet blocks: the GPU settings' code paths, on tiny parts."""
     cfg = _cfg(steps=1, mixed_precision="bf16", gradient_checkpointing=True)
-    summary = rfft_train(cfg, generator, _judge(), POOL, tmp_path / "run")
+    summary = rfft_train(cfg, generator, make_judge(), POOL, tmp_path / "run")
     assert summary["steps"] == 1
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(record["feedback"]) for record in log)
@@ -216,35 +216,18 @@ def test_the_capped_reward_stops_pushing_images_already_confidently_available() 
     assert float(feedback_loss(plain, _cfg())) == pytest.approx(float(-plain.mean()))  # the paper's CE
 
 
-def test_an_ensemble_is_conservative_and_refuses_judges_of_other_label_sets() -> None:
-    torch.manual_seed(0)
-    judges = [_judge(), Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], vocabulary=["cm"])))]
-    images = torch.rand(3, 3, 64, 64)
-    products = [np.zeros((64, 64, 4), np.uint8)] * 3
-    each = torch.stack([j.log_p_available(images, products, ["a"] * 3) for j in judges])
-    ensemble = JudgeEnsemble(judges, "min")
-    assert torch.equal(ensemble.log_p_available(images, products, ["a"] * 3), each.min(0).values)
-    spread = JudgeEnsemble(judges, "mean_minus_std").log_p_available(images, products, ["a"] * 3)
-    assert torch.allclose(spread, each.mean(0) - each.std(0))
-    five_way = Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], vocabulary=["cm"], labels=FIVE_WAY)))
-    with pytest.raises(JudgeInputError, match="different label sets"):
-        JudgeEnsemble([judges[0], five_way])
-    with pytest.raises(JudgeInputError, match="at least 2 judges"):
-        JudgeEnsemble(judges[:1])
-
-
-def test_an_ensemble_trains_and_is_recorded_with_the_controlnet(generator, tmp_path) -> None:
+def test_an_ensemble_trains_and_is_recorded_with_the_controlnet(generator, tmp_path, make_judge) -> None:
     for name in ("a", "b"):
-        _judge().model.save(tmp_path / name)
-    ensemble = JudgeEnsemble([Judge.from_path(tmp_path / "a"), Judge.from_path(tmp_path / "b")], "min")
+        make_judge().model.save(tmp_path / name)
+    ensemble = JudgeEnsemble([RFNetJudge.from_path(tmp_path / "a"), RFNetJudge.from_path(tmp_path / "b")], "min")
     rfft_train(_cfg(steps=1), generator, ensemble, POOL, tmp_path / "run")
     hashes = trained_against(tmp_path / "run" / "controlnet")
     assert hashes == [folder_hash(tmp_path / "a"), folder_hash(tmp_path / "b")]
 
 
-def test_snapshots_are_saved_every_select_every_steps_and_at_the_end(generator, tmp_path) -> None:
+def test_snapshots_are_saved_every_select_every_steps_and_at_the_end(generator, tmp_path, make_judge) -> None:
     cfg = _cfg(steps=3, select={"every": 2, "by": "reviewer"})
-    rfft_train(cfg, generator, _judge(), POOL, tmp_path / "run")
+    rfft_train(cfg, generator, make_judge(), POOL, tmp_path / "run")
     assert [step for step, _ in snapshots(tmp_path / "run")] == [2, 3]
     assert last_snapshot(tmp_path / "run") == tmp_path / "run" / "snapshots" / "step-000003"  # what people see next
     assert last_snapshot(generator) is None
@@ -255,18 +238,18 @@ def test_snapshots_are_saved_every_select_every_steps_and_at_the_end(generator, 
         _cfg(select={"by": "judge"})
 
 
-def test_the_reward_can_judge_blurred_images_so_pixel_patterns_earn_nothing(generator, tmp_path) -> None:
+def test_the_reward_can_judge_blurred_images_so_pixel_patterns_earn_nothing(generator, tmp_path, make_judge) -> None:
     checker = torch.zeros(1, 3, 16, 16)
     checker[..., ::2, ::2] = checker[..., 1::2, 1::2] = 1.0  # the finest pattern there is
     blurred = gaussian_blur(checker, 1.5)
     assert blurred.shape == checker.shape and float(blurred.std()) < 0.05 * float(checker.std())
     assert torch.allclose(blurred.mean(), checker.mean(), atol=1e-6)  # blurring moves no light around
-    rfft_train(_cfg(steps=1, reward_blur=1.0), generator, _judge(), POOL, tmp_path / "run")
+    rfft_train(_cfg(steps=1, reward_blur=1.0), generator, make_judge(), POOL, tmp_path / "run")
     assert np.isfinite(_log(tmp_path / "run")[0]["feedback"])
 
 
-def test_the_anchor_can_learn_from_the_controlnets_own_accepted_samples(generator, tmp_path) -> None:
-    judge = _judge()
+def test_the_anchor_can_learn_from_the_controlnets_own_accepted_samples(generator, tmp_path, make_judge) -> None:
+    judge = make_judge()
     judge.config.acceptance_threshold = 0.0  # accepts every sample: the pool is the whole first-attempt batch
     cfg = _cfg(steps=2, feedback_weight=0.0, regularizer="none", anchor=1.0, anchor_data="accepted", anchor_pool=3)
     rfft_train(cfg, generator, judge, POOL, tmp_path / "run")

@@ -5,9 +5,8 @@ from diffusers import ControlNetModel
 
 from reliable_ad.generation.config import RecurrentConfig, RFFTConfig, SelectionConfig
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.judge import Judge
+from reliable_ad.judge import RFNetJudge
 from reliable_ad.models.generator import load_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.training.rfft import JUDGES_FILE, rfft_train
 from reliable_ad.training.rfft_select import SELECTION_FILE, select_snapshot
 
@@ -22,16 +21,13 @@ def _cfg(steps: int) -> RFFTConfig:
     )  # fmt: skip
 
 
-def _judge() -> Judge:
-    torch.manual_seed(0)
-    return Judge(RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])))
-
-
-def test_the_reviewer_chooses_among_step_0_and_every_snapshot_ties_going_to_the_earliest(generator, tmp_path):
+def test_the_reviewer_chooses_among_step_0_and_every_snapshot_ties_going_to_the_earliest(
+    generator, tmp_path, make_judge
+):
     run = tmp_path / "run"
-    rfft_train(_cfg(steps=2), generator, _judge(), POOL, run)
+    rfft_train(_cfg(steps=2), generator, make_judge(), POOL, run)
     cfg = SelectionConfig(every=1, products=3)
-    result = select_snapshot(run, generator, None, _judge(), POOL, FIRST, cfg, progress=False)
+    result = select_snapshot(run, generator, None, make_judge(), POOL, FIRST, cfg, progress=False)
     table = result["table"]
     assert [row["step"] for row in table] == [0, 1, 2]
     assert result["human_labels"] == 3 * 3  # every candidate's images were labelled: people's time, counted
@@ -47,11 +43,11 @@ def test_the_reviewer_chooses_among_step_0_and_every_snapshot_ties_going_to_the_
     assert RFFTConfig.saved_in(run / "controlnet") is not None and (run / "controlnet" / JUDGES_FILE).exists()
 
 
-def test_another_judge_can_choose_and_labels_no_human_image(generator, tmp_path):
+def test_another_judge_can_choose_and_labels_no_human_image(generator, tmp_path, make_judge):
     run = tmp_path / "run"
-    rfft_train(_cfg(steps=1), generator, _judge(), POOL, run)
-    torch.manual_seed(7)
-    RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])).save(tmp_path / "j2")
+    rfft_train(_cfg(steps=1), generator, make_judge(), POOL, run)
+    make_judge(seed=7).model.save(tmp_path / "j2")
     cfg = SelectionConfig(every=1, by="judge", judge=tmp_path / "j2", products=2)
-    result = select_snapshot(run, generator, None, _judge(), POOL, FIRST, cfg, progress=False)
+    selector = RFNetJudge.from_path(tmp_path / "j2")
+    result = select_snapshot(run, generator, None, make_judge(), POOL, FIRST, cfg, progress=False, selector=selector)
     assert result["human_labels"] == 0 and result["by"].startswith("judge") and len(result["table"]) == 2

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
-from reliable_ad.training.rfnet import RFNetTrainConfig
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet
+from reliable_ad.training.config import RFNetTrainConfig
 from reliable_ad.training.rfnet_ablation import ablate, variants
 
 

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
 from reliable_ad.data.imageio import ImageDecodeError, decode
-from reliable_ad.data.shards import BLOB_COLUMNS, INDEX_FILE, SCHEMA_VERSION, TARGET_MODE
+from reliable_ad.data.shard_format import BLOB_COLUMNS, INDEX_FILE, SCHEMA_VERSION, TARGET_MODE
 from reliable_ad.labels import LabelSet
 
 UnknownLabels = Literal["error", "skip"]

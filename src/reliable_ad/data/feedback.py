@@ -39,12 +39,13 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import ImportConfig, ValidationConfig
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.imageio import decode, encode_png, to_rgb
 from reliable_ad.data.maps import extractor
-from reliable_ad.data.rf1m import ImportConfig, first_rejects, import_dataset
+from reliable_ad.data.rf1m import first_rejects, import_dataset
 from reliable_ad.data.sources import Location, location_of, read_rows
-from reliable_ad.data.validate import ValidationConfig, ValidationResult, validate_dataset
+from reliable_ad.data.validate import ValidationResult, validate_dataset
 
 LEDGER = "ingested.jsonl"
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # zip member timestamps: the same batch always gives the same bytes
@@ -76,7 +77,7 @@ def init_feedback(dataset: Path) -> None:
         (dataset / name).touch()
     manifest = dataset / layout.MANIFEST_FILE
     if not manifest.exists():
-        pq.write_table(layout.MANIFEST_SCHEMA.empty_table(), manifest)
+        pq.write_table(layout.manifest_schema().empty_table(), manifest)
 
 
 def ledger(dataset: Path) -> list[dict[str, Any]]:

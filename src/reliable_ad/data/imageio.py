@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
+from reliable_ad.data.config import DEFAULT_MAX_PIXELS
 
 
 class ImageDecodeError(ValueError):

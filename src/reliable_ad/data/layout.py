@@ -20,9 +20,12 @@ Locations are relative to the dataset folder and never leave it.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 LABEL_FILE = "label.txt"
 METADATA_FILE = "metadata.jsonl"
@@ -37,28 +40,34 @@ SPLITS = ("train", "val", "test")
 FILE_KINDS = ("image", "product", "depth", "saliency")  # the files of a row, each a location + member column
 KIND_DIRS = {"image": IMAGES_DIR, "product": PRODUCTS_DIR, "depth": DEPTH_DIR, "saliency": SALIENCY_DIR}
 
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),  # the generated image's file name without extension
-        ("image", pa.string()),  # file, or package holding the image (relative to the dataset folder)
-        ("image_member", pa.string()),  # member inside the package; null for a plain file
-        ("product", pa.string()),  # the RGBA product cut-out: file or package, as for the image
-        ("product_member", pa.string()),
-        ("product_id", pa.string()),
-        ("label_id", pa.int8()),
-        ("label", pa.string()),
-        ("prompt", pa.string()),
-        ("title", pa.string()),
-        ("category", pa.string()),
-        ("height_cm", pa.float32()),
-        ("depth", pa.string()),  # optional maps: file or package, or null when the dataset has none
-        ("depth_member", pa.string()),
-        ("saliency", pa.string()),
-        ("saliency_member", pa.string()),
-        ("split", pa.string()),
-        ("source_line", pa.int64()),  # line of label.txt the row came from
-    ]
-)
+
+@functools.cache
+def manifest_schema() -> pa.Schema:
+    """The manifest's columns (pyarrow is imported here, so the layout's names cost nothing to import)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.string()),  # the generated image's file name without extension
+            ("image", pa.string()),  # file, or package holding the image (relative to the dataset folder)
+            ("image_member", pa.string()),  # member inside the package; null for a plain file
+            ("product", pa.string()),  # the RGBA product cut-out: file or package, as for the image
+            ("product_member", pa.string()),
+            ("product_id", pa.string()),
+            ("label_id", pa.int8()),
+            ("label", pa.string()),
+            ("prompt", pa.string()),
+            ("title", pa.string()),
+            ("category", pa.string()),
+            ("height_cm", pa.float32()),
+            ("depth", pa.string()),  # optional maps: file or package, or null when the dataset has none
+            ("depth_member", pa.string()),
+            ("saliency", pa.string()),
+            ("saliency_member", pa.string()),
+            ("split", pa.string()),
+            ("source_line", pa.int64()),  # line of label.txt the row came from
+        ]
+    )
 
 
 class UnsafePath(ValueError):

@@ -23,9 +23,10 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import ImportConfig
 from reliable_ad.data.sources import PACKAGE_ERRORS, list_members
 from reliable_ad.labels import parse_label
 
@@ -64,31 +65,6 @@ class BadLineError(DatasetError):
         if more:
             message += f" ({more} more bad line(s); --quarantine, or data.import.quarantine: true, lists them all)"
         super().__init__(message)
-
-
-class ImportConfig(BaseModel):
-    """How to read an RF1M folder: the format of label.txt, what must be there, how to split."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    separator: str = Field(
-        "\t", min_length=1, max_length=1, description="the character between image name and label in label.txt"
-    )
-    header: bool = Field(False, description="label.txt starts with a header line, which is skipped")
-    quarantine: bool = Field(False, description="write bad rows to rejects.jsonl instead of stopping at the first")
-    require_metadata: bool = Field(True, description="every image needs a metadata.jsonl entry with prompt and title")
-    check_files: bool = Field(True, description="check that images and products exist (off: assume the layout)")
-    test_categories: list[str] = Field(default_factory=list, description="product categories held out as test")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the other products used for validation")
-    split_seed: int = Field(0, description="seed of the product hash that assigns val")
-    max_name_length: int = Field(255, ge=1, description="longest image name accepted (characters)")
-
-    @field_validator("separator")
-    @classmethod
-    def _one_line(cls, separator: str) -> str:
-        if "\n" in separator or "\r" in separator:
-            raise ValueError("the separator cannot contain a line break")
-        return separator
 
 
 class ImportSummary(BaseModel):
@@ -464,8 +440,8 @@ class _Rows:
 
     def manifest(self) -> pa.Table:
         keep = pa.array(self.ok)
-        columns = [self.columns[f.name].filter(keep).cast(f.type) for f in layout.MANIFEST_SCHEMA]
-        return pa.Table.from_arrays(columns, schema=layout.MANIFEST_SCHEMA)
+        columns = [self.columns[f.name].filter(keep).cast(f.type) for f in layout.manifest_schema()]
+        return pa.Table.from_arrays(columns, schema=layout.manifest_schema())
 
 
 def _parse_token(token: str | None) -> tuple[int | None, str | None, str | None]:

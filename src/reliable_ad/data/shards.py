@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,21 +31,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 from tqdm import tqdm
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import DEFAULT_MAX_PIXELS, PrepareConfig
 from reliable_ad.data.hashing import sha256_of
-from reliable_ad.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, decode, encode_png
+from reliable_ad.data.imageio import ImageDecodeError, decode, encode_png
+from reliable_ad.data.shard_format import BLOB_COLUMNS, INDEX_FILE, SCHEMA_VERSION, SOURCE_COLUMN, TARGET_MODE
 from reliable_ad.data.sources import Location, located, read_rows
 from reliable_ad.data.validate import quarantined_ids
 
-SCHEMA_VERSION = 2  # 2: the source column
-INDEX_FILE = "index.json"
 META_COLUMNS = ("id", "label_id", "label", "prompt", "title", "product_id", "category", "height_cm", "split")
-SOURCE_COLUMN = "source"  # the dataset folder a row came from (e.g. rf1m-synth, feedback, rf1m-gen)
-BLOB_COLUMNS = ("image", "product", "depth", "saliency")
-TARGET_MODE = {"image": "RGB", "product": "RGBA", "depth": "L", "saliency": "L"}
 DESCRIPTION = {"image": "generated image", "product": "product image", "depth": "depth map", "saliency": "saliency map"}
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -60,55 +57,6 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 class PrepareError(ValueError):
     """The manifest or a file it names cannot be packed as asked (wrong size, mode, missing column...)."""
-
-
-class PrepareConfig(BaseModel):
-    """Knobs of `rad data prepare`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    samples_per_shard: int = Field(5000, ge=1, description="rows per shard file; the last shard of a split is smaller")
-    row_group_rows: int = Field(
-        256, ge=1, description="rows per Parquet row group: the unit a reader loads and a worker is given"
-    )
-    image_size: int = Field(64, ge=8, le=4096, description="side of the square images every modality must have")
-    on_size_mismatch: Literal["refuse", "resize"] = Field(
-        "refuse",
-        description="an image of another size: 'refuse' fails naming the file; 'resize' scales it to image_size "
-        "(aspect ratio not kept) with `interpolation`",
-    )
-    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos", "area"] = Field(
-        "lanczos", description="filter used by on_size_mismatch='resize' for every modality ('area' = box filter)"
-    )
-    include_depth: bool = Field(True, description="store the depth map of each row")
-    include_saliency: bool = Field(True, description="store the saliency map of each row")
-    depth_maps: str = Field(
-        "ground", description="extractor that made the depth maps (ground, or dpt:<model>), recorded in index.json"
-    )
-    saliency_maps: str = Field(
-        "frequency_tuned", description="extractor that made the saliency maps (e.g. frequency_tuned, u2net)"
-    )
-    splits: list[str] = Field(
-        default_factory=lambda: list(layout.SPLITS),
-        description="splits to write; rows of other splits are counted as skipped in index.json",
-    )
-    package_batch_rows: int = Field(
-        20000, ge=1, description="rows of one package gathered per pass over it (bounds memory; tars re-read per pass)"
-    )
-
-    @field_validator("splits")
-    @classmethod
-    def _known_splits(cls, splits: list[str]) -> list[str]:
-        unknown = [s for s in splits if s not in layout.SPLITS]
-        if unknown or not splits or len(set(splits)) != len(splits):
-            raise ValueError(f"splits must be distinct names among {list(layout.SPLITS)}, got {splits}")
-        return splits
-
-    def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in BLOB_COLUMNS if self._includes(m))
-
-    def _includes(self, modality: str) -> bool:
-        return {"depth": self.include_depth, "saliency": self.include_saliency}.get(modality, True)
 
 
 class PrepareSummary(BaseModel):
@@ -128,7 +76,7 @@ class PrepareSummary(BaseModel):
 
 def shard_schema(modalities: tuple[str, ...]) -> pa.Schema:
     """Columns of a shard: the row's metadata and source, then one PNG-bytes column per stored modality."""
-    meta = {f.name: f.type for f in layout.MANIFEST_SCHEMA}
+    meta = {f.name: f.type for f in layout.manifest_schema()}
     columns = [(name, meta[name]) for name in META_COLUMNS] + [(SOURCE_COLUMN, pa.string())]
     return pa.schema(columns + [(m, pa.binary()) for m in modalities])
 
@@ -326,7 +274,7 @@ class _ShardSet:
 def _required_columns(cfg: PrepareConfig) -> list[str]:
     wanted = {*META_COLUMNS, "source_line"}
     wanted |= {column for kind in cfg.modalities() for column in (kind, layout.member_column(kind))}
-    return [f.name for f in layout.MANIFEST_SCHEMA if f.name in wanted]
+    return [f.name for f in layout.manifest_schema() if f.name in wanted]
 
 
 def _package_of(table: pa.Table, kinds: tuple[str, ...]) -> pa.ChunkedArray:
@@ -349,7 +297,7 @@ def _check_manifest(manifest: Path, columns: list[str]) -> None:
 
 def _manifest_batches(manifest: Path, columns: list[str]) -> Iterator[tuple[int, pa.Table]]:
     """(number of the batch's first row, batch) over the manifest, cast to the manifest schema's types."""
-    target = pa.schema([layout.MANIFEST_SCHEMA.field(c) for c in columns])
+    target = pa.schema([layout.manifest_schema().field(c) for c in columns])
     start = 0
     for batch in pq.ParquetFile(manifest).iter_batches(batch_size=_MANIFEST_BATCH_ROWS, columns=columns):
         try:

@@ -28,71 +28,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import ValidationConfig
+from reliable_ad.data.cutout import ProductImageError, ensure_alpha
 from reliable_ad.data.hashing import sha256_of
-from reliable_ad.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, decode
+from reliable_ad.data.imageio import ImageDecodeError, decode
 from reliable_ad.data.rf1m import FileIndex
 from reliable_ad.data.sources import Location, location_of, read_rows
-from reliable_ad.generation.preprocess import WHITE_TOLERANCE, ProductImageError, ensure_alpha
-from reliable_ad.labels import RF1M_LABELS, LabelSet
 
 PLAIN_CHUNK = 256  # rows of plain files per worker task; a package is one task (read front to back once)
 FILE_COLUMNS = ("files_exist", "files_valid")  # set by the file checks when they run
 OPTIONAL_KINDS = ("depth", "saliency")  # files a row may lack
 VERDICT_FILE = "validation.json"
-
-
-class ValidationConfig(BaseModel):
-    """What a valid dataset looks like."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    labels: list[str] = Field(default_factory=lambda: list(RF1M_LABELS.values()), description="allowed labels")
-    min_size: int = Field(32, ge=1, description="smallest image side in pixels")
-    max_size: int = Field(4096, ge=1, description="largest image side in pixels")
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="pixel limit checked before decoding (bomb guard)")
-    image_modes: list[str] = Field(default_factory=lambda: ["RGB", "RGBA", "L"], description="generated image modes")
-    product_modes: list[str] = Field(default_factory=lambda: ["RGBA", "RGB"], description="product image modes")
-    white_tolerance: int = Field(
-        WHITE_TOLERANCE, ge=0, le=254, description="how far below 255 an RGB product's white background may be"
-    )
-    class_share: tuple[float, float] = Field((0.0, 1.0), description="default [min, max] share of every class")
-    class_share_bounds: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="per-class [min, max] share, overriding class_share"
-    )
-    max_quarantined_share: float = Field(0.0, ge=0, le=1, description="share of rows with bad files tolerated")
-    check_files: bool = Field(True, description="check that every referenced file exists")
-    check_images: bool = Field(True, description="decode and check every file (the file pass; needs check_files)")
-    workers: int = Field(1, ge=1, description="worker processes of the file pass")
-    data_docs: bool = Field(True, description="build GX Data Docs HTML")
-
-    @field_validator("labels")
-    @classmethod
-    def _known_labels(cls, labels: list[str]) -> list[str]:
-        LabelSet(tuple(labels))
-        return labels
-
-    @field_validator("class_share", "class_share_bounds")
-    @classmethod
-    def _shares(cls, value: Any) -> Any:
-        for low, high in value.values() if isinstance(value, dict) else [value]:
-            if not 0 <= low <= high <= 1:
-                raise ValueError(f"a share range must satisfy 0 <= min <= max <= 1, got [{low}, {high}]")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ValidationConfig:
-        unknown = set(self.class_share_bounds) - set(self.labels)
-        if unknown:
-            raise ValueError(f"class_share_bounds names labels outside the label set: {sorted(unknown)}")
-        if self.min_size > self.max_size:
-            raise ValueError(f"min_size {self.min_size} > max_size {self.max_size}")
-        return self
-
-    def share_bounds(self, label: str) -> tuple[float, float]:
-        return self.class_share_bounds.get(label, self.class_share)
 
 
 class ExpectationOutcome(BaseModel):
@@ -201,7 +150,7 @@ def load_manifest(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found; run `rad data import` first")
     table = pq.read_table(path)
-    missing = [name for name in layout.MANIFEST_SCHEMA.names if name not in table.column_names]
+    missing = [name for name in layout.manifest_schema().names if name not in table.column_names]
     if missing:
         raise ValueError(
             f"{path}: not a manifest, columns missing: {missing} (an older manifest? run `rad data import`)"

@@ -8,8 +8,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from reliable_ad.data.synth.world import SynthConfig
-from reliable_ad.generation.preprocess import WHITE_TOLERANCE
+from reliable_ad.data.config import WHITE_TOLERANCE, SynthConfig
+from reliable_ad.models.config import TinyGeneratorConfig
 
 
 class GenerateArgs(BaseModel):
@@ -151,20 +151,6 @@ class GenerationEvalConfig(BaseModel):
     def steers(self) -> bool:
         """Whether the schedule leaves steering a step to resample at (2..steps-1)."""
         return self.recurrent.steps >= 3
-
-
-class TinyGeneratorConfig(BaseModel):
-    """Sizes of the tiny generator built from scratch for the embedded world."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image_size: int = Field(64, description="canvas size in pixels (a multiple of 8)")
-    vae_channels: tuple[int, ...] = Field((16, 32, 32), description="AutoencoderKL block widths; 3 -> factor 4")
-    latent_channels: int = Field(4, description="latent channels of the VAE")
-    unet_channels: tuple[int, ...] = Field((32, 64, 64), description="UNet block widths")
-    text_width: int = Field(64, description="hidden size of the tiny CLIP text encoder (= cross-attention dim)")
-    text_layers: int = Field(2, description="transformer layers of the text encoder")
-    max_prompt_tokens: int = Field(32, description="prompt length the tokenizer pads or truncates to")
 
 
 GENERATOR_CATEGORIES = ("bottle", "box", "jar", "lamp", "sneaker", "speaker", "mug", "toaster")

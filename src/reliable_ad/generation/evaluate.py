@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.synth.products import Product, held_out_products
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.cost import Candidate, cost_metrics, scheduler_runs
 from reliable_ad.generation.denoise import Denoiser, Slot
@@ -28,7 +28,6 @@ from reliable_ad.generation.early import Calibration, first_attempts
 from reliable_ad.generation.probe import ModelVersions
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import (
-    Product,
     RunStats,
     cumulative_by_attempt,
     judge_on_generated,
@@ -38,28 +37,7 @@ from reliable_ad.generation.recurrent import (
 from reliable_ad.judge import Judge
 
 
-def held_out_products(count: int, seed: int, categories: list[str] | None = None, offset: int = 0) -> list[Product]:
-    """Product photos of RF1M-synth that are suitable (the "available" renderings' cut-outs) with captions, one
-    per product: every entry is another product, so paired statistics over them count independent items."""
-    synth = SynthConfig(
-        n=offset + count, seed=seed, class_mix={"available": 1.0}, test_categories=[], samples_per_product=1
-    )
-    if categories:
-        synth = synth.model_copy(update={"categories": categories})
-    products = []
-    for i in range(offset, offset + count):
-        sample = draw_sample(synth, i)
-        products.append(
-            Product(
-                sample.product.product_id + f"-{i}",
-                sample.rendering.product,
-                sample.product.title,
-                sample.product.height_cm,
-            )
-        )
-    return products
-
-
+@torch.no_grad()
 def first_attempt_previews(
     denoiser: Denoiser,
     judge: Judge,

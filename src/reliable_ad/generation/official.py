@@ -25,15 +25,10 @@ from diffusers import DDIMScheduler, DPMSolverSinglestepScheduler, EulerAncestra
 from diffusers.utils import scale_lora_layers, unscale_lora_layers
 from PIL import Image
 
+from reliable_ad.data.cutout import ProductImageError, ensure_alpha
 from reliable_ad.data.imageio import ImageDecodeError, decode
 from reliable_ad.generation.config import GenerateArgs
-from reliable_ad.generation.preprocess import (
-    ProductImageError,
-    centre_zoom,
-    control_inputs,
-    ensure_alpha,
-    paste_product,
-)
+from reliable_ad.generation.preprocess import centre_zoom, control_inputs, paste_product
 from reliable_ad.generation.prompts import load_prompt_pool
 from reliable_ad.models.generator import GeneratorComponents, load_components
 

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from reliable_ad.data.reviewer import product_mask, review
+from reliable_ad.data.synth.products import Product
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser, Job, Slot
 from reliable_ad.generation.probe import Probe
@@ -34,14 +35,6 @@ from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.scores import Scorer
 from reliable_ad.judge import Judge
 from reliable_ad.labels import AVAILABLE
-
-
-@dataclass
-class Product:
-    key: str
-    rgba: NDArray[np.uint8]  # on the canvas, as generation takes it
-    caption: str
-    height_cm: float | None = None
 
 
 @dataclass

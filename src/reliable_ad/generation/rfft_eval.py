@@ -23,9 +23,9 @@ from numpy.typing import NDArray
 from reliable_ad.data.colour import to_lab
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.scene import dilate
+from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
-from reliable_ad.generation.evaluate import held_out_products
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import Attempt, judge_on_generated, recurrent_generate, summarise

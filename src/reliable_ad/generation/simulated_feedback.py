@@ -23,13 +23,15 @@ import torch
 from tqdm import tqdm
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.imageio import encode_png
 from reliable_ad.data.reviewer import product_mask, review
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.synth.products import Product
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import RecurrentConfig, SimulatedFeedbackConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.generation.recurrent import Product, job_for
+from reliable_ad.generation.recurrent import job_for
 from reliable_ad.labels import RF1M_LABELS
 
 LABEL_IDS = {name: i for i, name in RF1M_LABELS.items()}

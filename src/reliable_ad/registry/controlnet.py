@@ -1,13 +1,14 @@
 """Log, register and gate a fine-tuned ControlNet as `reliable-controlnet`.
 
-The candidate and the champion generate for the same held-out products with the same seeds in one run and
-are judged by one fixed judge; the first-attempt available rate by the gate's judge (the reviewer, or a frozen
-evaluation RFNet: never one RFFT tuned against) must improve with a paired bootstrap interval above the
-margin, the candidate's quality guard must hold, and its hacking gap (the training judge's rate minus the
-reviewer's) must stay under the bound. With no champion the baseline is the
-base ControlNet, which `rad rfft evaluate` has already compared: its metrics are reused when their
-`comparison_key` says they come from the same generator, candidate, judge and settings. The run records
-the candidate's RFFT settings as params and, for a judge folder, the hash of its files as a tag.
+The gate is handed a comparison of the candidate with the champion (or, with no champion, the base
+ControlNet): both generated for the same held-out products with the same seeds in one run and judged by one
+fixed judge (`generation.rfft_eval.compare_generators`; `api.register_controlnet` runs it, or reuses `rad rfft
+evaluate`'s when its `comparison_key` says it compared the same generator, candidate, judge and settings).
+The first-attempt available rate by the gate's judge (the reviewer, or a frozen evaluation RFNet: never one
+RFFT tuned against) must improve with a paired bootstrap interval above the margin, the candidate's quality
+guard must hold, and its hacking gap (the training judge's rate minus the reviewer's) must stay under the
+bound. The run records the candidate's RFFT settings as params and, for a judge folder, the hash of its files
+as a tag.
 """
 
 from __future__ import annotations
@@ -18,17 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from reliable_ad.data.hashing import folder_hash
-from reliable_ad.generation.config import GenerationEvalConfig, RFFTConfig
-from reliable_ad.generation.denoise import Denoiser
-from reliable_ad.generation.guard import GuardConfig
-from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.generation.rfft_eval import compare_generators
-from reliable_ad.judge import Judge
-from reliable_ad.registry.gate import ControlNetGateConfig, Decision, decide
-from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
+from reliable_ad.generation.config import RFFTConfig
+from reliable_ad.registry.config import ControlNetGateConfig
+from reliable_ad.registry.gate import Decision, decide
+from reliable_ad.registry.models import Version, log_model_folder
 from reliable_ad.registry.tracking import flat_params, lineage, model_lineage, setup
 from reliable_ad.stats import PairedDelta
-from reliable_ad.training.rfft import trained_against
 
 REGISTERED_NAME = "reliable-controlnet"
 
@@ -36,35 +32,26 @@ REGISTERED_NAME = "reliable-controlnet"
 def register_controlnet(
     candidate: Path,
     generator: Path,
-    judge: Judge,
     judge_uri: str,
-    pool: list[PromptConfig],
-    cfg: GenerationEvalConfig,
-    guard: GuardConfig,
+    comparison: dict[str, Any],
+    how: str,
+    champion: Version | None,
     gate: ControlNetGateConfig,
-    experiment: str = "reliable-ad",
+    experiment: str,
     name: str = REGISTERED_NAME,
     decision_file: Path | None = None,
     run_params: dict[str, Any] | None = None,
-    earlier: dict[str, Any] | None = None,
-    key: str | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> Decision:
-    """Compare the candidate with the champion (or the base ControlNet when there is none), register, gate.
+    """Register the candidate and gate it on `comparison` (`compare_generators`' metrics against `champion`, or
+    against the base ControlNet when `champion` is None); `how` says where the comparison came from.
 
-    `earlier`: metrics of a base-vs-candidate comparison already made; used instead of generating again when
-    there is no champion and its ``comparison_key`` equals `key` (the key of this candidate, judge, settings).
     `run_params` are logged beside the RFFT settings saved with the candidate (``rfft.*``); `extra_tags` add
     lineage of the caller's own (a feedback round, its parents).
     """
     import mlflow
 
-    refuse_trained_judge(gate, judge_uri, trained_against(candidate))
     experiment_id = setup(experiment)
-    rc = cfg.recurrent
-    champion = by_alias(name, CHAMPION)
-    reference = download_model(f"{name}@{CHAMPION}", experiment) if champion else None
-
     tags = lineage({"generator": generator}) | model_lineage({"judge": judge_uri})
     tags |= {"model.kind": "controlnet", "judge": judge_uri} | (extra_tags or {})
     if champion is not None:
@@ -74,27 +61,11 @@ def register_controlnet(
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):
         if params:
             mlflow.log_params(params)
-        reuse = champion is None and key is not None and earlier is not None and earlier.get("comparison_key") == key
-        how = "reused from the evaluation of the same key" if reuse else "generated here"
         mlflow.set_tag("comparison", how)
-        metrics = (
-            earlier
-            if reuse and earlier is not None
-            else compare_generators(
-                Denoiser.from_folders(generator, reference, rc),
-                Denoiser.from_folders(generator, candidate, rc),
-                judge,
-                pool,
-                cfg,
-                guard,
-                resamples=gate.resamples,
-                confidence=gate.confidence,
-            )
-        )
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float | bool)})
-        paired = _paired(metrics, gate)  # before registering: a gate that cannot count registers nothing
+        mlflow.log_metrics({k: float(v) for k, v in comparison.items() if isinstance(v, int | float | bool)})
+        paired = _paired(comparison, gate)  # before registering: a gate that cannot count registers nothing
         version = log_model_folder("controlnet", candidate, name)
-        gap = float(metrics.get("hacking_gap_tuned", float("nan")))
+        gap = float(comparison.get("hacking_gap_tuned", float("nan")))
         decision = decide(
             name,
             version.version,
@@ -106,15 +77,15 @@ def register_controlnet(
             extra={
                 "judge": judge_uri,
                 "baseline": "the champion" if champion else "the base ControlNet",
-                "reviewer_delta": metrics["delta"],
-                "rfnet_delta": metrics["delta_rfnet"],
-                "guard_ok": metrics["guard_ok"],
-                "diversity_base": metrics["diversity_base"],
-                "diversity_tuned": metrics["diversity_tuned"],
+                "reviewer_delta": comparison["delta"],
+                "rfnet_delta": comparison["delta_rfnet"],
+                "guard_ok": comparison["guard_ok"],
+                "diversity_base": comparison["diversity_base"],
+                "diversity_tuned": comparison["diversity_tuned"],
                 "hacking_gap_tuned": gap,
                 "comparison": how,
             },
-            blocked=_blocked(metrics, gap, gate),
+            blocked=_blocked(comparison, gap, gate),
         )
         mlflow.log_dict(decision.__dict__, "gate_decision.json")
     if decision_file is not None:

@@ -14,49 +14,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field
 
+from reliable_ad.registry.config import GateConfig
 from reliable_ad.registry.models import (
     CHALLENGER,
     CHAMPION,
     RegistryError,
     by_alias,
     get_version,
+    list_versions,
     set_alias,
     tag_version,
 )
 from reliable_ad.registry.tracking import TRACKING_DIR
 from reliable_ad.stats import PairedDelta
-
-
-class GateConfig(BaseModel):
-    """How sure a promotion must be."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    margin: float = Field(0.0, description="the interval's lower end must exceed this improvement")
-    confidence: float = Field(0.95, gt=0, lt=1, description="two-sided confidence of the bootstrap interval")
-    resamples: int = Field(2000, ge=100, description="bootstrap resamples")
-    seed: int = 0
-
-
-class ControlNetGateConfig(GateConfig):
-    """The ControlNet gate: how sure, whose verdicts count, and how far the training judge may be fooled."""
-
-    judge: Literal["reviewer", "rfnet"] = Field(
-        "reviewer",
-        description="count first-attempt available images by the embedded world's reviewer (the 'human' there), "
-        "or by the RFNet given to the gate, which must be a frozen evaluation judge: one RFFT trained against "
-        "is refused (a ControlNet that fools it would pass)",
-    )
-    max_hacking_gap: float = Field(
-        0.05,
-        description="the training judge's first-attempt available rate minus the reviewer's on the same tuned "
-        "samples, at most (above it the ControlNet pleases the judge more than the people it stands for)",
-    )
 
 
 @dataclass
@@ -77,6 +51,45 @@ class Decision:
 
     def tags(self) -> dict[str, str]:
         return {f"gate.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in asdict(self).items()}
+
+
+# what `rad models list` and the report show of each version's decision (Decision's fields, in this order)
+GATE_FIELDS = (
+    "promoted",
+    "reason",
+    "metric",
+    "candidate",
+    "champion_version",
+    "champion",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "margin",
+)
+
+
+def version_rows(name: str) -> list[dict[str, Any]]:
+    """Every version of `name`, oldest first, with its aliases and its gate decision read back from the tags
+    (`Decision.tags` writes them: JSON for numbers, booleans and dicts, plain text for strings)."""
+    rows = []
+    for version in list_versions(name):
+        gate = {k.removeprefix("gate."): _tag_value(v) for k, v in version.tags.items() if k.startswith("gate.")}
+        rows.append(
+            {
+                "version": version.version,
+                "aliases": list(version.aliases),
+                **{k: gate.get(k) for k in GATE_FIELDS},
+                "extra": gate.get("extra"),
+            }
+        )
+    return rows
+
+
+def _tag_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return text
 
 
 def decide(

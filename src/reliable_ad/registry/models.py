@@ -97,7 +97,7 @@ def list_versions(name: str) -> list[Version]:
     return sorted((get_version(name, str(v.version)) for v in found), key=lambda v: int(v.version))
 
 
-def download_model(uri: str, experiment: str = "reliable-ad") -> Path:
+def download_model(uri: str, experiment: str) -> Path:
     """Download a registered model folder: "name@alias" or "name/version" -> local folder of the model."""
     import mlflow
 
@@ -114,3 +114,16 @@ def download_model(uri: str, experiment: str = "reliable-ad") -> Path:
             raise RegistryError(f"{uri}: downloaded model has no single artifact folder under {local / 'artifacts'}")
         folder = candidates[0]
     return folder
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: Version
+    folder: Path  # its files, downloaded
+
+
+def champion(name: str, experiment: str) -> Champion | None:
+    """The champion of `name` with its files; None when there is no champion yet."""
+    setup(experiment)
+    found = by_alias(name, CHAMPION)
+    return None if found is None else Champion(found, download_model(f"{name}@{CHAMPION}", experiment))

@@ -1,4 +1,9 @@
-"""Log, register and gate an RFNet: candidate and champion judged on the same test split in one run."""
+"""Log, register and gate an RFNet on its predictions, and the champion's, on the same test split.
+
+The gate is handed the predictions (`api.register_rfnet` makes them with `training.rfnet_eval.predict_split`,
+both models on the same rows in one run); it computes the metrics, the paired bootstrap of macro-F1 over
+products, logs, registers and decides.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,29 @@ from typing import Any
 
 import numpy as np
 
-from reliable_ad.models.rfnet import TRAINING_FILE, RFNet
-from reliable_ad.registry.gate import Decision, GateConfig, decide
-from reliable_ad.registry.models import CHAMPION, by_alias, download_model, log_model_folder
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import TRAINING_FILE
+from reliable_ad.registry.config import GateConfig
+from reliable_ad.registry.gate import Decision, decide
+from reliable_ad.registry.models import Version, log_model_folder
 from reliable_ad.registry.tracking import flat_params, lineage, setup
 from reliable_ad.stats import paired_bootstrap
-from reliable_ad.training.rfnet_eval import Predictions, classification_metrics, macro_f1, predict_split
+from reliable_ad.training.rfnet_eval import Predictions, classification_metrics, macro_f1
 
 REGISTERED_NAME = "rfnet"
 
 
 class LabelSetMismatch(ValueError):
     """Candidate and champion classify over different label sets: their scores are not comparable."""
+
+
+def check_comparable(candidate: RFNetConfig, champion: RFNetConfig, version: str) -> None:
+    """Refuse to gate a candidate against a champion of another label set (before either is evaluated)."""
+    if champion.labels != candidate.labels:
+        raise LabelSetMismatch(
+            f"candidate labels {candidate.labels} differ from champion v{version}'s {champion.labels}: refusing to "
+            "compare; register under another name or retrain"
+        )
 
 
 def _aligned(candidate: Predictions, champion: Predictions) -> tuple[np.ndarray, np.ndarray]:
@@ -30,16 +46,20 @@ def _aligned(candidate: Predictions, champion: Predictions) -> tuple[np.ndarray,
 
 def register_rfnet(
     candidate_dir: Path,
+    config: RFNetConfig,
     shards: Path,
+    ours: Predictions,
+    theirs: Predictions | None,
+    champion: Version | None,
     gate: GateConfig,
-    experiment: str = "reliable-ad",
+    experiment: str,
     name: str = REGISTERED_NAME,
-    split: str = "test",
     decision_file: Path | None = None,
     plots_dir: Path | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> Decision:
-    """Evaluate the candidate (and the champion, if any) on `split`, log everything, register, gate.
+    """Register the candidate (`config` is its configuration) and gate it on its predictions `ours` against the
+    champion's `theirs` on the same rows of `shards`; with no `champion` the first valid candidate is promoted.
 
     `plots_dir` (the evaluation's figures, if given) is logged with the run; `decision_file` gets the decision.
     The candidate's training record (settings, the shards it trained on, its warm start) becomes the run's
@@ -48,33 +68,23 @@ def register_rfnet(
     import mlflow
 
     experiment_id = setup(experiment)
-    candidate = RFNet.load(candidate_dir)
-    champion_version = by_alias(name, CHAMPION)
-    champion = RFNet.load(download_model(f"{name}@{CHAMPION}", experiment)) if champion_version else None
-    if champion_version is not None and champion is not None and champion.config.labels != candidate.config.labels:
-        raise LabelSetMismatch(
-            f"candidate labels {candidate.config.labels} differ from champion v{champion_version.version}'s "
-            f"{champion.config.labels}: refusing to compare; register under another name or retrain"
-        )
     training = _training_record(candidate_dir)
     tags = lineage({"shards": shards}) | {"model.kind": "rfnet"} | _trained_on(training) | (extra_tags or {})
-    if champion_version is not None:
-        tags["parent.champion_version"] = champion_version.version
+    if champion is not None:
+        tags["parent.champion_version"] = champion.version
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-gate", tags=tags):
-        mlflow.log_params({f"model.{k}": v for k, v in candidate.config.model_dump(exclude={"vocabulary"}).items()})
+        mlflow.log_params({f"model.{k}": v for k, v in config.model_dump(exclude={"vocabulary"}).items()})
         if training:
             mlflow.log_params(flat_params(training["config"], "train."))
-        ours = predict_split(candidate, shards, split)
         metrics = classification_metrics(ours)
         mlflow.log_metrics(_flat("candidate", metrics))
         if plots_dir is not None and plots_dir.is_dir():
             mlflow.log_artifacts(str(plots_dir), "plots")
         paired = None
-        if champion is not None:
-            theirs = predict_split(champion, shards, split)
+        if theirs is not None:
             mlflow.log_metrics(_flat("champion", classification_metrics(theirs)))
             a, b = _aligned(ours, theirs)
-            classes = len(candidate.config.labels)
+            classes = len(config.labels)
 
             def statistic(idx: np.ndarray) -> tuple[float, float]:
                 return macro_f1(ours.target[idx], a[idx], classes), macro_f1(ours.target[idx], b[idx], classes)
@@ -99,7 +109,7 @@ def register_rfnet(
             "macro_f1",
             metrics["macro_f1"],
             paired,
-            champion_version.version if champion_version else None,
+            champion.version if champion else None,
             gate,
             extra={"data_hash": tags.get("data.shards.dvc_hash"), "ap_available": metrics["ap_available"]},
         )

@@ -18,9 +18,9 @@ from PIL import Image
 
 class RFNetModel(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
-        from reliable_ad.judge import Judge
+        from reliable_ad.judge import RFNetJudge
 
-        self.judge = Judge.from_path(context.artifacts["model"])
+        self.judge = RFNetJudge.from_path(context.artifacts["model"])
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -125,7 +125,7 @@ def log_run(
     params: dict[str, str],
     tags: dict[str, str],
     artifacts: dict[str, Path],
-    experiment: str = "reliable-ad",
+    experiment: str,
 ) -> str:
     """One MLflow run of results computed elsewhere: the numeric top-level metrics (NaN kept: it says a figure is
     undefined), params, the code version plus `tags`, and files or folders (artifact folder -> path).

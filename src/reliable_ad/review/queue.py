@@ -38,8 +38,9 @@ from reliable_ad.review.client import LabelStudio
 from reliable_ad.review.config import ReviewConfig
 
 if TYPE_CHECKING:  # these import torch: a push without a judge does not need it
-    from reliable_ad.generation.recurrent import Attempt, Product
-    from reliable_ad.judge import Judge
+    from reliable_ad.data.synth.products import Product
+    from reliable_ad.generation.recurrent import Attempt
+    from reliable_ad.judge import RFNetJudge
 
 VERDICT = "verdict"  # the name of the choices in the labelling interface
 SHOWN = ("image", "product", "prompt", "title")  # task fields the interface shows
@@ -205,7 +206,7 @@ def task(item: QueueItem, queue: str) -> dict[str, Any]:
     return out
 
 
-def judge_items(folder: Path, items: Sequence[QueueItem], judge: Judge, version: str) -> int:
+def judge_items(folder: Path, items: Sequence[QueueItem], judge: RFNetJudge, version: str) -> int:
     """Add the judge's verdict to the items whose metadata has none (in memory: the queue stays as it was)."""
     todo = [item for item in items if item.p_available is None]
     for start in range(0, len(todo), judge.batch_size):
@@ -230,7 +231,7 @@ def push(
     cfg: ReviewConfig,
     labels: LabelSet,
     reports: Path,
-    judge: Judge | None = None,
+    judge: RFNetJudge | None = None,
     judge_version: str = "rfnet",
 ) -> PushResult:
     """Push the queue's new items to the project (made with the interface when missing), in the configured order;

@@ -23,8 +23,9 @@ from diffusers import DDPMScheduler
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.reviewer import product_mask, review
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import PretrainConfig
 from reliable_ad.generation.preprocess import control_inputs
 from reliable_ad.generation.sampler import generate

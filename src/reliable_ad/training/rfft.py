@@ -35,12 +35,13 @@ from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 from tqdm import tqdm
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.products import Product, held_out_products
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import GENERATOR_CATEGORIES, RecurrentConfig, RFFTConfig
 from reliable_ad.generation.denoise import Denoiser, Slot
-from reliable_ad.generation.evaluate import held_out_products
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.generation.recurrent import Product, job_for
+from reliable_ad.generation.recurrent import job_for
 from reliable_ad.judge import Reward
 from reliable_ad.models.generator import load_components
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.generation.config import RecurrentConfig, SelectionConfig
 from reliable_ad.generation.denoise import Denoiser
-from reliable_ad.generation.evaluate import held_out_products
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import recurrent_generate
 from reliable_ad.judge import Judge
@@ -56,15 +56,18 @@ def select_snapshot(
     recurrent: RecurrentConfig,
     cfg: SelectionConfig,
     progress: bool = True,
+    selector: Judge | None = None,
 ) -> dict[str, Any]:
     """Score step 0 (`start`, or the generator's own ControlNet) and every snapshot of `run`, copy the chosen
-    one to `run/controlnet` (its RFFT settings kept) and write the table to `run/selection.json`."""
+    one to `run/controlnet` (its RFFT settings kept) and write the table to `run/selection.json`. With
+    ``by: judge``, `selector` is that judge (loaded from `cfg.judge`)."""
     if cfg.by == "last":
         return {"by": "last", "chosen_step": None, "human_labels": 0, "table": []}
     found = snapshots(run)
     if not found:
         raise FileNotFoundError(f"{run / SNAPSHOTS}: no snapshots to choose from (select.every was 0?)")
-    selector = Judge.from_path(cfg.judge) if cfg.by == "judge" and cfg.judge is not None else None
+    if cfg.by == "judge" and selector is None:
+        raise ValueError(f"select.by is 'judge' but the selecting judge {cfg.judge} was not given")
     first = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
     products = held_out_products(cfg.products, cfg.product_seed)
     candidates = [(0, start if start is not None else generator / "controlnet"), *found]

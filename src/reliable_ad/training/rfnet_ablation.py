@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.models.rfnet import MODALITIES
-from reliable_ad.training.rfnet import RFNetTrainConfig, train_rfnet
+from reliable_ad.models.config import MODALITIES
+from reliable_ad.training.config import RFNetTrainConfig
+from reliable_ad.training.rfnet import train_rfnet
 from reliable_ad.training.rfnet_eval import evaluate_rfnet
 
 # AP (available vs not) reported in the paper's Table 3, for the table's last column

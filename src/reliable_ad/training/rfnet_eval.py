@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from reliable_ad.data.dataset import ShardDataset, read_index
 from reliable_ad.labels import AVAILABLE
-from reliable_ad.models.rfnet import CONFIG_FILE, RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import CONFIG_FILE, RFNet
 from reliable_ad.stats import expected_calibration_error
 
 SHARD_TO_INPUT = {"image": "generated", "product": "product", "depth": "depth", "saliency": "saliency"}

@@ -28,8 +28,9 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from reliable_ad.data import layout
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.maps import frequency_tuned_saliency, ground_depth
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.labels import RF1M_LABELS
 
 LABEL_IDS = {name: i for i, name in RF1M_LABELS.items()}

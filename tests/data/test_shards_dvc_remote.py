@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from reliable_ad.data import layout
-from reliable_ad.data.shards import PrepareConfig, prepare_shards
+from reliable_ad.data.config import PrepareConfig
+from reliable_ad.data.shards import prepare_shards
 
 
 def _run(repo: Path, *args: str) -> str:

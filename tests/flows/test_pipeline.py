@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.models.generator import TinyGeneratorConfig, build_tiny_components, save_components
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.generator import save_components
 
 TINY = {
     "data": {
@@ -55,18 +54,15 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, prefect_harness):
+def project(tmp_path_factory, prefect_harness, make_components, make_rfnet):
     """A scratch project: tiny params, a tiny random generator, a prompt pool, its own MLflow store."""
     root = tmp_path_factory.mktemp("project")
     (root / "params.yaml").write_text(yaml.safe_dump(TINY))
     (root / "pool.json").write_text(
         '[{"prompt": "front view of a product placed on a oak desktop, {} walls", "flag": 1, "image_scale": 0.5}]'
     )
-    save_components(
-        build_tiny_components(TinyGeneratorConfig(unet_channels=(16, 32, 32), vae_channels=(8, 16, 16))),
-        root / "generator",
-    )
-    RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])).save(root / "judge")
+    save_components(make_components(), root / "generator")
+    make_rfnet().save(root / "judge")
     return root
 
 
@@ -169,5 +165,43 @@ def test_generation_sharded_merges_the_shards(inside) -> None:
     result = evaluate_generation_sharded(
         generator=str(inside / "generator"), judge="judge", products=4, shards=2, params_path="params.yaml"
     )
-    assert result["products"] == 4 and result["attempts"] >= 4
+    assert result["products"] == 4 and result["shards"] == 2 and result["attempts_total"] >= 4
     assert 0.0 <= result["available_rate_first_reviewer"] <= 1.0
+
+
+def test_a_bad_data_error_carrying_an_http_status_s_digits_is_not_retried(inside) -> None:
+    """Sample ids like s0-0000503 carry 503 and 502: such an error is bad data, not a server asking for a retry."""
+    from flows.pipeline import TRACKING
+    from prefect import flow, task
+
+    tries = []
+
+    @task(**TRACKING)
+    def reads_bad_labels() -> None:
+        tries.append(1)
+        raise ValueError("label.txt line 7: s0-0000503.png has label 9, not one of 1-6 (s0-0000502 too)")
+
+    @flow
+    def ingest_only():
+        return reads_bad_labels()
+
+    state = ingest_only(return_state=True)
+    assert state.is_failed() and len(tries) == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ("API request to endpoint /api/2.0/mlflow/runs/create failed with error code 503 != 200", True),
+        ("HTTP/1.1 502 Bad Gateway", True),
+        ("504 Gateway Timeout from the proxy", True),
+        ("HTTPConnectionPool(host='mlflow', port=5000): Max retries exceeded", True),
+        ("sample s0-0000503: the product image is truncated", False),
+        ("label.txt line 503: unknown label 'foo'", False),
+        ("images/s1-0000502.png: 503 x 502 pixels, expected 64 x 64", False),
+    ],
+)
+def test_only_network_trouble_is_transient(message: str, transient: bool) -> None:
+    from flows.pipeline import is_transient
+
+    assert is_transient(RuntimeError(message)) is transient

@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from reliable_ad.data.dataset import read_index
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
+from reliable_ad.models.config import RFNetConfig
+from reliable_ad.models.rfnet import RFNet
 from reliable_ad.training import rfnet as rfnet_training
 from reliable_ad.training.checkpoint import CheckpointMismatch
-from reliable_ad.training.rfnet import NonFiniteLoss, RFNetTrainConfig, rfnet_loss, train_rfnet
+from reliable_ad.training.config import RFNetTrainConfig
+from reliable_ad.training.rfnet import NonFiniteLoss, rfnet_loss, train_rfnet
 from reliable_ad.training.rfnet_eval import Predictions, calibrate_threshold, evaluate_rfnet
 
 SMALL = {"width": 32, "tiny_channels": [8, 16, 32], "fusion_layers": 1}
@@ -49,8 +51,10 @@ def test_maps_of_another_kind_are_refused(tiny_shards: Path, tmp_path: Path) -> 
         train_rfnet(cfg, tiny_shards, tmp_path / "run")
 
 
-def test_evaluation_refuses_shards_whose_maps_the_judge_cannot_make(tiny_shards: Path, tmp_path: Path) -> None:
-    RFNet(RFNetConfig(**SMALL, depth_extractor="dpt:/models/dpt")).save(tmp_path / "model")
+def test_evaluation_refuses_shards_whose_maps_the_judge_cannot_make(
+    tiny_shards: Path, tmp_path: Path, make_rfnet
+) -> None:
+    make_rfnet(depth_extractor="dpt:/models/dpt").save(tmp_path / "model")
     with pytest.raises(ValueError, match="depth maps were made by 'ground'"):
         evaluate_rfnet(tmp_path / "model", tiny_shards, tmp_path / "m.json", tmp_path / "plots")
 
@@ -253,10 +257,10 @@ def test_mixed_precision_path_runs(tiny_shards: Path, tmp_path: Path, fresh_acce
     assert RFNet.load(tmp_path / "run" / "model").config.labels
 
 
-def test_calibrating_on_a_source_without_rows_names_the_sources(tiny_shards: Path, tmp_path: Path) -> None:
+def test_calibrating_on_a_source_without_rows_names_the_sources(tiny_shards: Path, tmp_path: Path, make_rfnet) -> None:
     from reliable_ad.training.rfnet_eval import calibrate_rfnet
 
-    RFNet(RFNetConfig(**SMALL)).save(tmp_path / "model")
+    make_rfnet().save(tmp_path / "model")
     with pytest.raises(ValueError, match=r"no rows of source 'rf1m-gen' \(sources: \['ds'\]\)"):
         calibrate_rfnet(tmp_path / "model", tiny_shards, "val", "rf1m-gen")
     assert RFNet.load(tmp_path / "model").config.acceptance_threshold is None  # nothing written

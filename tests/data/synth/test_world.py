@@ -3,7 +3,8 @@ import collections
 import pytest
 from pydantic import ValidationError
 
-from reliable_ad.data.synth.world import SynthConfig, draw_sample
+from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.labels import RF1M_LABELS
 
 

@@ -5,14 +5,20 @@ from pathlib import Path
 
 import pytest
 
-import reliable_ad.api as api
-from reliable_ad.api import RoundData, RoundError, feedback_round, feedback_rounds
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.api import (
+    RoundData,
+    RoundError,
+    feedback_round,
+    feedback_rounds,
+    ingest_feedback,
+    regularizer_ablation,
+    rounds,
+)
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.models.rfnet import RFNet, RFNetConfig
 from reliable_ad.params import Params
 
-PROMPTS = Path(__file__).parents[1] / "configs" / "prompts_embedded.json"
+PROMPTS = Path(__file__).parents[2] / "configs" / "prompts_embedded.json"
 
 
 def _params() -> Params:
@@ -44,9 +50,9 @@ def _params() -> Params:
 
 
 @pytest.fixture
-def world(tiny_shards: Path, generator: Path, tmp_path: Path, tracking: Path) -> dict:
+def world(tiny_shards: Path, generator: Path, tmp_path: Path, tracking: Path, make_rfnet) -> dict:
     judge = tmp_path / "judge"
-    RFNet(RFNetConfig(width=32, tiny_channels=[8, 16, 32], fusion_layers=1, vocabulary=["cm"])).save(judge)
+    make_rfnet().save(judge)
     root = tiny_shards.parent / "ds"
     data = RoundData(root, root / "manifest.parquet", (), tmp_path / "data-rounds", tmp_path / "reports")
     return {"judge": judge, "controlnet": generator / "controlnet", "generator": generator, "data": data}
@@ -55,7 +61,7 @@ def world(tiny_shards: Path, generator: Path, tmp_path: Path, tracking: Path) ->
 def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world, tmp_path, monkeypatch) -> None:
     params, out = _params(), tmp_path / "rounds"
     calls = {"simulate": 0}
-    simulate, rfft_train = api.simulate_feedback, api.rfft_train
+    simulate, rfft_train = rounds.simulate_feedback, rounds.rfft_train
 
     def counted(*args, **kwargs):
         calls["simulate"] += 1
@@ -64,14 +70,14 @@ def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed during RFFT")
 
-    monkeypatch.setattr(api, "simulate_feedback", counted)
-    monkeypatch.setattr(api, "rfft_train", killed)
+    monkeypatch.setattr(rounds, "simulate_feedback", counted)
+    monkeypatch.setattr(rounds, "rfft_train", killed)
     args = (params, world["generator"], world["judge"], world["controlnet"], world["data"], out)
     with pytest.raises(KeyboardInterrupt):
         feedback_rounds(*args)
     state = json.loads((out / "round-1" / "state.json").read_text())
     assert set(state["done"]) == {"feedback", "judge"}  # labelled, ingested, judge retrained and gated
-    monkeypatch.setattr(api, "rfft_train", rfft_train)
+    monkeypatch.setattr(rounds, "rfft_train", rfft_train)
     summary = feedback_rounds(*args, metrics=tmp_path / "rounds.json", plots=tmp_path / "plots")
     assert calls["simulate"] == 1  # the resumed round did not generate and label its batch again
     (row,) = summary["rounds"]
@@ -97,8 +103,6 @@ def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world
 
 
 def test_a_batch_that_fails_validation_stops_the_round_and_ingests_nothing(world, tmp_path) -> None:
-    from reliable_ad.api import ingest_feedback
-
     batch = tmp_path / "batch"
     write_synth(SynthConfig(n=8, seed=41), batch)
     entries = [json.loads(line) for line in (batch / "metadata.jsonl").read_text().splitlines()]
@@ -117,8 +121,6 @@ def test_a_batch_that_fails_validation_stops_the_round_and_ingests_nothing(world
 
 def test_the_regulariser_ablation_gives_one_row_per_regulariser_and_round(world, tmp_path) -> None:
     from pydantic import ValidationError
-
-    from reliable_ad.api import regularizer_ablation
 
     params = _params()
     params.rounds.count = 0  # the first RFFT of each regulariser only: rounds are the test above

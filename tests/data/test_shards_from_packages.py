@@ -9,11 +9,12 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from reliable_ad.data import layout
-from reliable_ad.data.rf1m import ImportConfig, import_dataset
-from reliable_ad.data.shards import BLOB_COLUMNS, META_COLUMNS, PrepareConfig, prepare_shards
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import ImportConfig, PrepareConfig, SynthConfig, ValidationConfig
+from reliable_ad.data.rf1m import import_dataset
+from reliable_ad.data.shard_format import BLOB_COLUMNS
+from reliable_ad.data.shards import META_COLUMNS, prepare_shards
 from reliable_ad.data.synth.writer import write_synth
-from reliable_ad.data.validate import ValidationConfig, validate_dataset
+from reliable_ad.data.validate import validate_dataset
 
 N = 32
 

@@ -1,11 +1,25 @@
+import hashlib
 import json
 import zipfile
 
 import pytest
 
 from reliable_ad.data import layout
-from reliable_ad.data.synth.world import SynthConfig
+from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
+from reliable_ad.labels import RF1M_LABELS
+
+# SHA-256 of one sample's files as written (label line, metadata line, image, product, depth and saliency
+# PNGs), one sample of each label, pinned at 3c6c5e4: RF1M-synth is versioned data, so a change to the
+# renderer, the maps or the writer that alters any byte must be deliberate (update these with the reason)
+GOLDEN = {
+    "s0-0000004": "696bbd1eee49fdd182be80f654ab41f01aa969e283ced7b771827f58e3bf89f9",  # unsuitable
+    "s0-0000005": "d35450cfc26fe946bef946af201b3ac162af5337c6d7ac709195affa579d8eb1",  # space_mismatch
+    "s0-0000008": "49c1559e793ae1951d00c8ccf67d05768b070d568f99de0d4d53972cbb32de8f",  # indistinctiveness
+    "s0-0000009": "d0ef9af12f8e30852fe29aec12744b38f0e9bc6a8cd3b8955e5164761daa8e01",  # size_mismatch
+    "s0-0000011": "708948a545ed1a6caf23ed732d6201c044f52159b630eb8a1ac14b9ec0ae7298",  # shape_hallucination
+    "s0-0000012": "b135447639e09b9fcea1661faca4e1ebc494135841554c29c861edc3c2890010",  # available
+}
 
 
 def _tree(root):
@@ -68,3 +82,18 @@ def test_existing_dataset_is_not_overwritten(tmp_path) -> None:
     with pytest.raises(FileExistsError, match="--force"):
         write_synth(SynthConfig(n=6), tmp_path / "ds")
     assert _tree(tmp_path / "ds") == before
+
+
+def test_samples_of_every_label_match_their_golden_digest(tmp_path) -> None:
+    root = tmp_path / "ds"
+    write_synth(SynthConfig(n=13, seed=0, class_mix={name: 1.0 for name in RF1M_LABELS.values()}), root)
+    labels = dict(line.split("\t") for line in (root / layout.LABEL_FILE).read_text().splitlines())
+    meta = {json.loads(line)["image"]: line for line in (root / layout.METADATA_FILE).read_text().splitlines()}
+    digests = {}
+    for sample in GOLDEN:
+        name = f"{sample}.png"
+        digest = hashlib.sha256((labels[name] + meta[name]).encode())
+        for folder in (layout.IMAGES_DIR, layout.PRODUCTS_DIR, layout.DEPTH_DIR, layout.SALIENCY_DIR):
+            digest.update((root / folder / name).read_bytes())
+        digests[sample] = digest.hexdigest()
+    assert digests == GOLDEN
