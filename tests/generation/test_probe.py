@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -7,7 +8,16 @@ import torch
 from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
-from reliable_ad.generation.probe import TAPPED, FeatureTap, Head, ModelVersions, Probe, ProbeError, fit_head
+from reliable_ad.generation.probe import (
+    SKIPPED_FILE,
+    TAPPED,
+    FeatureTap,
+    Head,
+    ModelVersions,
+    Probe,
+    ProbeError,
+    fit_head,
+)
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import job_for, recurrent_generate
 from reliable_ad.generation.scores import Scorer, capture_advance
@@ -148,6 +158,13 @@ def test_broken_probe_files_are_named(components, tmp_path) -> None:
     (tmp_path / "probe" / "probe.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ProbeError, match="not a readable probe"):
         Probe.load(tmp_path / "probe")
+
+
+def test_a_folder_where_the_evaluation_trained_no_probe_says_why(tmp_path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / SKIPPED_FILE).write_text(json.dumps({"skipped": "2 calibration accepts, 4 needed"}))
+    with pytest.raises(ProbeError, match=r"trained no probe here \(2 calibration accepts, 4 needed\)"):
+        Probe.load(tmp_path / "base")
 
 
 def test_a_probe_step_beyond_the_schedule_is_refused(components) -> None:

@@ -11,6 +11,7 @@ attempt would have become.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.cost import Candidate, cost_metrics, scheduler_runs
 from reliable_ad.generation.denoise import Denoiser, Slot
 from reliable_ad.generation.early import Calibration, first_attempts
-from reliable_ad.generation.probe import ModelVersions
+from reliable_ad.generation.probe import SKIPPED_FILE, ModelVersions
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import (
     RunStats,
@@ -95,8 +96,14 @@ def evaluate_generation(
         tuned_runs, calibrations["rfft"] = scheduler_runs(tuned, judge, products, calibration, pool, cfg)
         runs |= {f"{tuned.name}{name}": stats for name, stats in tuned_runs.items()}
     for name, found in calibrations.items():
-        if probes is not None and found.probe is not None:
+        if probes is None:
+            continue
+        shutil.rmtree(probes / name, ignore_errors=True)  # no probe of earlier models stays beside a new one
+        if found.probe is not None:
             found.probe.save(probes / name)
+        else:
+            (probes / name).mkdir(parents=True)
+            (probes / name / SKIPPED_FILE).write_text(json.dumps({"skipped": found.probe_skipped}) + "\n")
     summaries = {name: summarise(stats, len(products), rc.max_attempts) for name, stats in runs.items()}
     base = summaries["plain"]
     metrics: dict[str, Any] = {

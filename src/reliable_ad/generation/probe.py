@@ -30,6 +30,7 @@ from reliable_ad.models.generator import GeneratorComponents
 TAPPED = ("unet.mid_block", "unet.up_blocks", "controlnet.mid_block")  # the default blocks a tap pools
 WEIGHTS_FILE = "probe.safetensors"
 CONFIG_FILE = "probe.json"
+SKIPPED_FILE = "skipped.json"  # in place of a probe the calibration could not train: why (a DVC output exists)
 
 
 class ProbeError(ValueError):
@@ -212,6 +213,9 @@ class Probe:
     @classmethod
     def load(cls, folder: Path) -> Probe:
         """Read a saved probe (no pickle); missing or unreadable files are named."""
+        if (folder / SKIPPED_FILE).is_file():
+            reason = json.loads((folder / SKIPPED_FILE).read_text()).get("skipped")
+            raise ProbeError(f"{folder}: the evaluation trained no probe here ({reason})")
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (folder / name).is_file():
                 raise ProbeError(f"{folder / name}: missing (a probe folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
