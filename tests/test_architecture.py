@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 # lowest first: a module may import its own floor and the floors before it, never one after it
 FLOORS = (
-    ("core", ("reliable_ad.labels", "reliable_ad.stats", "reliable_ad.paths")),
+    ("core", ("reliable_ad.errors", "reliable_ad.labels", "reliable_ad.stats", "reliable_ad.paths")),
     ("data", ("reliable_ad.data",)),
     ("models", ("reliable_ad.models",)),
     ("judge", ("reliable_ad.judge",)),
@@ -25,8 +25,8 @@ FLOORS = (
     ("api", ("reliable_ad.api", "reliable_ad.params")),
     ("entry", ("reliable_ad.cli", "flows")),
 )
-# what `rad` and the flows may import of the package: the API and the settings
-ENTRY_ALLOWED = ("reliable_ad.api", "reliable_ad.params", "reliable_ad.paths")
+# what `rad` and the flows may import of the package: the API, the settings and the class of the user's errors
+ENTRY_ALLOWED = ("reliable_ad.api", "reliable_ad.params", "reliable_ad.paths", "reliable_ad.errors")
 
 
 def _modules() -> dict[str, Path]:

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner, Result
 
-from reliable_ad.cli import app
+from reliable_ad.cli import BUG, app, user_errors
 from reliable_ad.data import layout
 from reliable_ad.data.config import ImportConfig, SynthConfig
 from reliable_ad.data.rf1m import import_dataset
 from reliable_ad.data.synth.writer import write_synth
+from reliable_ad.errors import InputError
 from reliable_ad.labels import LabelSet
 from reliable_ad.models.generator import save_components
 from reliable_ad.models.rfnet import RFNet
@@ -66,7 +68,7 @@ def test_recurrent_records_every_attempt(project: Path, tmp_path: Path) -> None:
         *("--out", str(out), "--params", str(project / "params.yaml"), "--queue", str(tmp_path / "queue")),
     )
     refused = CliRunner().invoke(app, list(args))  # the evaluation's products must not become training labels
-    assert refused.exit_code == 1 and "evaluation's products" in refused.output
+    assert refused.exit_code == 1 and "evaluation's products" in refused.output and "Traceback" not in refused.output
     _run(*args, "--product-seed", "31")
     attempts = pd.read_parquet(out / "attempts.parquet")
     columns = {"product", "attempt", "seed", "prompt", "status", "step_reached", "p_available", "judge_label"}
@@ -108,6 +110,7 @@ def test_calibrate_takes_its_source_from_params_unless_told(tiny_shards: Path, t
     command = ["rfnet", "calibrate", "--model", tmp_path / "model", "--shards", tiny_shards]
     refused = CliRunner().invoke(app, [str(a) for a in (*command, "--params", tmp_path / "params.yaml")])
     assert refused.exit_code == 1 and "no rows of source 'rf1m-gen'" in refused.output  # tiny_shards has 'ds' only
+    assert len(refused.output.splitlines()) == 1
     told = [*command, "--params", tmp_path / "params.yaml", "--source", "ds"]
     assert json.loads(_run(*(str(a) for a in told)))["threshold"] is not None
 
@@ -158,3 +161,29 @@ def test_prepare_leaves_out_what_validation_quarantined(truncated: Path, tmp_pat
     summary = json.loads(_run("data", "prepare", str(root), "--out", str(tmp_path / "shards")))
     assert summary["rows_quarantined"] == 1 and summary["validation"] == str(root / "validation")
     assert summary["rows_in"] == sum(summary["rows_written"].values()) + 1 == 16
+
+
+@pytest.mark.parametrize(
+    ("error", "user"),
+    [
+        (InputError("label.txt line 3: label 9 is not one of 1-6"), True),
+        (FileNotFoundError(2, "No such file or directory", "reports"), True),  # the file system refused a path
+        (KeyError("p_available"), False),  # a bug: not the user's to fix, and no message to act on
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), False),
+    ],
+)
+def test_user_errors_are_one_line_anything_else_a_traceback_asking_for_a_report(error: Exception, user: bool) -> None:
+    command = typer.Typer()
+
+    @command.command()
+    @user_errors
+    def fails() -> None:
+        raise error
+
+    result = CliRunner().invoke(command, [])
+    assert result.exit_code == 1
+    if user:
+        assert result.output.splitlines() == [f"error: {error}"]
+    else:
+        assert "Traceback (most recent call last)" in result.output
+        assert f"{type(error).__name__}: " in result.output and result.output.splitlines()[-1] == BUG

@@ -5,7 +5,8 @@ Every command takes its settings from params.yaml (``--params``), else from the 
 shows; options given on the command line win. The defaults of paths are the project's layout
 (`reliable_ad.paths.Paths`), where the DVC pipeline reads and writes. Option names take ``-`` or ``_`` alike
 (``--batch-size`` is ``--batch_size``). Errors in the user's inputs end the command with one clear line and
-exit code 1 (set ``RAD_DEBUG=1`` for the traceback).
+exit code 1 (set ``RAD_DEBUG=1`` for the traceback); any other error is a bug, printed with its traceback and
+a request to report it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -24,6 +26,7 @@ from typer.core import TyperCommand, TyperGroup
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no torchvision notices from image processors
 
 from reliable_ad import api
+from reliable_ad.errors import UserError
 from reliable_ad.params import Params, ParamsError, load_params
 
 DEFAULTS = Params()  # what applies without --params: the defaults --help shows
@@ -100,19 +103,30 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
+# what the user can fix: the package's input errors, the file system's or the network's refusals (a missing
+# folder, a full disk, a server that does not answer) and settings or saved configs that fail their schema
+USER_ERRORS = (UserError, OSError, ValidationError)
+BUG = "error: this is a bug in ReliableAD, not in your input: please report it with the command and the traceback above"
+
+
 def user_errors(command: F) -> F:
-    """Turn the package's input errors into one line on stderr and exit code 1."""
+    """Turn the user's errors into one line on stderr and exit code 1; anything else is a bug, shown with its
+    traceback (a KeyError or a RuntimeError deep in a library is no message for a user to act on)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except typer.Exit:  # a command's own exit code (a RuntimeError to click), not an error to report
+        except (typer.Exit, typer.Abort, typer.TyperException):  # a command's own exit code, Ctrl-C, a bad option
             raise
-        except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as error:
+        except USER_ERRORS as error:
             if os.environ.get("RAD_DEBUG"):
                 raise
             typer.echo(f"error: {_one_line(error)}", err=True)
+            raise typer.Exit(1) from error
+        except Exception as error:
+            typer.echo("".join(traceback.format_exception(error)), err=True, nl=False)
+            typer.echo(BUG, err=True)
             raise typer.Exit(1) from error
 
     return wrapper  # type: ignore[return-value]

@@ -23,13 +23,14 @@ from numpy.typing import NDArray
 
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.data.maps import extractor
+from reliable_ad.errors import InputError
 from reliable_ad.labels import AVAILABLE
 from reliable_ad.models.rfnet import RFNet
 
 ImageBatch = Sequence[NDArray[np.uint8]] | torch.Tensor
 
 
-class JudgeInputError(ValueError):
+class JudgeInputError(InputError):
     """Inputs the judge cannot read faithfully: wrong mode, mismatched counts, missing modality."""
 
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reliable_ad.data.config import ImportConfig, PrepareConfig, SynthConfig, ValidationConfig
+from reliable_ad.errors import InputError
 from reliable_ad.generation.config import (
     GenerateArgs,
     GenerationEvalConfig,
@@ -74,7 +75,7 @@ class Params(BaseModel):
     paths: Paths = Field(default_factory=Paths)
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """params.yaml is missing, not YAML, or has a field of the wrong name or type."""
 
 

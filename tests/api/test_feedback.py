@@ -7,6 +7,7 @@ import pytest
 
 from reliable_ad import api
 from reliable_ad.data import layout
+from reliable_ad.errors import UserError
 from reliable_ad.generation.config import SimulatedFeedbackConfig
 from reliable_ad.params import Params
 
@@ -44,8 +45,8 @@ def test_an_announcement_needs_a_batch_and_a_server_that_answers(tmp_path: Path,
     with pytest.raises(FeedbackError, match="does not exist"):
         api.announce_feedback(tmp_path / "nothing")
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with pytest.raises(RuntimeError, match="PREFECT_API_URL is not set"):
+    with pytest.raises(UserError, match="PREFECT_API_URL is not set"):
         api.announce_feedback(tmp_path)
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens there
-    with pytest.raises(RuntimeError, match=r"does not answer.*nothing was announced"):
+    with pytest.raises(UserError, match=r"does not answer.*nothing was announced"):
         api.announce_feedback(tmp_path)

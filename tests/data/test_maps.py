@@ -4,6 +4,7 @@ import pytest
 from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.maps import extractor, frequency_tuned_saliency, ground_depth
 from reliable_ad.data.synth.world import draw_sample
+from reliable_ad.errors import InputError
 
 
 def test_floating_product_is_as_far_as_the_wall() -> None:
@@ -30,7 +31,7 @@ def test_extractor_lookup() -> None:
     assert extractor("depth", "ground") is ground_depth
     try:
         extractor("saliency", "u2net")
-    except KeyError as error:
+    except InputError as error:
         assert "u2net" in str(error)
     else:
         raise AssertionError("unknown extractor accepted")
@@ -48,5 +49,5 @@ def test_dpt_depth_from_a_model_folder(tiny_dpt) -> None:
 def test_dpt_without_a_model_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"dpt:.*no depth model there"):
         extractor("depth", f"dpt:{tmp_path / 'missing'}")
-    with pytest.raises(KeyError, match="dpt:<model folder or hub id>"):
+    with pytest.raises(InputError, match="dpt:<model folder or hub id>"):
         extractor("depth", "dpt")

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from reliable_ad.errors import InputError
 from reliable_ad.models.config import RFNetConfig
 from reliable_ad.models.rfnet import RFNet, TinyTextEncoder, build_vocabulary
 
@@ -48,7 +49,7 @@ def test_missing_modality_is_named() -> None:
     model = RFNet(_config())
     inputs = _inputs()
     del inputs["saliency"]
-    with pytest.raises(KeyError, match="saliency"):
+    with pytest.raises(InputError, match="saliency"):
         model(inputs)
 
 

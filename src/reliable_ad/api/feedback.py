@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reliable_ad.api.common import denoiser_from, judge_from, judge_version, write_json
+from reliable_ad.errors import UserError
 from reliable_ad.params import Params
 
 if TYPE_CHECKING:
@@ -102,11 +103,11 @@ def announce_feedback(batch: Path, ingested: bool = False) -> dict[str, Any]:
         raise FeedbackError(f"feedback batch {batch} does not exist or is not a folder")
     api = os.environ.get("PREFECT_API_URL")
     if not api:
-        raise RuntimeError("PREFECT_API_URL is not set: point it at the Prefect server the deployments are served on")
+        raise UserError("PREFECT_API_URL is not set: point it at the Prefect server the deployments are served on")
     try:
         urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10).read()
     except OSError as error:
-        raise RuntimeError(f"the Prefect server at {api} does not answer ({error}); nothing was announced") from error
+        raise UserError(f"the Prefect server at {api} does not answer ({error}); nothing was announced") from error
     digest = folder_hash(batch)
     emit_event(
         FEEDBACK_EVENT,

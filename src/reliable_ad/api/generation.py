@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reliable_ad.api.common import denoiser_from, judge_from, judge_version
+from reliable_ad.errors import InputError
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.params import Params
 
@@ -19,7 +20,7 @@ def generate(
     from reliable_ad.generation.official import run_generate
 
     if pipeline != "T2I":
-        raise ValueError(f"unknown pipeline {pipeline!r}: the official sampler has only T2I")
+        raise InputError(f"unknown pipeline {pipeline!r}: the official sampler has only T2I")
     args = params.generation.generate
     records = run_generate(args, clip_skip=clip_skip, save_concat=save_concat)
     return {"images": len(records), "save_path": str(args.save_path), "log": str(args.save_path / "log.jsonl")}
@@ -52,7 +53,7 @@ def recurrent(
     cfg = p.recurrent
     seed = p.evaluate.product_seed if product_seed is None else product_seed
     if queue is not None and seed == p.evaluate.product_seed:
-        raise ValueError(
+        raise InputError(
             f"--queue would turn the evaluation's products (seed {seed}) into training labels: pass another "
             "--product-seed"
         )
@@ -140,7 +141,7 @@ def model_versions(generator: Path, controlnet: Path | None, judge: Any) -> Any:
     from reliable_ad.generation.probe import ModelVersions
 
     if judge.source is None:
-        raise ValueError("the judge was not loaded from a folder: a probe for it could not name its version")
+        raise InputError("the judge was not loaded from a folder: a probe for it could not name its version")
     return ModelVersions(
         folder_hash(generator), folder_hash(controlnet or generator / "controlnet"), folder_hash(judge.source)
     )

@@ -14,12 +14,13 @@ from reliable_ad.api.data import prepare
 from reliable_ad.api.feedback import simulate_feedback
 from reliable_ad.api.rfft import compare_generators, register_controlnet, rfft_train
 from reliable_ad.api.rfnet import register_rfnet, train_rfnet
+from reliable_ad.errors import UserError
 from reliable_ad.generation.config import SimulatedFeedbackConfig
 from reliable_ad.params import Params
 from reliable_ad.paths import Paths
 
 
-class RoundError(RuntimeError):
+class RoundError(UserError, RuntimeError):
     """A feedback round cannot go on (its batch failed validation...): later rounds do not start."""
 
 

@@ -10,9 +10,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from reliable_ad.data.config import WHITE_TOLERANCE
+from reliable_ad.errors import InputError
 
 
-class ProductImageError(ValueError):
+class ProductImageError(InputError):
     """A product image that cannot be turned into a cut-out."""
 
 

@@ -28,17 +28,18 @@ from torch.utils.data import Dataset, IterableDataset, default_collate, get_work
 
 from reliable_ad.data.imageio import ImageDecodeError, decode
 from reliable_ad.data.shard_format import BLOB_COLUMNS, INDEX_FILE, SCHEMA_VERSION, TARGET_MODE
+from reliable_ad.errors import InputError
 from reliable_ad.labels import LabelSet
 
 UnknownLabels = Literal["error", "skip"]
 _ROW_COLUMNS = ("id", "label", "title", "product_id", "source")
 
 
-class ShardIndexError(ValueError):
+class ShardIndexError(InputError):
     """index.json is missing, of another schema version, or lacks the split or a modality asked for."""
 
 
-class UnknownLabelError(ValueError):
+class UnknownLabelError(InputError):
     """A row's label is not in the label set given to the dataset."""
 
 

@@ -46,12 +46,13 @@ from reliable_ad.data.maps import extractor
 from reliable_ad.data.rf1m import first_rejects, import_dataset
 from reliable_ad.data.sources import Location, location_of, read_rows
 from reliable_ad.data.validate import ValidationResult, validate_dataset
+from reliable_ad.errors import InputError
 
 LEDGER = "ingested.jsonl"
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # zip member timestamps: the same batch always gives the same bytes
 
 
-class FeedbackError(ValueError):
+class FeedbackError(InputError):
     """A batch that cannot be ingested (missing folder, failed validation...)."""
 
 

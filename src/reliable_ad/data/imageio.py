@@ -10,9 +10,10 @@ from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from reliable_ad.data.config import DEFAULT_MAX_PIXELS
+from reliable_ad.errors import InputError
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """An image that is missing, corrupt, truncated, too large or of an unexpected mode."""
 
 

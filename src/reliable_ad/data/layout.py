@@ -24,6 +24,8 @@ import functools
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from reliable_ad.errors import InputError
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -70,7 +72,7 @@ def manifest_schema() -> pa.Schema:
     )
 
 
-class UnsafePath(ValueError):
+class UnsafePath(InputError):
     """A path from user input that is absolute or climbs out of the data root."""
 
 

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from reliable_ad.data.colour import to_lab
 from reliable_ad.data.scene import border_band, dilate, find_support_line, foreground, row_profile
+from reliable_ad.errors import InputError
 
 MapFn = Callable[[NDArray[np.uint8]], NDArray[np.uint8]]
 WALL_DEPTH = 40  # 0 = far, 255 = near
@@ -99,5 +100,5 @@ def extractor(kind: str, name: str) -> MapFn:
     table = DEPTH_EXTRACTORS if kind == "depth" else SALIENCY_EXTRACTORS
     if name not in table:
         known = [*sorted(table), "dpt:<model folder or hub id>"] if kind == "depth" else sorted(table)
-        raise KeyError(f"unknown {kind} extractor {name!r}; known: {known}")
+        raise InputError(f"unknown {kind} extractor {name!r}; known: {known}")
     return table[name]

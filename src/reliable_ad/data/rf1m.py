@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from reliable_ad.data import layout
 from reliable_ad.data.config import ImportConfig
 from reliable_ad.data.sources import PACKAGE_ERRORS, list_members
+from reliable_ad.errors import InputError
 from reliable_ad.labels import parse_label
 
 METADATA_SCHEMA = pa.schema(
@@ -52,7 +53,7 @@ PACKAGE_STOPS = (
 _SUSPICIOUS_NAME = r"^$|^[/\\]|^.:|\.\.|\\|//|(^|/)\.(/|$)|/$"
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset folder that cannot be imported: a missing or malformed file, an empty package."""
 
 

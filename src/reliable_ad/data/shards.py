@@ -41,6 +41,7 @@ from reliable_ad.data.imageio import ImageDecodeError, decode, encode_png
 from reliable_ad.data.shard_format import BLOB_COLUMNS, INDEX_FILE, SCHEMA_VERSION, SOURCE_COLUMN, TARGET_MODE
 from reliable_ad.data.sources import Location, located, read_rows
 from reliable_ad.data.validate import quarantined_ids
+from reliable_ad.errors import InputError
 
 META_COLUMNS = ("id", "label_id", "label", "prompt", "title", "product_id", "category", "height_cm", "split")
 DESCRIPTION = {"image": "generated image", "product": "product image", "depth": "depth map", "saliency": "saliency map"}
@@ -55,7 +56,7 @@ _MANIFEST_BATCH_ROWS = 4096
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-class PrepareError(ValueError):
+class PrepareError(InputError):
     """The manifest or a file it names cannot be packed as asked (wrong size, mode, missing column...)."""
 
 

@@ -37,6 +37,7 @@ from reliable_ad.data.hashing import sha256_of
 from reliable_ad.data.imageio import ImageDecodeError, decode
 from reliable_ad.data.rf1m import FileIndex
 from reliable_ad.data.sources import Location, location_of, read_rows
+from reliable_ad.errors import InputError
 
 PLAIN_CHUNK = 256  # rows of plain files per worker task; a package is one task (read front to back once)
 FILE_COLUMNS = ("files_exist", "files_valid")  # set by the file checks when they run
@@ -138,7 +139,7 @@ def quarantined_ids(out_dir: Path, manifest: Path) -> set[str]:
         raise FileNotFoundError(f"{out_dir}: no {VERDICT_FILE}; run `rad data validate` with --out-dir {out_dir}")
     judged = json.loads(report.read_text()).get("manifest_sha256")
     if judged != sha256_of(manifest):
-        raise ValueError(
+        raise InputError(
             f"{report} is the verdict on another manifest than {manifest} (imported again since?): "
             f"run `rad data validate` again"
         )
@@ -152,7 +153,7 @@ def load_manifest(path: Path) -> pd.DataFrame:
     table = pq.read_table(path)
     missing = [name for name in layout.manifest_schema().names if name not in table.column_names]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{path}: not a manifest, columns missing: {missing} (an older manifest? run `rad data import`)"
         )
     return table.to_pandas()

@@ -27,6 +27,7 @@ from PIL import Image
 
 from reliable_ad.data.cutout import ProductImageError, ensure_alpha
 from reliable_ad.data.imageio import ImageDecodeError, decode
+from reliable_ad.errors import InputError
 from reliable_ad.generation.config import GenerateArgs
 from reliable_ad.generation.preprocess import centre_zoom, control_inputs, paste_product
 from reliable_ad.generation.prompts import load_prompt_pool
@@ -45,7 +46,7 @@ OUTPUT_NAME = re.compile(r"_r(\d+)_\d{4}_\d{2}\.png$")  # <product>_r<run>_<iter
 def check_sampler(name: str) -> None:
     """Fail on a sampler name before any model loads (loading takes long on a real SD1.5)."""
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; known: {sorted(SAMPLERS)}")
+        raise InputError(f"unknown sampler {name!r}; known: {sorted(SAMPLERS)}")
 
 
 def scheduler_for(name: str, components: GeneratorComponents) -> Any:
@@ -160,7 +161,7 @@ def run_generate(args: GenerateArgs, clip_skip: int | None = None, save_concat: 
     components = load_components(args.base_model_path, args.controlnet_model_path, local_only=not args.allow_download)
     layers = components.text_encoder.config.num_hidden_layers
     if clip_skip is not None and not 0 <= clip_skip < layers:
-        raise ValueError(f"clip_skip {clip_skip} must lie in [0, {layers - 1}] for a {layers}-layer text encoder")
+        raise InputError(f"clip_skip {clip_skip} must lie in [0, {layers - 1}] for a {layers}-layer text encoder")
     pipe = components.pipeline()
     width, height = args.width or native_size(pipe), args.height or native_size(pipe)
     pipe.scheduler = scheduler_for(args.sampler_name, components)

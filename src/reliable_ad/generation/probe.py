@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from reliable_ad.errors import InputError
 from reliable_ad.models.generator import GeneratorComponents
 
 TAPPED = ("unet.mid_block", "unet.up_blocks", "controlnet.mid_block")  # the default blocks a tap pools
@@ -33,7 +34,7 @@ CONFIG_FILE = "probe.json"
 SKIPPED_FILE = "skipped.json"  # in place of a probe the calibration could not train: why (a DVC output exists)
 
 
-class ProbeError(ValueError):
+class ProbeError(InputError):
     """A probe that does not fit what it is asked to judge: other models, another step, broken files."""
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reliable_ad.errors import InputError
+
 COLOURS = (
     "white",
     "beige",
@@ -36,7 +38,7 @@ COLOURS = (
 )
 
 
-class PromptPoolError(ValueError):
+class PromptPoolError(InputError):
     """A prompt pool that cannot be used: not JSON, empty, or an entry with a bad field."""
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from reliable_ad.errors import InputError
 from reliable_ad.generation.config import RecurrentConfig, SteeringConfig
 from reliable_ad.generation.denoise import Denoiser, Slot
 from reliable_ad.generation.probe import Probe, logit
@@ -32,7 +33,7 @@ from reliable_ad.judge import Judge
 from reliable_ad.labels import AVAILABLE
 
 
-class SteeringError(ValueError):
+class SteeringError(InputError):
     """Steering that cannot run as configured."""
 
 

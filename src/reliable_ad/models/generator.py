@@ -24,6 +24,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from reliable_ad.data.synth.catalog import PRODUCT_COLOURS, TABLE_COLOURS, WALL_COLOURS
+from reliable_ad.errors import InputError
 from reliable_ad.models.config import TinyGeneratorConfig
 from reliable_ad.models.loading import LOADING
 
@@ -156,7 +157,7 @@ def check_controlnet_matches(unet: UNet2DConditionModel, controlnet: ControlNetM
     if c.in_channels != 4:
         problems.append(f"ControlNet takes {c.in_channels} input channels; the inpainting pipeline feeds it 4")
     if problems:
-        raise ValueError("ControlNet does not match the UNet: " + "; ".join(problems))
+        raise InputError("ControlNet does not match the UNet: " + "; ".join(problems))
 
 
 def build_tiny_components(cfg: TinyGeneratorConfig | None = None, seed: int = 0) -> GeneratorComponents:

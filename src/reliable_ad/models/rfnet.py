@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from reliable_ad.errors import InputError
 from reliable_ad.labels import AVAILABLE
 from reliable_ad.models.config import RFNetConfig
 from reliable_ad.models.loading import LOADING
@@ -180,7 +181,7 @@ class RFNet(nn.Module):
         (the product as RGBA) and "caption" to a list of strings."""
         missing = [m for m in self.config.modalities if m not in inputs]
         if missing:
-            raise KeyError(f"RFNet input lacks the modalities {missing} that this model uses")
+            raise InputError(f"RFNet input lacks the modalities {missing} that this model uses")
         tokens = []
         for modality in self.config.image_modalities:
             x = inputs[modality]
@@ -270,7 +271,7 @@ def _hidden_size(model_config: Any) -> int:
     sizes = getattr(model_config, "hidden_sizes", None)
     if sizes:
         return int(sizes[-1])
-    raise ValueError(f"cannot tell the feature width of {type(model_config).__name__}")
+    raise InputError(f"cannot tell the feature width of {type(model_config).__name__}")
 
 
 def _pretrained_image(source: str, config: RFNetConfig, from_config: bool) -> nn.Module:

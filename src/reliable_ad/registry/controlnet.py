@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reliable_ad.data.hashing import folder_hash
+from reliable_ad.errors import InputError
 from reliable_ad.generation.config import RFFTConfig
 from reliable_ad.registry.config import ControlNetGateConfig
 from reliable_ad.registry.gate import Decision, decide
@@ -109,12 +110,12 @@ def refuse_trained_judge(gate: ControlNetGateConfig, judge: Path | str, trained_
     if gate.judge != "rfnet" or not trained_against:
         return
     if not Path(judge).is_dir():
-        raise ValueError(
+        raise InputError(
             f"the gate counts by RFNet {judge}, which cannot be checked against the judges this ControlNet was "
             "tuned against: give the gate a judge folder"
         )
     if folder_hash(Path(judge)) in trained_against:
-        raise ValueError(
+        raise InputError(
             f"the gate is asked to count by {judge}, a judge this ControlNet was tuned against: set "
             "generation.gate.judge to reviewer, or give the gate a frozen evaluation judge"
         )
@@ -125,7 +126,7 @@ def _paired(metrics: dict[str, Any], gate: ControlNetGateConfig) -> PairedDelta:
     delta = "delta_rfnet" if gate.judge == "rfnet" else "delta"
     rates = f"available_rate_first_{gate.judge}"
     if any(math.isnan(float(metrics[k])) for k in (delta, f"{rates}_tuned")):
-        raise ValueError(
+        raise InputError(
             f"the gate counts by the {gate.judge}, but the comparison has no {gate.judge} verdicts "
             "(the reviewer needs the embedded world's products with their heights)"
         )

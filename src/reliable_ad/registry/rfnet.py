@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from reliable_ad.errors import InputError
 from reliable_ad.models.config import RFNetConfig
 from reliable_ad.models.rfnet import TRAINING_FILE
 from reliable_ad.registry.config import GateConfig
@@ -25,7 +26,7 @@ from reliable_ad.training.rfnet_eval import Predictions, classification_metrics,
 REGISTERED_NAME = "rfnet"
 
 
-class LabelSetMismatch(ValueError):
+class LabelSetMismatch(InputError):
     """Candidate and champion classify over different label sets: their scores are not comparable."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from reliable_ad.data.imageio import to_rgb, to_rgba
 from reliable_ad.data.reviewer import product_mask, review
+from reliable_ad.errors import InputError
 from reliable_ad.review.client import LabelStudio
 from reliable_ad.review.queue import item_files, ours, read_image, verdict_result
 
@@ -28,7 +29,7 @@ def reviewer_label(root: Path, task: dict[str, Any]) -> str:
     image, product = to_rgb(read_image(files["images"])), to_rgba(read_image(files["products"]))
     height = rad.get("height_cm")
     if height is None:
-        raise ValueError(f"task {task['id']}: no height_cm in its metadata; the reviewer judges size from it")
+        raise InputError(f"task {task['id']}: no height_cm in its metadata; the reviewer judges size from it")
     return review(image, product_mask(product), float(height)).label
 
 

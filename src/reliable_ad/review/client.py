@@ -21,13 +21,14 @@ from typing import Any
 
 import httpx
 
+from reliable_ad.errors import UserError
 from reliable_ad.review.config import TOKEN_ENV, ReviewConfig
 
 IMPORT_CHUNK = 500  # tasks per import request
 RETRY_STATUS = (502, 503, 504)  # a proxy or a server still starting: the request was not processed
 
 
-class ReviewServerError(RuntimeError):
+class ReviewServerError(UserError, RuntimeError):
     """Label Studio is unreachable, refuses the token, or refuses a request (the message says which)."""
 
 

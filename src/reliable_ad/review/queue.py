@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from reliable_ad.data import layout
 from reliable_ad.data.imageio import decode, encode_png, to_rgb, to_rgba
 from reliable_ad.data.layout import UnsafePath, resolve_inside, safe_relative
+from reliable_ad.errors import InputError
 from reliable_ad.labels import LabelSet
 from reliable_ad.review.client import LabelStudio
 from reliable_ad.review.config import ReviewConfig
@@ -47,7 +48,7 @@ SHOWN = ("image", "product", "prompt", "title")  # task fields the interface sho
 REQUIRED = ("image", "prompt", "title")
 
 
-class QueueError(ValueError):
+class QueueError(InputError):
     """A queue that cannot be pushed at all (missing folder or metadata, outside the served root)."""
 
 

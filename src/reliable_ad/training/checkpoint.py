@@ -18,10 +18,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from reliable_ad.errors import InputError
+
 STATE_FILE = "state.json"
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(InputError):
     """A checkpoint written by a run with a different configuration."""
 
 

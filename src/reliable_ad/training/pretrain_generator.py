@@ -26,6 +26,7 @@ from tqdm import tqdm
 from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.reviewer import product_mask, review
 from reliable_ad.data.synth.world import draw_sample
+from reliable_ad.errors import InputError
 from reliable_ad.generation.config import PretrainConfig
 from reliable_ad.generation.preprocess import control_inputs
 from reliable_ad.generation.sampler import generate
@@ -269,7 +270,7 @@ def export_generator(cfg: PretrainConfig, checkpoint: Path, out: Path) -> dict[s
     modules: dict[str, torch.nn.Module] = {"vae": components.vae, **{f"ema_{k}": v for k, v in trainable.items()}}
     state = load_checkpoint(checkpoint, modules, None, fingerprint(cfg.model_dump(mode="json", exclude={"threads"})))
     if state["extra"].get("stage") != "unet":
-        raise ValueError(f"{checkpoint} is a checkpoint of the VAE stage: nothing of the UNet to export yet")
+        raise InputError(f"{checkpoint} is a checkpoint of the VAE stage: nothing of the UNet to export yet")
     components.vae.register_to_config(scaling_factor=state["extra"]["scaling_factor"])
     rate, images = reviewer_check(components, cfg, max(cfg.eval_samples, 64), cfg.eval_steps)
     out.mkdir(parents=True, exist_ok=True)

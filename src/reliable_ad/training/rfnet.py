@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from reliable_ad.data.dataset import ShardDataset, ShardIndex, read_column
 from reliable_ad.data.hashing import folder_hash, sha256_of
+from reliable_ad.errors import InputError
 from reliable_ad.models.rfnet import TRAINING_FILE, RFNet, build_vocabulary
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from reliable_ad.training.config import RFNetTrainConfig
@@ -86,7 +87,7 @@ def train_rfnet(
     if init_from is not None:  # warm start: the champion's architecture and vocabulary
         model = RFNet.load(init_from)
         if model.config.labels != model_cfg.labels:
-            raise ValueError(f"warm start {init_from} has labels {model.config.labels}, config has {model_cfg.labels}")
+            raise InputError(f"warm start {init_from} has labels {model.config.labels}, config has {model_cfg.labels}")
         model.train()
     else:
         if model_cfg.text_encoder == "tiny" and not model_cfg.vocabulary:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reliable_ad.errors import InputError
 from reliable_ad.models.config import MODALITIES
 from reliable_ad.training.config import RFNetTrainConfig
 from reliable_ad.training.rfnet import train_rfnet
@@ -50,7 +51,7 @@ def ablate(
     table = variants()
     unknown = [name for name in only if name not in table]
     if unknown:
-        raise ValueError(f"unknown ablation variants {unknown}; known: {list(table)}")
+        raise InputError(f"unknown ablation variants {unknown}; known: {list(table)}")
     earlier = json.loads(metrics_file.read_text()) if only and metrics_file.exists() else {}
     results: dict[str, Any] = {}
     for name, modalities in table.items():

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from reliable_ad.data.dataset import ShardDataset, read_index
+from reliable_ad.errors import InputError
 from reliable_ad.labels import AVAILABLE
 from reliable_ad.models.config import RFNetConfig
 from reliable_ad.models.rfnet import CONFIG_FILE, RFNet
@@ -76,12 +77,12 @@ def check_shards(index: dict[str, Any], model: RFNetConfig, shards: Path) -> Non
     maps = index.get("maps", {})
     for kind, wanted in (("depth", model.depth_extractor), ("saliency", model.saliency_extractor)):
         if kind in model.modalities and maps.get(kind) != wanted:
-            raise ValueError(
+            raise InputError(
                 f"{shards}: the dataset's {kind} maps were made by {maps.get(kind)!r}, the model judges with "
                 f"{wanted!r}; set rfnet.model.{kind}_extractor to match, or remake the maps"
             )
     if model.image_size != index["image_size"]:
-        raise ValueError(
+        raise InputError(
             f"{shards}: the shards hold {index['image_size']} px images, the model's image_size is "
             f"{model.image_size}; set rfnet.train.model.image_size to {index['image_size']}, or prepare the shards "
             f"at {model.image_size} px (data.prepare.image_size)"
@@ -242,7 +243,7 @@ def calibrate_threshold(p: Predictions, beta: float = 0.5) -> dict[str, float]:
     available = p.labels.index(AVAILABLE)
     truth = p.target == available
     if truth.all() or not truth.any():
-        raise ValueError(f"calibration needs available and other rows; got {int(truth.sum())} of {len(truth)}")
+        raise InputError(f"calibration needs available and other rows; got {int(truth.sum())} of {len(truth)}")
     precision, recall, thresholds = precision_recall_curve(truth, p.probabilities[:, available])
     score = (1 + beta**2) * precision * recall / np.maximum(beta**2 * precision + recall, 1e-12)
     best = int(np.argmax(score[:-1]))  # the curve's last point has no threshold
@@ -275,7 +276,7 @@ def calibrate_rfnet(
         keep = np.array(predictions.sources) == source
         if not keep.any():
             found = sorted(set(predictions.sources))
-            raise ValueError(f"{shards}: split {split!r} has no rows of source {source!r} (sources: {found})")
+            raise InputError(f"{shards}: split {split!r} has no rows of source {source!r} (sources: {found})")
         predictions = predictions.subset(keep)
     result: dict[str, Any] = {**calibrate_threshold(predictions, beta), "split": split, "source": source or "all"}
     config = model.config.model_copy(update={"acceptance_threshold": result["threshold"]})

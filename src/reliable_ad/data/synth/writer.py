@@ -31,6 +31,7 @@ from reliable_ad.data import layout
 from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.maps import frequency_tuned_saliency, ground_depth
 from reliable_ad.data.synth.world import draw_sample
+from reliable_ad.errors import InputError
 from reliable_ad.labels import RF1M_LABELS
 
 LABEL_IDS = {name: i for i, name in RF1M_LABELS.items()}
@@ -116,7 +117,7 @@ def write_synth(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; use --force to replace it")
     if archives > cfg.n:
-        raise ValueError(f"archives={archives} is more than the {cfg.n} samples: a package would be empty")
+        raise InputError(f"archives={archives} is more than the {cfg.n} samples: a package would be empty")
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
