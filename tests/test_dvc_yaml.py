@@ -24,6 +24,8 @@ STAGES: dict[str, dict[str, Any]] = yaml.safe_load((ROOT / "dvc.yaml").read_text
 # reached by every stage and followed no further: the settings tree gathers every floor's config module, and a
 # stage meets the config modules it uses through the code that uses them
 SETTINGS = "reliable_ad.params"
+# files a module reads besides its code (package data): a stage that runs the module depends on them too
+DATA_OF = {"reliable_ad.report": ("src/reliable_ad/templates/report.html",)}
 
 
 def _file(module: str) -> Path:
@@ -110,7 +112,8 @@ def command_of(stage: str) -> str:
 
 def code_deps_needed(stage: str) -> set[str]:
     name = command_of(stage)
-    return {str(_file(m).relative_to(ROOT)) for m in reach(_api_reach_of(getattr(api, name), {name}))}
+    modules = reach(_api_reach_of(getattr(api, name), {name}))
+    return {str(_file(m).relative_to(ROOT)) for m in modules} | {f for m in modules for f in DATA_OF.get(m, ())}
 
 
 def _listed(stage: str, kind: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -215,6 +216,28 @@ def test_registry_versions_with_gate_tags_and_aliases(tmp_path: Path, tracking: 
     assert "<caption>rfnet</caption>" in html and "<td>champion</td>" in html
     assert "first valid candidate" in html and "0.6543" in html and ">yes<" in html
     assert "No versions of <code>reliable-controlnet</code> registered." in html
+
+
+def test_without_a_tracking_variable_the_page_reads_the_store_under_its_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report hands the registry the URI of root/.tracking; the working folder's store is not read."""
+    from mlflow.tracking import MlflowClient
+
+    from reliable_ad.registry.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / ".tracking").mkdir(parents=True)
+    elsewhere.mkdir()
+    store = MlflowClient(tracking_uri=tracking_uri(project), registry_uri=tracking_uri(project))
+    store.create_registered_model("rfnet")
+    store.create_model_version("rfnet", source=str(tmp_path), run_id=None)
+    monkeypatch.chdir(elsewhere)
+
+    html = build_report(project, tmp_path / "r.html", PATHS).read_text()
+    assert "<caption>rfnet</caption>" in html and not (elsewhere / ".tracking").exists()
+    assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
 def test_cli_writes_the_page(project: Path, tmp_path: Path) -> None:

@@ -16,8 +16,7 @@ import math
 import mimetypes
 import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ import yaml
 
 from reliable_ad.paths import Paths
 from reliable_ad.registry.gate import GATE_FIELDS, version_rows
-from reliable_ad.registry.tracking import TRACKING_DIR
+from reliable_ad.registry.tracking import sqlite_file, tracking_uri
 
 
 @dataclass(frozen=True)
@@ -445,58 +444,35 @@ def _decision_rows(decision: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def _store_uri(root: Path) -> tuple[str, Path | None]:
-    """The tracking store the pipeline under `root` wrote to: MLFLOW_TRACKING_URI, else root/.tracking's SQLite."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri, None
-    database = (root / TRACKING_DIR / "mlflow.db").resolve()
-    return f"sqlite:///{database}", database
-
-
-@contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """Point the package's tracking setup at `uri` for the block; the package reads the store from the environment."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
-
-
-def registry_models(root: Path, experiment: str) -> dict[str, Any]:
+def registry_models(root: Path) -> dict[str, Any]:
     """Every version of the registered models with aliases and gate decision (the rows `rad models list`
     prints), or a note why there are none.
 
-    A store that does not exist is reported, not created: a report must not leave a database behind.
+    The store of the project at `root` is only read: its URI is handed to the registry, and neither MLflow's
+    settings nor the environment change. A store that does not exist is reported, not created: a report must
+    not leave a database behind.
     """
-    uri, database = _store_uri(root)
+    uri = tracking_uri(root)
+    database = sqlite_file(uri)
     if database is not None and not database.is_file():
         return {"note": f"no tracking store at {database}: nothing has been registered yet", "models": []}
     from reliable_ad.registry.controlnet import REGISTERED_NAME as CONTROLNET
     from reliable_ad.registry.rfnet import REGISTERED_NAME as RFNET_NAME
-    from reliable_ad.registry.tracking import setup
 
     names = (RFNET_NAME, CONTROLNET)
     models = []
     try:
-        with _tracking_uri(uri):
-            setup(experiment)
-            for name in names:
-                versions = [
-                    {
-                        "version": row["version"],
-                        "aliases": ", ".join(row["aliases"]),
-                        "gate": [row[k] for k in GATE_FIELDS],
-                        "extra": row["extra"],
-                    }
-                    for row in version_rows(name)
-                ]
-                models.append({"name": name, "versions": versions})
+        for name in names:
+            versions = [
+                {
+                    "version": row["version"],
+                    "aliases": ", ".join(row["aliases"]),
+                    "gate": [row[k] for k in GATE_FIELDS],
+                    "extra": row["extra"],
+                }
+                for row in version_rows(name, uri)
+            ]
+            models.append({"name": name, "versions": versions})
     except Exception as error:  # any store failure (locked, old schema, server down): a note, the page renders
         return {"note": f"tracking store {uri} could not be read: {type(error).__name__}: {error}", "models": []}
     note = None
@@ -533,151 +509,13 @@ def registry_section(inputs: Inputs, registry: bool) -> dict[str, Any]:
         if decision is not None:
             gates.append({"title": title, "path": inputs.where(artefact), "rows": _decision_rows(decision)})
     skipped = {"note": "registry not read (--no-registry)", "models": []}
-    store = registry_models(inputs.root, inputs.paths.experiment) if registry else skipped
+    store = registry_models(inputs.root) if registry else skipped
     return {"notes": notes, "gates": gates, "store": store, "gate_fields": GATE_FIELDS}
 
 
 # ------------------------------------------------------------------------------------------------- page
 
-TEMPLATE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>ReliableAD report</title>
-<style>
-body { font: 15px/1.45 system-ui, sans-serif; color: #222; max-width: 1150px; margin: 0 auto; padding: 1em 2em; }
-h1 { margin-bottom: .2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
-nav a { margin-right: 1em; }
-table { border-collapse: collapse; margin: .6em 1.5em .8em 0; display: inline-table; vertical-align: top; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-th { background: #f3f3f3; } caption { font-weight: 600; text-align: left; padding-bottom: .2em; }
-.note { background: #fff6db; border-left: 4px solid #e0a800; padding: .4em .8em; margin: .4em 0; }
-.ok { color: #12683a; font-weight: 600; } .fail { color: #a11d1d; font-weight: 600; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { color: #555; font-size: 90%; } pre { background: #f7f7f7; padding: .6em; overflow-x: auto; }
-.meta { color: #666; }
-</style>
-</head>
-<body>
-{%- macro notes(items) %}{% for item in items %}<p class="note">{{ item }}</p>{% endfor %}{% endmacro %}
-{%- macro cell(value) %}<td{% if value is numeric %} class="num"{% endif %}>{{ value | fmt }}</td>{% endmacro %}
-{%- macro kv(caption, rows) %}{% if rows %}<table><caption>{{ caption }}</caption>
-{% for key, value in rows %}<tr><th>{{ key }}</th>{{ cell(value) }}</tr>
-{% endfor %}</table>{% endif %}{% endmacro %}
-{%- macro grid(caption, header, rows) %}{% if rows %}<table><caption>{{ caption }}</caption>
-<tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for row in rows %}<tr>{% for value in row %}{{ cell(value) }}{% endfor %}</tr>
-{% endfor %}</table>{% endif %}{% endmacro %}
-{%- macro figure(uri, caption) %}{% if uri %}<figure><img src="{{ uri }}" alt="{{ caption }}">
-<figcaption>{{ caption }}</figcaption></figure>{% endif %}{% endmacro %}
-{%- macro verdict(value, yes, no) %}{% if value is none %}<span>–</span>
-{%- elif value %}<span class="ok">{{ yes }}</span>{% else %}<span class="fail">{{ no }}</span>{% endif %}{% endmacro %}
-
-<h1>ReliableAD report</h1>
-<p class="meta">Generated {{ generated }} from <code>{{ root }}</code>.</p>
-<nav>{% for id, title in toc %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}</nav>
-
-<section id="dataset"><h2>Dataset</h2>
-{{ notes(dataset.notes) }}
-{{ kv("Summary (synth.json)", dataset.summary) }}
-{{ grid("Samples per label", ["label", "count", "share"], dataset.labels) }}
-{{ grid("Samples per split", ["split", "count", "share"], dataset.splits) }}
-{% if dataset.config %}<details><summary>Synthesis config</summary>{{ kv("config", dataset.config) }}</details>
-{% endif %}
-</section>
-
-<section id="validation"><h2>Validation</h2>
-{{ notes(validation.notes) }}
-{% if validation.validation %}<p>Great Expectations suite and file pass:
-{{ verdict(validation.success, "passed", "failed") }}</p>{% endif %}
-{{ kv("Import (metrics/import.json)", validation.import) }}
-{{ grid("Rows quarantined per check", ["check", "rows", "share"], validation.rejected) }}
-{{ kv("Validation (metrics/validation.json)", validation.validation) }}
-{% if validation.data_docs %}<p>Great Expectations Data Docs: <a href="{{ validation.data_docs }}">
-{{ validation.data_docs }}</a></p>{% endif %}
-{% if validation.summary_text %}<details open><summary>summary.txt</summary><pre>{{ validation.summary_text }}</pre>
-</details>{% endif %}
-</section>
-
-<section id="rfnet"><h2>RFNet</h2>
-{{ notes(rfnet.notes) }}
-{{ kv("On the generator's images, against the reviewer (metrics/generation.json)", rfnet.on_generated) }}
-{{ kv("On the test split (metrics/rfnet.json)", rfnet.headline) }}
-{{ grid("Per class", ["label", "precision", "recall", "F1", "support"], rfnet.per_class) }}
-{{ grid("Per source (renderings vs the generator's own images)",
-        ["source", "n", "accuracy", "macro-F1", "AP(available)", "ECE"], rfnet.by_source) }}
-{{ figure(rfnet.image, "Evaluation: confusion matrix, precision-recall for available, reliability diagram") }}
-</section>
-
-<section id="ablation"><h2>Ablation</h2>
-{{ notes(ablation.notes) }}
-{{ grid("Modality ablation (reports/rfnet_ablation.md)", ablation.header, ablation.rows) }}
-{% for line in ablation.other %}<p>{{ line }}</p>{% endfor %}
-</section>
-
-<section id="generation"><h2>Recurrent generation</h2>
-{{ notes(generation.notes) }}
-{{ grid("Cost per usable image: per accepted image the reviewer calls available (metrics/generation.json)",
-   ["generator", "scheduler", "UNet evaluations", "seconds", "usable images", "reviewer's share of accepts"],
-   generation.cost) }}
-{{ kv("Headline", generation.headline) }}
-{{ kv("Early rejection", generation.early) }}
-{{ grid("Early scores: ROC AUC for the judge's final accept, out of fold on the calibration products",
-   ["generator", "step", "x0 judge", "probe", "both"], generation.probe) }}
-{% if generation.runs %}{{ grid("Runs", ["run"] + generation.run_columns,
-   generation.runs | map("runrow") | list) }}{% endif %}
-{{ figure(generation.image, "Cumulative available rate by attempt; early-rejection calibration") }}
-</section>
-
-<section id="rfft"><h2>RFFT</h2>
-{{ notes(rfft.notes) }}
-{% if rfft.pairs or rfft.intervals or rfft.other %}<p>Diversity guard:
-{{ verdict(rfft.guard_ok, "holds", "failed") }}</p>{% endif %}
-{{ grid("Base vs tuned (metrics/rfft.json)", ["metric", "base", "tuned", "tuned − base"], rfft.pairs) }}
-{{ grid("Paired difference, tuned − base", ["judged by", "delta", "CI low", "CI high"], rfft.intervals) }}
-{{ kv("Other", rfft.other) }}
-{{ figure(rfft.image, "Before (base) and after (RFFT) on the same products and seeds") }}
-</section>
-
-<section id="rounds"><h2>Feedback rounds</h2>
-{{ notes(rounds.notes) }}
-<p>First-attempt available rates on the held-out products by the reviewer (the people) and by each round's own
-judge (RFNet); the hacking gap is the second minus the first on the same tuned images.</p>
-{{ grid("Per round (metrics/rounds.json)", rounds.header, rounds.rows) }}
-{{ kv("People's labels", rounds.summary) }}
-{{ figure(rounds.image, "First-attempt available rate per round: the reviewer's and the round's own judge's") }}
-</section>
-
-<section id="review"><h2>Human review</h2>
-{{ notes(review.notes) }}
-{% if review.judge %}<p>Judge drift (precision of the judge's accepts below the bound):
-{{ verdict(not review.drift, "no", "flagged") }}</p>{% endif %}
-{{ kv("Last pull (metrics/review.json)", review.pull) }}
-{{ kv("Between annotators", review.annotators) }}
-{{ kv("Judge vs human", review.judge) }}
-{% if review.confusion %}{{ grid("Judge (rows) vs human (columns)", ["judge"] + review.humans, review.confusion) }}
-{% endif %}
-</section>
-
-<section id="registry"><h2>Registry decisions</h2>
-{{ notes(registry.notes) }}
-{% for gate in registry.gates %}{{ kv(gate.title ~ " (" ~ gate.path ~ ")", gate.rows) }}{% endfor %}
-<h3>MLflow registry</h3>
-{% if registry.store.note %}<p class="note">{{ registry.store.note }}</p>{% endif %}
-{% for model in registry.store.models %}
-{% if model.versions %}<table><caption>{{ model.name }}</caption>
-<tr><th>version</th><th>aliases</th>{% for f in registry.gate_fields %}<th>{{ f }}</th>{% endfor %}<th>extra</th></tr>
-{% for v in model.versions %}<tr><td>{{ v.version }}</td><td>{{ v.aliases }}</td>
-{% for value in v.gate %}{{ cell(value) }}{% endfor %}{{ cell(v.extra) }}</tr>
-{% endfor %}</table>{% else %}<p>No versions of <code>{{ model.name }}</code> registered.</p>{% endif %}
-{% endfor %}
-</section>
-</body>
-</html>
-"""
-
+TEMPLATE = "report.html"
 TOC = (
     ("dataset", "Dataset"),
     ("validation", "Validation"),
@@ -692,8 +530,14 @@ TOC = (
 
 
 def _environment() -> jinja2.Environment:
-    """Autoescaping on: every string on the page comes from files and tags that users and runs wrote."""
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True)
+    """The page's template ships with the package (templates/report.html). Autoescaping on: every string on the
+    page comes from files and tags that users and runs wrote."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reliable_ad", "templates"),
+        autoescape=True,
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+    )
     env.filters["fmt"] = format_value
     env.tests["numeric"] = is_numeric
     env.filters["runrow"] = lambda run: [run[0], *run[1]]
@@ -701,7 +545,7 @@ def _environment() -> jinja2.Environment:
 
 
 def render(context: dict[str, Any]) -> str:
-    return _environment().from_string(TEMPLATE).render(**context)
+    return _environment().get_template(TEMPLATE).render(**context)
 
 
 def build_report(root: Path, out: Path, paths: Paths, registry: bool = True) -> Path:

@@ -68,11 +68,12 @@ GATE_FIELDS = (
 )
 
 
-def version_rows(name: str) -> list[dict[str, Any]]:
-    """Every version of `name`, oldest first, with its aliases and its gate decision read back from the tags
-    (`Decision.tags` writes them: JSON for numbers, booleans and dicts, plain text for strings)."""
+def version_rows(name: str, uri: str | None = None) -> list[dict[str, Any]]:
+    """Every version of `name` in the store `uri` (None: the one `setup` chose), oldest first, with its aliases
+    and its gate decision read back from the tags (`Decision.tags` writes them: JSON for numbers, booleans and
+    dicts, plain text for strings)."""
     rows = []
-    for version in list_versions(name):
+    for version in list_versions(name, uri):
         gate = {k.removeprefix("gate."): _tag_value(v) for k, v in version.tags.items() if k.startswith("gate.")}
         rows.append(
             {

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reliable_ad.errors import UserError
 from reliable_ad.registry.tracking import setup
 
 CHAMPION = "champion"
@@ -22,7 +23,7 @@ PYFUNC_FILES = {
 }
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError, RuntimeError):
     """A registry request that cannot be honoured (no such version, no champion to roll back to...)."""
 
 
@@ -35,10 +36,11 @@ class Version:
     aliases: tuple[str, ...]
 
 
-def _client() -> Any:
+def _client(uri: str | None = None) -> Any:
+    """A client of the store `uri`; None: the store `setup` pointed MLflow at."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def log_model_folder(kind: str, folder: Path, name: str) -> Version:
@@ -60,8 +62,8 @@ def log_model_folder(kind: str, folder: Path, name: str) -> Version:
     return get_version(name, str(version))
 
 
-def get_version(name: str, version: str) -> Version:
-    mv = _client().get_model_version(name, version)
+def get_version(name: str, version: str, uri: str | None = None) -> Version:
+    mv = _client(uri).get_model_version(name, version)
     return Version(name, str(mv.version), mv.run_id, dict(mv.tags), tuple(mv.aliases))
 
 
@@ -91,10 +93,11 @@ def tag_version(name: str, version: str, tags: dict[str, Any]) -> None:
         client.set_model_version_tag(name, version, key, value if isinstance(value, str) else json.dumps(value))
 
 
-def list_versions(name: str) -> list[Version]:
-    """Every version of `name`, oldest first (read one by one: MLflow's search leaves the aliases out)."""
-    found = _client().search_model_versions(f"name='{name}'")
-    return sorted((get_version(name, str(v.version)) for v in found), key=lambda v: int(v.version))
+def list_versions(name: str, uri: str | None = None) -> list[Version]:
+    """Every version of `name` in the store `uri`, oldest first (read one by one: MLflow's search leaves the
+    aliases out)."""
+    found = _client(uri).search_model_versions(f"name='{name}'")
+    return sorted((get_version(name, str(v.version), uri) for v in found), key=lambda v: int(v.version))
 
 
 def download_model(uri: str, experiment: str) -> Path:

@@ -18,8 +18,14 @@ from filelock import FileLock
 TRACKING_DIR = Path(".tracking")
 
 
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(TRACKING_DIR / 'mlflow.db').resolve()}"
+def tracking_uri(root: Path = Path(".")) -> str:
+    """The store of the project at `root`: MLFLOW_TRACKING_URI, else the SQLite database under root/.tracking."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / TRACKING_DIR / 'mlflow.db').resolve()}"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a SQLite store's URI; None for any other store (a server, PostgreSQL)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def artifact_root() -> str:
@@ -34,8 +40,8 @@ def setup(experiment: str) -> str:
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///"))
+    database = sqlite_file(uri)
+    if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(database) + ".lock"):
             return _experiment_id(experiment)
