@@ -7,7 +7,7 @@ the functions, so importing the API (and `rad --help`) stays fast.
 
 - data: `synth`, `import_dataset`, `validate`, `prepare`
 - human feedback: `init_feedback`, `ingest_feedback`, `record_data_version`, `simulate_feedback`,
-  `announce_feedback`; review in Label Studio: `review_push`, `review_annotate`, `review_pull`
+  `announce_feedback`, `prefect_server`; review in Label Studio: `review_push`, `review_annotate`, `review_pull`
 - the judge: `train_rfnet`, `evaluate_rfnet`, `calibrate_rfnet`, `ablate_rfnet`, `register_rfnet`
 - generation: `generate`, `recurrent`, `evaluate_generation`, `generation_shard`, `merge_generation_shards`,
   `pretrain_generator`, `export_generator`
@@ -25,6 +25,7 @@ from reliable_ad.api.feedback import (
     announce_feedback,
     ingest_feedback,
     init_feedback,
+    prefect_server,
     record_data_version,
     review_annotate,
     review_pull,
@@ -82,6 +83,7 @@ __all__ = [
     "judge_version",
     "list_models",
     "merge_generation_shards",
+    "prefect_server",
     "prepare",
     "pretrain_generator",
     "promote",

@@ -88,11 +88,33 @@ def simulate_feedback(
     return {"labels": counts, **result.model_dump(exclude={"batch"})}
 
 
+def prefect_server() -> str:
+    """The address of the Prefect server (PREFECT_API_URL), checked to answer. Without one Prefect starts a
+    temporary server of its own, which deployments, workers and events outlive: a clear refusal instead."""
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL
+
+    # the variable as it is now (Prefect's settings read it once, at import), else the Prefect profile's value
+    api = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    if not api:
+        raise UserError(
+            "PREFECT_API_URL is not set: start a Prefect server (`prefect server start`, or `docker compose -f "
+            "docker/compose.yaml up -d`) and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    try:
+        urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10).read()
+    except OSError as error:
+        raise UserError(
+            f"the Prefect server at PREFECT_API_URL={api} does not answer ({error}): start it (`prefect server "
+            "start`) or point PREFECT_API_URL at one that runs"
+        ) from error
+    return str(api)
+
+
 def announce_feedback(batch: Path, ingested: bool = False) -> dict[str, Any]:
     """Tell the Prefect server a feedback batch arrived (the retrain-on-feedback deployment listens); `ingested`
     says its sender ingested it already (`rad review pull`), so the flow retrains on it all the same."""
-    import urllib.request
-
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
@@ -101,13 +123,7 @@ def announce_feedback(batch: Path, ingested: bool = False) -> dict[str, Any]:
 
     if not batch.is_dir():
         raise FeedbackError(f"feedback batch {batch} does not exist or is not a folder")
-    api = os.environ.get("PREFECT_API_URL")
-    if not api:
-        raise UserError("PREFECT_API_URL is not set: point it at the Prefect server the deployments are served on")
-    try:
-        urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10).read()
-    except OSError as error:
-        raise UserError(f"the Prefect server at {api} does not answer ({error}); nothing was announced") from error
+    api = prefect_server()
     digest = folder_hash(batch)
     emit_event(
         FEEDBACK_EVENT,
