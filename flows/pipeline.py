@@ -8,6 +8,10 @@ stage does through `rad`, and the locations come from `params.paths`, as dvc.yam
   retrained warm-started from the champion on all data -> gate -> optionally RFFT -> gate.
 - `evaluate_generation_sharded`: recurrent generation over a large product set split into shards that run
   as separate task runs and merge into one result.
+- `rfft_stage`, `evaluate_generation_stage`: the stages that need a GPU as flows of their own. With
+  `orchestration.pools` on, the full pipeline runs them as flow runs of their deployments on the GPU work pool
+  (`python flows/deploy.py` registers them) and reads what they wrote from the project folder, which every
+  worker shares; off (the default), they run as tasks in the pipeline's own process.
 
 Tasks that talk to the tracking server retry on transient failures (connection refused, timeouts, a 502/503
 from a server); tasks that meet bad data fail at once: retrying cannot fix a bad label file.
@@ -15,14 +19,17 @@ from a server); tasks that meet bad data fail at once: retrying cannot fix a bad
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import Flow, flow, get_run_logger, task, unmapped
 
 from reliable_ad import api
+from reliable_ad.errors import UserError
 from reliable_ad.params import Params, load_params
 
 TRANSIENT_MARKERS = ("Connection refused", "Max retries exceeded", "timed out", "Temporary failure")
@@ -191,12 +198,80 @@ def merge_generation_shards(params: Params, parts: list[dict[str, Any]], product
     return api.merge_generation_shards(params, parts, products)
 
 
+# -------------------------------------------------------------------------------------------- GPU stages
+
+GPU_DEPLOYMENT = "gpu"  # each GPU stage's deployment: "<flow name>/gpu" on orchestration.gpu_pool
+POLL_S = 2.0  # how often a waiting pipeline reads its stage's state
+
+
+@flow(name="rfft", log_prints=True)
+def rfft_stage(params_path: str, generator: Path, judge: str, out: Path) -> None:
+    """RFFT on a node of the GPU pool: the fine-tuned ControlNet lands in `out/controlnet`."""
+    rfft(load_params(Path(params_path)), generator, judge, out)
+
+
+@flow(name="evaluate-generation", log_prints=True)
+def evaluate_generation_stage(params_path: str, generator: Path, judge: str, rfft_controlnet: Path | None) -> None:
+    """Generation's evaluation on a node of the GPU pool: its summary lands in `paths.generation_metrics`."""
+    evaluate_generation(load_params(Path(params_path)), generator, judge, rfft_controlnet)
+
+
+def on_gpu_pool(params: Params, stage: Flow, **parameters: Any) -> dict[str, Any]:
+    """Run `stage` as a flow run of its deployment on the GPU work pool and wait for it to end.
+
+    A run that no worker takes within `orchestration.worker_wait_s` is cancelled, so a worker that joins later
+    does not run a stage the pipeline has given up on, and the stage fails in one line saying how a node joins.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Cancelled
+
+    settings = params.orchestration
+    name = f"{stage.name}/{GPU_DEPLOYMENT}"
+    try:
+        run = run_deployment(name, parameters=parameters, timeout=0)
+    except ObjectNotFound as error:
+        raise UserError(
+            f"the Prefect server has no deployment {name}: register the deployments with `python flows/deploy.py` "
+            "(orchestration.pools on)"
+        ) from error
+    deadline = time.monotonic() + settings.worker_wait_s
+    with get_client(sync_client=True) as client:
+        while not (run.state and run.state.is_final()):
+            if run.state and run.state.is_scheduled() and time.monotonic() > deadline:
+                client.set_flow_run_state(run.id, Cancelled(message="no worker took it in time"), force=True)
+                raise UserError(
+                    f"no worker of work pool {settings.gpu_pool!r} took the {stage.name} stage within "
+                    f"{settings.worker_wait_s:g} s (orchestration.worker_wait_s), so its run was cancelled: start "
+                    f"one on a GPU node with `prefect worker start --pool {settings.gpu_pool}` (docs/gpu.md)"
+                )
+            time.sleep(POLL_S)
+            run = client.read_flow_run(run.id)
+    if not run.state.is_completed():
+        raise RuntimeError(
+            f"the {stage.name} stage ended {run.state.name} on work pool {settings.gpu_pool!r}: {run.state.message}"
+        )
+    return {"flow_run": str(run.id), "work_pool": run.work_pool_name}
+
+
+def gpu_stages(params: Params, params_path: str, generator: Path, judge: Path, tuned: Path | None) -> dict[str, Any]:
+    """RFFT into `tuned` (unless None) and generation's evaluation on the GPU pool; where each ran, and the
+    evaluation's summary as it wrote it into the project folder."""
+    stage = {"params_path": params_path, "generator": generator, "judge": str(judge)}
+    ran = {"rfft": on_gpu_pool(params, rfft_stage, **stage, out=params.paths.rfft)} if tuned is not None else {}
+    where = on_gpu_pool(params, evaluate_generation_stage, **stage, rfft_controlnet=tuned)
+    written = json.loads(params.paths.generation_metrics.read_text())
+    return {**ran, "generation": {**where, **{k: v for k, v in written.items() if k != "runs"}}}
+
+
 # ------------------------------------------------------------------------------------------------- flows
 
 
 @flow(name="full-pipeline", log_prints=True)
 def full_pipeline(params_path: str = "params.yaml", generator: str | None = None, run_rfft: bool = True) -> dict:
-    """The whole pipeline of the embedded default (what `dvc repro` runs), as one Prefect flow."""
+    """The whole pipeline of the embedded default (what `dvc repro` runs), as one Prefect flow; with
+    `orchestration.pools` on, RFFT and generation's evaluation run on the GPU work pool."""
     params = load_params(Path(params_path))
     paths = params.paths
     summary: dict[str, Any] = {"synth": synth(params, paths.synth)}
@@ -211,8 +286,12 @@ def full_pipeline(params_path: str = "params.yaml", generator: str | None = None
     summary["rfnet"] = evaluate_rfnet(params, model, paths.shards)
     summary["rfnet_gate"] = register_rfnet(params, model, paths.shards, paths.rfnet_gate)
     if generator:
-        tuned = rfft(params, Path(generator), str(model), paths.rfft) if run_rfft else None
-        summary["generation"] = evaluate_generation(params, Path(generator), str(model), tuned)
+        if params.orchestration.pools:
+            tuned = paths.rfft_controlnet if run_rfft else None
+            summary |= gpu_stages(params, params_path, Path(generator), model, tuned)
+        else:
+            tuned = rfft(params, Path(generator), str(model), paths.rfft) if run_rfft else None
+            summary["generation"] = evaluate_generation(params, Path(generator), str(model), tuned)
         if tuned is not None:
             summary["rfft_gate"] = register_controlnet(params, tuned, Path(generator), str(model))
             judge, controlnet = model, tuned

@@ -60,6 +60,28 @@ class GenerationParams(BaseModel):
     gate: ControlNetGateConfig = Field(default_factory=ControlNetGateConfig)
 
 
+class OrchestrationConfig(BaseModel):
+    """Where the Prefect flows run their stages. Off (the default), every stage runs in the flow's own process, as
+    `dvc repro` runs them; on, `python flows/deploy.py` deploys the flows to the CPU work pool and the stages that
+    need a GPU to the GPU pool, and the full pipeline sends those stages there (docs/gpu.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pools: bool = Field(
+        False, description="run RFFT and generation's evaluation on the GPU work pool (needs a Prefect server)"
+    )
+    cpu_pool: str = Field("cpu-pool", min_length=1, description="work pool of the flows and their data stages")
+    gpu_pool: str = Field("gpu-pool", min_length=1, description="work pool of RFFT and generation's evaluation")
+    worker_wait_s: float = Field(
+        600.0, gt=0, description="a GPU stage that no worker takes within this long fails (its run is cancelled)"
+    )
+    workdir: Path | None = Field(
+        None,
+        description="the project folder as the workers see it, where they run the flows (docker/compose.yaml "
+        "mounts it at /workspace); null: the folder `python flows/deploy.py` runs in",
+    )
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +94,7 @@ class Params(BaseModel):
     generation: GenerationParams = Field(default_factory=GenerationParams)
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     paths: Paths = Field(default_factory=Paths)
 
 

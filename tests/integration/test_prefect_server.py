@@ -274,3 +274,171 @@ def test_a_pulled_review_batch_triggers_the_served_retrain_deployment(
         assert result["promoted"] and "first valid candidate" in result["reason"]
     finally:
         stop(serving)
+
+
+# ------------------------------------------------------------------------------------ stages on work pools
+
+
+def _create_pools(*names: str) -> None:
+    """Process work pools with Prefect's default job template, as `prefect work-pool create NAME --type process`."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+
+    async def create(client: Any) -> None:
+        for name in names:
+            await client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
+
+    _read(create)
+
+
+def _children(parent: Any) -> dict[str, Any]:
+    """The flow runs started from flow run `parent` (run_deployment links them as its subflows), by flow name."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async def read(client: Any) -> dict[str, Any]:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
+        )
+        return {(await client.read_flow(run.flow_id)).name: run for run in runs}
+
+    return _read(read)
+
+
+def test_deploying_to_a_work_pool_that_does_not_exist_registers_nothing(prefect_api: str, tmp_path: Path) -> None:
+    from flows.deploy import register
+
+    from reliable_ad.errors import UserError
+    from reliable_ad.params import OrchestrationConfig
+
+    _create_pools("half-cpu")
+    settings = OrchestrationConfig(pools=True, cpu_pool="half-cpu", gpu_pool="half-gpu", workdir=tmp_path)
+    with pytest.raises(UserError, match=r"work pool 'half-gpu' does not exist .* so nothing was deployed") as error:
+        register(settings, generator=None)
+    assert "prefect work-pool create half-gpu --type process" in str(error.value)
+
+    async def on_pools(client: Any) -> list[Any]:
+        return [d for d in await client.read_deployments() if d.work_pool_name in ("half-cpu", "half-gpu")]
+
+    assert _read(on_pools) == []  # not even the flows of the CPU pool, which exists
+
+
+def test_a_gpu_stage_no_worker_takes_fails_in_one_line_after_the_wait_and_its_run_is_cancelled(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    from flows.deploy import register
+    from flows.pipeline import on_gpu_pool, rfft_stage
+    from prefect import flow
+
+    from reliable_ad.params import OrchestrationConfig, Params
+
+    _create_pools("lonely-cpu", "lonely-gpu")  # and no worker polls either
+    settings = OrchestrationConfig(pools=True, cpu_pool="lonely-cpu", gpu_pool="lonely-gpu", worker_wait_s=3)
+    register(settings.model_copy(update={"workdir": tmp_path}), generator=None)
+    params = Params(orchestration=settings)
+
+    @flow
+    def pipeline_part() -> dict[str, Any]:
+        return on_gpu_pool(params, rfft_stage, params_path="params.yaml", generator="g", judge="j", out=tmp_path / "o")
+
+    started = time.monotonic()
+    state = pipeline_part(return_state=True)
+    assert state.is_failed() and time.monotonic() - started < 60
+    with pytest.raises(Exception) as error:
+        state.result()
+    message = str(error.value)
+    assert message.startswith("no worker of work pool 'lonely-gpu' took the rfft stage within 3 s")
+    assert "\n" not in message
+    assert "prefect worker start --pool lonely-gpu" in message
+    stage = _eventually(lambda: _children(state.state_details.flow_run_id), lambda runs: "rfft" in runs)["rfft"]
+    assert stage.work_pool_name == "lonely-gpu" and stage.state.is_cancelled()  # a worker joining later skips it
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def pool_project(prefect_api: str, tmp_path_factory: pytest.TempPathFactory, generator: Path) -> Iterator[Path]:
+    """A scratch project on tiny settings with `orchestration.pools` on, its deployments registered, and two process
+    workers started in it: `cpu-node` on cpu-pool and `gpu-node` on gpu-pool (logs: workers/<name>.log)."""
+    import shutil
+
+    import yaml
+    from flows.deploy import register
+    from tests.flows.test_pipeline import TINY
+
+    from reliable_ad.params import load_params
+
+    project = tmp_path_factory.mktemp("pool-project")
+    orchestration = {"pools": True, "worker_wait_s": 120}
+    (project / "params.yaml").write_text(
+        yaml.safe_dump({**TINY, "rounds": {**TINY["rounds"], "count": 0}, "orchestration": orchestration})
+    )
+    (project / "pool.json").write_text('[{"prompt": "a product on a desk, {} walls", "flag": 1, "image_scale": 0.5}]')
+    shutil.copytree(generator, project / "generator")
+    _create_pools("cpu-pool", "gpu-pool")
+    settings = load_params(project / "params.yaml").orchestration.model_copy(update={"workdir": project})
+    register(settings, generator=str(project / "generator"))
+
+    root = Path(__file__).resolve().parents[2]
+    (project / "workers").mkdir()
+    workers = []
+    for pool, name in (("cpu-pool", "cpu-node"), ("gpu-pool", "gpu-node")):
+        env = clean_env(
+            PREFECT_API_URL=prefect_api,
+            PREFECT_HOME=str(project / "workers" / name),
+            PREFECT_WORKER_QUERY_SECONDS="1",
+            PYTHONPATH=os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")]),
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+            RAD_ARTIFACT_ROOT=(project / "artifacts").as_uri(),
+        )
+        command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--name", name]
+        with (project / "workers" / f"{name}.log").open("wb") as log:
+            workers.append(
+                subprocess.Popen(
+                    command, env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+    try:
+
+        async def polling(client: Any) -> set[str]:
+            return {w.name for pool in ("cpu-pool", "gpu-pool") for w in await client.read_workers_for_work_pool(pool)}
+
+        online = _eventually(lambda: _read(polling), lambda names: names == {"cpu-node", "gpu-node"}, timeout=120)
+        assert online == {"cpu-node", "gpu-node"}, log_tail(project / "workers" / "gpu-node.log")
+        yield project
+    finally:
+        for worker in workers:
+            stop(worker)
+
+
+@pytest.mark.slow
+def test_the_pipeline_on_the_cpu_pool_runs_rfft_on_the_gpu_pool_worker(pool_project: Path) -> None:
+    """The full-pipeline deployment, run by the CPU pool's worker, sends RFFT and generation's evaluation to the GPU
+    pool, whose worker runs them in the same project folder."""
+    from prefect.deployments import run_deployment
+
+    logs = pool_project / "workers"
+    started = run_deployment("full-pipeline/full-pipeline", parameters={"params_path": "params.yaml"}, timeout=0)
+
+    async def pipeline(client: Any) -> Any:
+        return await client.read_flow_run(started.id)
+
+    run = _eventually(lambda: _read(pipeline), lambda r: r.state.is_final(), timeout=1500)
+    tails = f"{log_tail(logs / 'cpu-node.log')}\n{log_tail(logs / 'gpu-node.log')}"
+    assert run.state.is_completed(), f"{run.state}:\n{tails}"
+    stages = _children(run.id)
+    assert run.work_pool_name == "cpu-pool" and {"rfft", "evaluate-generation"} <= set(stages)
+    rfft, evaluation = stages["rfft"], stages["evaluate-generation"]
+    gpu_log, cpu_log = (logs / "gpu-node.log").read_text(), (logs / "cpu-node.log").read_text()
+    for stage in (rfft, evaluation):
+        assert stage.work_pool_name == "gpu-pool" and stage.state.is_completed()
+        assert f"Worker 'gpu-node' submitting flow run '{stage.id}'" in gpu_log and str(stage.id) not in cpu_log
+    assert f"Worker 'cpu-node' submitting flow run '{run.id}'" in cpu_log
+    assert (pool_project / "models" / "rfft" / "controlnet").is_dir()
+    assert "promoted" in json.loads((pool_project / "metrics" / "rfft_gate.json").read_text())
+    print(  # the evidence, for the record of the run (pytest -s)
+        f"full-pipeline {run.id} on {run.work_pool_name}; rfft {rfft.id} on {rfft.work_pool_name} "
+        f"({rfft.state.name}); evaluate-generation {evaluation.id} on {evaluation.work_pool_name}\n"
+        + "\n".join(line for line in gpu_log.splitlines() if str(rfft.id) in line)
+    )
