@@ -816,6 +816,59 @@ def rfft_evaluate(
     _print(result)
 
 
+@rfft_app.command("batch")
+@user_errors
+def rfft_batch(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="the labelled batch's folder (RF1M layout)")] = PATHS.methods_batch,
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = PATHS.generator,
+    params: ParamsOption = None,
+) -> None:
+    """The embedded world's labelled batch for `rad rfft compare` (generation.methods.batch): the generator's
+    images of fresh products, labelled by the reviewer."""
+    p = _params(params)
+    _print(
+        api.label_batch(
+            p, _or(ctx, "generator", generator, p.paths.generator), _or(ctx, "out", out, p.paths.methods_batch)
+        )
+    )
+
+
+@rfft_app.command("compare")
+@user_errors
+def rfft_compare(
+    ctx: typer.Context,
+    batch: Annotated[Path, typer.Option(help="labelled batch of the generator's images (RF1M layout)")] = (
+        PATHS.methods_batch
+    ),
+    judge: Annotated[Path, typer.Option(help="RFNet folder: the judge's rate beside the reviewer's")] = (
+        PATHS.rfnet_model
+    ),
+    generator: Annotated[Path, typer.Option(help="base generator folder")] = PATHS.generator,
+    out: Annotated[Path, typer.Option(help="one folder per method: ControlNet, selection, comparison")] = PATHS.methods,
+    metrics: Annotated[Path, typer.Option(help="a row per method (DVC metrics)")] = PATHS.methods_metrics,
+    rfft: Annotated[
+        Path | None, typer.Option(help="RFFT's comparison (`rad rfft evaluate` metrics) for its row")
+    ] = PATHS.rfft_metrics,
+    params: ParamsOption = None,
+) -> None:
+    """The paper's comparison table: each method of generation.methods learns from the labelled batch, and the
+    reviewer counts each on held-out products (paired interval, the judge's rate, hacking gap, guard, labels)."""
+    p = _params(params)
+    paths = p.paths
+    out = _or(ctx, "out", out, paths.methods)
+    api.compare_methods(
+        p,
+        _or(ctx, "generator", generator, paths.generator),
+        _or(ctx, "judge", judge, paths.rfnet_model),
+        _or(ctx, "batch", batch, paths.methods_batch),
+        out,
+        _or(ctx, "metrics", metrics, paths.methods_metrics),
+        _or(ctx, "rfft", rfft, paths.rfft_metrics) if rfft is not None else None,
+    )
+    typer.echo((out / "methods.md").read_text())
+
+
 @rfft_app.command("ablate")
 @user_errors
 def rfft_ablate(

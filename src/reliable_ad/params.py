@@ -17,6 +17,7 @@ from reliable_ad.errors import InputError
 from reliable_ad.generation.config import (
     GenerateArgs,
     GenerationEvalConfig,
+    MethodsConfig,
     PretrainConfig,
     RecurrentConfig,
     RFFTConfig,
@@ -58,6 +59,7 @@ class GenerationParams(BaseModel):
     rfft: RFFTConfig = Field(default_factory=RFFTConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     gate: ControlNetGateConfig = Field(default_factory=ControlNetGateConfig)
+    methods: MethodsConfig = Field(default_factory=MethodsConfig)
 
 
 class OrchestrationConfig(BaseModel):

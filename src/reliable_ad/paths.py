@@ -60,6 +60,10 @@ class Paths(BaseModel):
     rfft_ablation_reports: Path = Path("reports/rfft-ablation")
     rfft_ablation_metrics: Path = Path("metrics/rfft_ablation.json")
     rfft_ablation_table: Path = Path("reports/rfft_ablation.md")
+    # learning from people's labels directly: the methods' labelled batch, models and table
+    methods_batch: Path = Field(Path("data/methods-batch"), description="the labelled batch every method learns from")
+    methods: Path = Field(Path("models/methods"), description="one folder per method: its ControlNet, comparison")
+    methods_metrics: Path = Path("metrics/methods.json")
     # human review in Label Studio
     review_batches: Path = Field(Path("data/incoming"), description="where `rad review pull` writes its batches")
     review_reports: Path = Field(Path("reports/review"), description="rejected queue entries, held tasks")

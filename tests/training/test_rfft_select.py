@@ -8,7 +8,7 @@ from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import RFNetJudge
 from reliable_ad.models.generator import load_components
 from reliable_ad.training.rfft import JUDGES_FILE, rfft_train
-from reliable_ad.training.rfft_select import SELECTION_FILE, select_snapshot
+from reliable_ad.training.rfft_select import SELECTION_FILE, chosen_row, select_snapshot
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
 FIRST = RecurrentConfig(batch_size=4, steps=3, guidance_scale=2.0)
@@ -21,9 +21,18 @@ def _cfg(steps: int) -> RFFTConfig:
     )  # fmt: skip
 
 
-def test_the_reviewer_chooses_among_step_0_and_every_snapshot_ties_going_to_the_earliest(
-    generator, tmp_path, make_judge
-):
+def test_a_snapshot_replaces_step_0_only_when_its_paired_interval_lies_above_0() -> None:
+    def row(step: int, rate: float, low: float) -> dict[str, float]:
+        return {"step": step, "selector_rate": rate, "delta_ci_low": low}
+
+    # higher rates that may be noise (interval reaching 0 or below) keep step 0
+    assert chosen_row([row(0, 0.4, 0.0), row(25, 0.5, -0.02), row(50, 0.45, 0.0)])["step"] == 0
+    # among the candidates that are better, the highest rate wins, ties to the earliest
+    table = [row(0, 0.4, 0.0), row(25, 0.5, 0.01), row(50, 0.6, 0.05), row(75, 0.6, 0.08), row(100, 0.7, -0.1)]
+    assert chosen_row(table)["step"] == 50
+
+
+def test_the_reviewer_scores_step_0_and_every_snapshot_paired_against_step_0(generator, tmp_path, make_judge):
     run = tmp_path / "run"
     rfft_train(_cfg(steps=2), generator, make_judge(), POOL, run)
     cfg = SelectionConfig(every=1, products=3)
@@ -31,8 +40,11 @@ def test_the_reviewer_chooses_among_step_0_and_every_snapshot_ties_going_to_the_
     table = result["table"]
     assert [row["step"] for row in table] == [0, 1, 2]
     assert result["human_labels"] == 3 * 3  # every candidate's images were labelled: people's time, counted
-    best = max(row["selector_rate"] for row in table)
-    assert result["chosen_step"] == min(row["step"] for row in table if row["selector_rate"] == best)
+    assert result["chosen_step"] == chosen_row(table)["step"]
+    assert table[0]["delta_vs_step_0"] == 0.0
+    for row in table[1:]:
+        assert row["delta_vs_step_0"] == row["selector_rate"] - table[0]["selector_rate"]
+        assert row["delta_ci_low"] <= row["delta_vs_step_0"] <= row["delta_ci_high"]
     assert all(row["gap"] == row["training_judge_rate"] - row["selector_rate"] for row in table)
     assert json.loads((run / SELECTION_FILE).read_text())["chosen_step"] == result["chosen_step"]
     kept = ControlNetModel.from_pretrained(run / "controlnet", use_safetensors=True)

@@ -12,6 +12,7 @@ the functions, so importing the API (and `rad --help`) stays fast.
 - generation: `generate`, `recurrent`, `evaluate_generation`, `generation_shard`, `merge_generation_shards`,
   `pretrain_generator`, `export_generator`
 - RFFT: `rfft_train`, `compare_generators`, `register_controlnet`
+- learning from people's labels directly (prompt selection, SFT, KTO, DPO): `label_batch`, `compare_methods`
 - feedback rounds: `feedback_rounds`, `feedback_round`, `round_of_batch`, `round_finished`, ...; the
   regulariser ablation with its rounds: `regularizer_ablation`
 - registry and report: `list_models`, `promote`, `rollback`, `champion_folder`, `report`
@@ -42,6 +43,7 @@ from reliable_ad.api.generation import (
     pretrain_generator,
     recurrent,
 )
+from reliable_ad.api.methods import compare_methods, label_batch
 from reliable_ad.api.registry import champion_folder, list_models, promote, report, rollback
 from reliable_ad.api.rfft import compare_generators, register_controlnet, rfft_train
 from reliable_ad.api.rfnet import ablate_rfnet, calibrate_rfnet, evaluate_rfnet, register_rfnet, train_rfnet
@@ -69,6 +71,7 @@ __all__ = [
     "calibrate_rfnet",
     "champion_folder",
     "compare_generators",
+    "compare_methods",
     "evaluate_generation",
     "evaluate_rfnet",
     "export_generator",
@@ -81,6 +84,7 @@ __all__ = [
     "ingest_feedback",
     "init_feedback",
     "judge_version",
+    "label_batch",
     "list_models",
     "merge_generation_shards",
     "prefect_server",

@@ -36,6 +36,14 @@ def judge_version(spec: str | Path) -> str:
     return f"rfnet-{folder_hash(Path(spec))[:12]}" if Path(spec).is_dir() else str(spec)
 
 
+def controlnet_version(generator: Path, controlnet: Path | None) -> str:
+    """The version of the ControlNet that generates (its folder's hash: weights and prompt pool): labels of its
+    images carry it, so a method tuning another version refuses them."""
+    from reliable_ad.data.hashing import folder_hash
+
+    return f"controlnet-{folder_hash(controlnet or generator / 'controlnet')[:12]}"
+
+
 def denoiser_from(generator: Path, controlnet: Path | None, params: Params, for_evaluation: bool = True) -> Denoiser:
     """A slot denoiser of the generator (with another ControlNet if given), set up as recurrent generation runs."""
     from reliable_ad.generation.denoise import Denoiser

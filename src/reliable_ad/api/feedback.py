@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reliable_ad.api.common import denoiser_from, judge_from, judge_version, write_json
+from reliable_ad.api.common import controlnet_version, denoiser_from, judge_from, judge_version, write_json
 from reliable_ad.errors import UserError
 from reliable_ad.params import Params
 
@@ -67,7 +67,7 @@ def simulate_feedback(
     """RF1M-gen: the generator's images of new products (`products`, default `data.generated`), labelled by the
     reviewer, ingested into `dataset` as a feedback batch (validated, maps computed, own manifest) so `rad data
     prepare --feedback` can add them. A batch that fails validation changes nothing: its status says so."""
-    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.prompts import pool_for
     from reliable_ad.generation.simulated_feedback import simulate_feedback as run
 
     p = params.generation
@@ -75,12 +75,13 @@ def simulate_feedback(
     with tempfile.TemporaryDirectory(dir=dataset.parent, prefix=f".{dataset.name}.batch-") as batch:
         counts = run(
             denoiser_from(generator, controlnet, params),
-            load_prompt_pool(p.prompts),
+            pool_for(controlnet, p.prompts),
             products or params.data.generated,
             params.data.synth,
             Path(batch),
             batch_size=p.evaluate.recurrent.batch_size,
             progress=progress,
+            generator=controlnet_version(generator, controlnet),
         )
         if params.review.simulated_feedback == "label_studio":
             return {"labels": counts, **review_simulated(params, Path(batch), dataset, reports)}

@@ -46,7 +46,7 @@ def recurrent(
     from PIL import Image
 
     from reliable_ad.data.synth.products import held_out_products
-    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.prompts import pool_for
     from reliable_ad.generation.recurrent import acceptance_threshold, recurrent_generate, summarise
 
     p = params.generation
@@ -63,7 +63,7 @@ def recurrent(
     tap = None
     if probe is not None:
         cfg, tap = probe_for(probe, generator, controlnet, judged_by, cfg)
-    pool = load_prompt_pool(p.prompts)
+    pool = pool_for(controlnet, p.prompts)
     stats = recurrent_generate(denoiser, judged_by, items, pool, cfg, keep_images=True, probe=tap)
     if queue is not None:
         from reliable_ad.review.queue import recurrent_queue, write_queue
@@ -169,7 +169,7 @@ def generation_shard(
     """Shard `shard` of `shards` of a large recurrent-generation run over `products` held-out products: its
     slice of the products, every attempt and its costs (for `merge_generation_shards`)."""
     from reliable_ad.data.synth.products import held_out_products
-    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.prompts import pool_for
     from reliable_ad.generation.recurrent import recurrent_generate
 
     per = -(-products // shards)
@@ -180,7 +180,7 @@ def generation_shard(
         denoiser_from(generator, controlnet, params),
         judge_from(params, judge),
         items,
-        load_prompt_pool(params.generation.prompts),
+        pool_for(controlnet, params.generation.prompts),
         cfg.recurrent,
         progress=False,
     )

@@ -33,8 +33,9 @@ def compare_generators(
     base: Path | None = None,
 ) -> dict[str, Any]:
     """The tuned `controlnet` against `base` (default: the generator's own ControlNet) on the same products and
-    seeds: available rates by the judge and the reviewer with paired intervals, the hacking gap, the guard."""
-    from reliable_ad.generation.prompts import load_prompt_pool
+    seeds: available rates by the judge and the reviewer with paired intervals, the hacking gap, the guard. Each
+    side generates with its ControlNet's own prompt pool when it has one (learnt from labels), else the params'."""
+    from reliable_ad.generation.prompts import pool_for
     from reliable_ad.generation.rfft_eval import compare_generators as run
 
     p = params.generation
@@ -42,7 +43,7 @@ def compare_generators(
         denoiser_from(generator, base, params),
         denoiser_from(generator, controlnet, params),
         judge_from(params, judge),
-        load_prompt_pool(p.prompts),
+        pool_for(base, p.prompts),
         p.evaluate,
         p.guard,
         metrics,
@@ -50,6 +51,7 @@ def compare_generators(
         resamples=p.gate.resamples,
         confidence=p.gate.confidence,
         key=None if base is not None else _comparison_key(params, generator, controlnet, judge),
+        tuned_pool=pool_for(controlnet, p.prompts),
     )
 
 

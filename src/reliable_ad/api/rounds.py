@@ -304,7 +304,7 @@ def _round_state(folder: Path, key: str, data_folders: list[Path]) -> dict[str, 
 
 def first_attempt_rates(params: Params, generator: Path, controlnet: Path, judge: str | Path) -> dict[str, Any]:
     """Base vs tuned first attempts on products the pipeline never saw (`rounds.unseen_*`), by both judges."""
-    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.prompts import load_prompt_pool, pool_for
     from reliable_ad.generation.rfft_eval import first_attempt_comparison
 
     cfg = params.rounds
@@ -319,6 +319,7 @@ def first_attempt_rates(params: Params, generator: Path, controlnet: Path, judge
         p.evaluate.recurrent,
         resamples=p.gate.resamples,
         confidence=p.gate.confidence,
+        tuned_pool=pool_for(controlnet, p.prompts),
     )
 
 

@@ -205,7 +205,12 @@ class SelectionConfig(BaseModel):
         "another RFNet (other seed or data half) given as `judge`; last: no selection",
     )
     judge: Path | None = Field(None, description="RFNet folder of the selecting judge (by: judge)")
-    products: int = Field(48, ge=1, description="validation products, neither training nor evaluation products")
+    products: int = Field(
+        96,
+        ge=1,
+        description="validation products, neither training nor evaluation products (>= 96: a paired test "
+        "on fewer rarely sees a gain of 10 points)",
+    )
     product_seed: int = Field(5150, description="RF1M-synth seed of the validation products")
 
 
@@ -298,6 +303,9 @@ class SimulatedFeedbackConfig(BaseModel):
     products: int = Field(2000, ge=1, description="products generated once each")
     product_seed: int = Field(2000, description="RF1M-synth seed the products come from (own ids, own products)")
     seed: int = Field(0, description="seed of the generation jobs (noise and prompt draws)")
+    images_per_product: int = Field(
+        1, ge=1, description="images of each product, each with its own seed (2: pairs of one product for DPO)"
+    )
 
 
 class RoundsConfig(BaseModel):
@@ -313,3 +321,84 @@ class RoundsConfig(BaseModel):
     rfnet_lr: float = Field(3e-4, gt=0, description="its learning rate (a warm judge is fine-tuned, not retrained)")
     unseen_products: int = Field(96, ge=0, description="products of another seed, first attempts only (0: skip)")
     unseen_product_seed: int = Field(8888, description="RF1M-synth seed of the unseen products")
+
+
+LABEL_METHODS = ("prompts", "sft", "kto", "dpo")  # learn from a labelled batch; "rfft" learns from the judge
+
+
+class PromptSelectConfig(BaseModel):
+    """Prompt selection from labels: a Thompson-sampling bandit over the prompts the pool renders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(8, ge=1, description="the pool's weight goes to the arms likely among the best k")
+    explore: float = Field(0.1, ge=0, le=1, description="share drawn uniformly over every arm (keeps exploring)")
+    draws: int = Field(4000, ge=1, description="Thompson draws from the arms' Beta posteriors")
+    seed: int = 0
+
+
+class LabelTuneConfig(BaseModel):
+    """Fine-tuning the ControlNet on a labelled batch directly: SFT on the accepted images, Diffusion-KTO on
+    each image's label, Diffusion-DPO on same-product pairs. The reference is the ControlNet being tuned, frozen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(400, ge=1, description="optimizer steps")
+    batch_size: int = Field(16, ge=2, description="images per step (DPO: pairs are half of it)")
+    lr: float = Field(3e-5, gt=0, description="AdamW learning rate (Diffusion-KTO on SD1.5: 1e-7 at batch 2048)")
+    warmup: int = Field(20, ge=0, description="steps of linear learning-rate warm-up")
+    beta: float = Field(
+        2000.0, gt=0, description="KTO/DPO: scale of the implicit reward (KTO on SD1.5: 5000); sweep per model"
+    )
+    desirable_share: float = Field(0.5, gt=0, lt=1, description="KTO: share of desirable images per batch (0.8)")
+    ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of the weights that are saved (0: the last weights)")
+    snapshot_every: int = Field(100, ge=0, description="steps between snapshots for the selection (0: none)")
+    seed: int = 0
+    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+
+
+class MethodsBatchConfig(SimulatedFeedbackConfig):
+    """The labelled batch of `rad rfft compare`: products of their own seed, two images each (DPO's pairs)."""
+
+    products: int = Field(500, ge=1, description="fresh products, each generated images_per_product times")
+    product_seed: int = Field(2500, description="RF1M-synth seed of the products (not RF1M-gen's, nor the rounds')")
+    images_per_product: int = Field(2, ge=1, description="images of each product, each with its own seed")
+
+
+class MethodsConfig(BaseModel):
+    """`rad rfft compare`: every method learns from one labelled batch, and the reviewer counts the result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[str] = Field(
+        default_factory=lambda: ["prompts", "sft", "kto", "dpo", "prompts+kto"],
+        description="methods to compare, by name; 'a+b' composes (a learnt pool with b's weights)",
+    )
+    batch: MethodsBatchConfig = Field(
+        default_factory=MethodsBatchConfig,
+        description="the labelled batch every method learns from (the embedded world generates and labels it)",
+    )
+    prompts: PromptSelectConfig = Field(default_factory=PromptSelectConfig)
+    tune: LabelTuneConfig = Field(default_factory=LabelTuneConfig)
+    select: SelectionConfig = Field(
+        default_factory=lambda: SelectionConfig(products=96),
+        description="who judges the candidates (step 0, the snapshots) on validation products; `every` is unused "
+        "here (tune.snapshot_every)",
+    )
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> MethodsConfig:
+        for name in self.methods:
+            check_method(name)
+        return self
+
+
+def check_method(name: str) -> list[str]:
+    """The parts of a method name ('prompts+kto'), each one of the set; at most one weight update."""
+    parts = name.split("+")
+    unknown = [part for part in parts if part not in LABEL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r} in {name!r}: methods are {', '.join(LABEL_METHODS)}")
+    if sum(part != "prompts" for part in parts) > 1:
+        raise ValueError(f"{name!r} combines more than one weight update (sft, kto, dpo): choose one")
+    return parts

@@ -31,7 +31,7 @@ from reliable_ad.data.synth.products import Product
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser, Job, Slot
 from reliable_ad.generation.probe import Probe
-from reliable_ad.generation.prompts import PromptConfig
+from reliable_ad.generation.prompts import PromptConfig, pick_entry
 from reliable_ad.generation.scores import Scorer
 from reliable_ad.judge import Judge
 from reliable_ad.labels import AVAILABLE
@@ -68,7 +68,7 @@ class RunStats:
 def job_for(product: Product, index: int, attempt: int, pool: Sequence[PromptConfig], cfg: RecurrentConfig) -> Job:
     """The job of a product's attempt: its seed and prompt are fixed by (run seed, product index, attempt)."""
     seed = cfg.seed * 1_000_003 + index * 101 + attempt
-    entry = pool[(index + (attempt - 1 if cfg.next_prompt_on_retry else 0)) % len(pool)]
+    entry = pick_entry(pool, index + (attempt - 1 if cfg.next_prompt_on_retry else 0), seed)
     prompt = entry.render(np.random.default_rng(seed))
     return Job(
         product.key, attempt, seed, prompt, product.rgba, product.caption, entry.negative_prompt, product.height_cm

@@ -56,11 +56,18 @@ def diversity(features: NDArray[np.float32]) -> float:
     return float(distances[np.triu_indices(len(features), 1)].mean())
 
 
-def quality_guard(base: NDArray[np.float32], tuned: NDArray[np.float32], guard: GuardConfig) -> dict[str, Any]:
+def quality_guard(
+    base: NDArray[np.float32], tuned: NDArray[np.float32], guard: GuardConfig, same_prompts: bool = True
+) -> dict[str, Any]:
     """The paper's failure mode is backgrounds collapsing into a few simple ones (diversity falls); a tuned model
-    can also drift into something else entirely, noise included (each sample far from its base sample)."""
+    can also drift into something else entirely, noise included (each sample far from its base sample). With
+    other prompts than the base's (a pool learnt from labels) a sample's base twin shows another scene, so the
+    drift is measured to the nearest base sample instead: far from everything the base makes."""
     div_base, div_tuned = diversity(base), diversity(tuned)
-    shift = float(np.linalg.norm(base - tuned, axis=1).mean())
+    if same_prompts:
+        shift = float(np.linalg.norm(base - tuned, axis=1).mean())
+    else:
+        shift = float(np.linalg.norm(tuned[:, None] - base[None], axis=-1).min(axis=1).mean())
     diverse = div_tuned >= guard.min_diversity_ratio * div_base
     close = shift <= guard.max_shift_ratio * div_base
     return {
@@ -95,16 +102,18 @@ def compare_generators(
     resamples: int = 2000,
     confidence: float = 0.95,
     key: str | None = None,
+    tuned_pool: Sequence[PromptConfig] | None = None,
 ) -> dict[str, Any]:
-    """Base and tuned on the same products and seeds; the deltas come with paired bootstrap intervals.
+    """Base and tuned on the same products and seeds; the deltas come with paired bootstrap intervals. The
+    tuned side draws its prompts from `tuned_pool` when it has its own (one learnt from labels).
 
     `key` (see `comparison_key`) is stored with the metrics, so the registry gate can reuse them.
     """
     rc = cfg.recurrent.model_copy(update={"early_reject": False})
     products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
     runs = {
-        name: recurrent_generate(d, judge, products, pool, rc, keep_images=True)
-        for name, d in (("base", base), ("tuned", tuned))
+        name: recurrent_generate(d, judge, products, prompts, rc, keep_images=True)
+        for name, d, prompts in (("base", base, pool), ("tuned", tuned, tuned_pool or pool))
     }
     first = {name: _first_attempts(stats.attempts) for name, stats in runs.items()}
     keys = [p.key for p in products]
@@ -115,7 +124,7 @@ def compare_generators(
     summaries = {n: summarise(s, len(products), rc.max_attempts) for n, s in runs.items()}
     metrics: dict[str, Any] = {
         **paired_rates(first, keys, resamples, confidence, cfg.recurrent.seed),
-        **quality_guard(features["base"], features["tuned"], guard),
+        **quality_guard(features["base"], features["tuned"], guard, tuned_pool is None or tuned_pool == pool),
         # the judge on every attempt of both runs: a tuned ControlNet that fools it shows here as well
         **judge_on_generated([a for stats in runs.values() for a in stats.attempts]),
         "mean_attempts_base": summaries["base"]["mean_attempts"],
@@ -176,14 +185,15 @@ def first_attempt_comparison(
     recurrent: RecurrentConfig,
     resamples: int = 2000,
     confidence: float = 0.95,
+    tuned_pool: Sequence[PromptConfig] | None = None,
 ) -> dict[str, Any]:
     """Base and tuned first attempts only (cheaper than `compare_generators`), e.g. on products of another seed
     to see whether a gain holds beyond the evaluation set."""
     rc = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
     items = held_out_products(products, product_seed)
     first = {
-        name: _first_attempts(recurrent_generate(d, judge, items, pool, rc, progress=False).attempts)
-        for name, d in (("base", base), ("tuned", tuned))
+        name: _first_attempts(recurrent_generate(d, judge, items, prompts, rc, progress=False).attempts)
+        for name, d, prompts in (("base", base, pool), ("tuned", tuned, tuned_pool or pool))
     }
     return {"product_seed": product_seed, **paired_rates(first, [p.key for p in items], resamples, confidence, rc.seed)}
 

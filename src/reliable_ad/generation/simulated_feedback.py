@@ -64,32 +64,35 @@ def simulate_feedback(
     out: Path,
     batch_size: int = 16,
     progress: bool = True,
+    generator: str | None = None,
 ) -> dict[str, int]:
-    """Write a feedback batch of `cfg.products` generated images with the reviewer's labels to `out`.
-
-    Returns the count of each label.
-    """
+    """Write a feedback batch of `cfg.products` x `cfg.images_per_product` generated images with the reviewer's
+    labels to `out`; `generator` (the version of the ControlNet that made them) goes into each row's metadata, so
+    a method tuning another version refuses the batch. Returns the count of each label."""
     products = feedback_products(cfg.products, cfg.product_seed, synth)
-    jobs_cfg = RecurrentConfig(seed=cfg.seed)
+    # image j of every product comes from the jobs of seed + j (j = 0 is the batch of one image per product)
+    work = [(i, j) for j in range(cfg.images_per_product) for i in range(len(products))]
     (out / layout.IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     (out / layout.PRODUCTS_DIR).mkdir(parents=True, exist_ok=True)
     counts = dict.fromkeys(RF1M_LABELS.values(), 0)
     with (
         (out / layout.LABEL_FILE).open("w") as labels,
         (out / layout.METADATA_FILE).open("w") as metadata,
-        tqdm(total=len(products), desc="generate + review", unit="image", disable=not progress) as bar,
+        tqdm(total=len(work), desc="generate + review", unit="image", disable=not progress) as bar,
     ):
-        for start in range(0, len(products), batch_size):
-            chunk = list(enumerate(products[start : start + batch_size], start))
-            slots = [denoiser.start(job_for(product, i, 1, pool, jobs_cfg)) for i, (product, _, _) in chunk]
+        for start in range(0, len(work), batch_size):
+            chunk = work[start : start + batch_size]
+            jobs = [job_for(products[i][0], i, 1, pool, RecurrentConfig(seed=cfg.seed + j)) for i, j in chunk]
+            slots = [denoiser.start(job) for job in jobs]
             while not denoiser.done(slots[0]):
                 denoiser.advance(slots)
             images = denoiser.images(torch.cat([s.latents for s in slots]), slots)
-            for (_, (product, category, split)), slot, image in zip(chunk, slots, images, strict=True):
+            for (i, j), slot, image in zip(chunk, slots, images, strict=True):
+                product, category, split = products[i]
                 assert product.height_cm is not None  # RF1M-synth products always carry their height
                 label = review(image, product_mask(product.rgba), product.height_cm).label
                 counts[label] += 1
-                name = f"g{cfg.product_seed}-{slot.job.key}.png"
+                name = f"g{cfg.product_seed}-{slot.job.key}{f'-{j}' if j else ''}.png"
                 (out / layout.IMAGES_DIR / name).write_bytes(encode_png(image))
                 (out / layout.PRODUCTS_DIR / name).write_bytes(encode_png(product.rgba))
                 labels.write(f"{name}\t{LABEL_IDS[label]}\n")
@@ -103,6 +106,7 @@ def simulate_feedback(
                     "split": split,
                     "seed": slot.job.seed,
                     "source": "generated",
+                    **({"generator": generator} if generator else {}),
                 }
                 metadata.write(json.dumps(entry) + "\n")
             bar.update(len(chunk))

@@ -106,6 +106,64 @@ def examples_of(samples: list[Any]) -> list[Example]:
     return [Example(s.rendering.image, s.rendering.product, s.rendering.prompt) for s in samples]
 
 
+@dataclass(frozen=True)
+class Conditioned:
+    """Finished pictures encoded, with their conditioning, as the inpainting pipeline prepares its inputs."""
+
+    latents: torch.Tensor
+    masked_latents: torch.Tensor
+    mask: torch.Tensor
+    control: torch.Tensor
+    text: torch.Tensor
+
+
+def condition(components: GeneratorComponents, examples: list[Example], prompts: list[str]) -> Conditioned:
+    """The latents of `examples` and what conditions their denoising: the masked image, the mask, the control
+    image and the prompts' embeddings (`prompts`: the examples' own, or some left empty for dropout)."""
+    scale = components.vae.config.scaling_factor
+    keeps, masks, controls = [], [], []
+    for example in examples:
+        inputs = control_inputs(example.product)
+        keep = inputs.inpaint_mask < 128
+        keeps.append(keep)
+        masks.append((~keep).astype(np.float32))
+        controls.append(inputs.control_image)
+    device = components.unet.device  # RFFT's anchor runs this on the accelerator's device
+    pixels = _to_tensor([example.image for example in examples]).to(device)
+    # as the inpainting pipeline does: the image in [-1, 1], zero (not black) where the background is repainted
+    masked = pixels * torch.from_numpy(np.stack(keeps))[:, None].float().to(device)
+    with torch.no_grad():
+        latents = components.vae.encode(pixels).latent_dist.sample() * scale
+        masked_latents = components.vae.encode(masked).latent_dist.sample() * scale
+    latent_size = latents.shape[-1]
+    mask = F.interpolate(torch.from_numpy(np.stack(masks))[:, None], size=(latent_size, latent_size)).to(device)
+    control = torch.from_numpy(np.stack(controls).astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(device)
+    text = _encode_prompts(components, prompts)  # with its gradient: pretraining trains the text encoder
+    return Conditioned(latents, masked_latents, mask, control, text)
+
+
+def predict_noise(
+    components: GeneratorComponents,
+    controlnet: torch.nn.Module,
+    noise_scheduler: DDPMScheduler,
+    inputs: Conditioned,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+) -> torch.Tensor:
+    """The UNet's noise prediction of the noised latents, guided by `controlnet` (the tuned one or a reference)."""
+    noisy = noise_scheduler.add_noise(inputs.latents, noise, timesteps)
+    down, mid = controlnet(
+        noisy, timesteps, encoder_hidden_states=inputs.text, controlnet_cond=inputs.control, return_dict=False
+    )
+    return components.unet(
+        torch.cat([noisy, inputs.mask, inputs.masked_latents], dim=1),
+        timesteps,
+        encoder_hidden_states=inputs.text,
+        down_block_additional_residuals=down,
+        mid_block_additional_residual=mid,
+    ).sample
+
+
 def denoising_loss(
     components: GeneratorComponents,
     noise_scheduler: DDPMScheduler,
@@ -115,40 +173,12 @@ def denoising_loss(
 ) -> torch.Tensor:
     """The noise-prediction loss of the inpainting UNet + ControlNet on finished pictures (prepared exactly as
     the inpainting pipeline prepares its inputs)."""
-    scale = components.vae.config.scaling_factor
-    images, keeps, masks, controls, prompts = [], [], [], [], []
-    for example in examples:
-        inputs = control_inputs(example.product)
-        keep = inputs.inpaint_mask < 128
-        images.append(example.image)
-        keeps.append(keep)
-        masks.append((~keep).astype(np.float32))
-        controls.append(inputs.control_image)
-        prompts.append("" if rng.random() < prompt_dropout else example.prompt)
-    device = components.unet.device  # RFFT's anchor runs this on the accelerator's device
-    pixels = _to_tensor(images).to(device)
-    # as the inpainting pipeline does: the image in [-1, 1], zero (not black) where the background is repainted
-    masked = pixels * torch.from_numpy(np.stack(keeps))[:, None].float().to(device)
-    with torch.no_grad():
-        latents = components.vae.encode(pixels).latent_dist.sample() * scale
-        masked_latents = components.vae.encode(masked).latent_dist.sample() * scale
-    latent_size = latents.shape[-1]
-    mask = F.interpolate(torch.from_numpy(np.stack(masks))[:, None], size=(latent_size, latent_size)).to(device)
-    control = torch.from_numpy(np.stack(controls).astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(device)
-    noise = torch.randn_like(latents)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(examples),)).to(device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    text = _encode_prompts(components, prompts)
-    down, mid = components.controlnet(
-        noisy, timesteps, encoder_hidden_states=text, controlnet_cond=control, return_dict=False
-    )
-    prediction = components.unet(
-        torch.cat([noisy, mask, masked_latents], dim=1),
-        timesteps,
-        encoder_hidden_states=text,
-        down_block_additional_residuals=down,
-        mid_block_additional_residual=mid,
-    ).sample
+    prompts = ["" if rng.random() < prompt_dropout else example.prompt for example in examples]
+    inputs = condition(components, examples, prompts)
+    noise = torch.randn_like(inputs.latents)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(examples),))
+    timesteps = timesteps.to(inputs.latents.device)
+    prediction = predict_noise(components, components.controlnet, noise_scheduler, inputs, noise, timesteps)
     return F.mse_loss(prediction, noise)
 
 

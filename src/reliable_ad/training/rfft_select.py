@@ -3,8 +3,11 @@
 A run's last weights are those that pleased the training judge most, its blind spots included; a judge that
 was optimised against cannot tell a better ControlNet from one that fools it. So every `select.every` steps
 RFFT saves a snapshot, and here each snapshot (and the ControlNet the run started from, step 0) generates
-first attempts for validation products that are neither training nor evaluation products. The snapshot with
-the highest available rate by the selecting verdicts is kept (ties: the earliest, the least drifted):
+first attempts for validation products that are neither training nor evaluation products. Each snapshot is
+compared with step 0 product by product (a paired bootstrap interval of the difference); among those whose
+interval lies above 0 the one with the highest rate is kept (ties: the earliest, the least drifted), and step 0
+when none is: a snapshot that merely ties or wins by noise does not replace the weights that were there. The
+verdicts are:
 
 - ``reviewer``: human labels of those images (the embedded world's reviewer); they are counted, since
   people's time is what the method sets out to save;
@@ -30,9 +33,11 @@ from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import recurrent_generate
 from reliable_ad.judge import Judge
 from reliable_ad.labels import AVAILABLE
+from reliable_ad.stats import paired_bootstrap
 from reliable_ad.training.rfft import SNAPSHOTS
 
 SELECTION_FILE = "selection.json"
+RECORDS = ("rfft_*.json", "label_tune.json")  # a tuned ControlNet's records of how it was trained
 
 
 def snapshots(run: Path) -> list[tuple[int, Path]]:
@@ -47,6 +52,13 @@ def last_snapshot(run: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def chosen_row(table: list[dict[str, Any]]) -> dict[str, Any]:
+    """Step 0's row (the first) unless a later candidate's paired interval against it lies above 0; then the
+    highest rate among those (ties: the earliest)."""
+    better = [row for row in table[1:] if row["delta_ci_low"] > 0]
+    return max(better, key=lambda row: (row["selector_rate"], -row["step"])) if better else table[0]
+
+
 def select_snapshot(
     run: Path,
     generator: Path,
@@ -57,49 +69,66 @@ def select_snapshot(
     cfg: SelectionConfig,
     progress: bool = True,
     selector: Judge | None = None,
+    start_pool: list[PromptConfig] | None = None,
+    candidates: list[tuple[int, Path]] | None = None,
+    resamples: int = 2000,
+    confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """Score step 0 (`start`, or the generator's own ControlNet) and every snapshot of `run`, copy the chosen
-    one to `run/controlnet` (its RFFT settings kept) and write the table to `run/selection.json`. With
-    ``by: judge``, `selector` is that judge (loaded from `cfg.judge`)."""
+    """Score step 0 (`start`, or the generator's own ControlNet, with `start_pool` if it generated with another
+    pool) and every snapshot of `run` (or `candidates`), copy the chosen one to `run/controlnet` (its training
+    records kept) and write the table to `run/selection.json`. With ``by: judge``, `selector` is that judge
+    (loaded from `cfg.judge`)."""
     if cfg.by == "last":
         return {"by": "last", "chosen_step": None, "human_labels": 0, "table": []}
-    found = snapshots(run)
+    found = snapshots(run) if candidates is None else candidates
     if not found:
         raise FileNotFoundError(f"{run / SNAPSHOTS}: no snapshots to choose from (select.every was 0?)")
     if cfg.by == "judge" and selector is None:
         raise ValueError(f"select.by is 'judge' but the selecting judge {cfg.judge} was not given")
     first = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
     products = held_out_products(cfg.products, cfg.product_seed)
-    candidates = [(0, start if start is not None else generator / "controlnet"), *found]
-    table = []
-    for step, folder in tqdm(candidates, desc="select snapshot", unit="snapshot", disable=not progress):
+    everyone = [(0, start if start is not None else generator / "controlnet"), *found]
+    table, verdicts = [], []
+    for step, folder in tqdm(everyone, desc="select snapshot", unit="snapshot", disable=not progress):
         denoiser = Denoiser.from_folders(generator, folder, first)
-        stats = recurrent_generate(denoiser, judge, products, pool, first, keep_images=True, progress=False)
+        prompts = start_pool if step == 0 and start_pool is not None else pool
+        stats = recurrent_generate(denoiser, judge, products, prompts, first, keep_images=True, progress=False)
         attempts = stats.attempts
         judged = float(np.mean([a.status == "accepted" for a in attempts]))
         if selector is None:
-            chosen_by = float(np.mean([a.reviewer_label == AVAILABLE for a in attempts]))
+            good = np.array([a.reviewer_label == AVAILABLE for a in attempts], float)
         else:
             images = [a.image for a in attempts if a.image is not None]
             verdict = selector(images, [p.rgba for p in products], [p.caption for p in products])
-            chosen_by = float((verdict.p_available >= selector.threshold).float().mean())
+            good = (verdict.p_available >= selector.threshold).float().numpy().astype(float)
+        verdicts.append(good)
+        paired = paired_bootstrap(good, verdicts[0], resamples=resamples, confidence=confidence, seed=step)
         table.append(
-            {"step": step, "selector_rate": chosen_by, "training_judge_rate": judged, "gap": judged - chosen_by}
+            {
+                "step": step,
+                "selector_rate": float(good.mean()),
+                "training_judge_rate": judged,
+                "gap": judged - float(good.mean()),
+                "delta_vs_step_0": paired.delta,
+                "delta_ci_low": paired.low,
+                "delta_ci_high": paired.high,
+            }
         )
-    best = max(table, key=lambda row: (row["selector_rate"], -row["step"]))
-    chosen = dict(candidates)[best["step"]]
+    best = chosen_row(table)
+    chosen = dict(everyone)[best["step"]]
     kept = run / "controlnet"
-    records = {f.name: f.read_text() for f in kept.glob("rfft_*.json")}  # how the run trained, kept with the choice
+    records = {f.name: f.read_text() for pattern in RECORDS for f in kept.glob(pattern)}  # how the run trained
     shutil.rmtree(kept, ignore_errors=True)
     shutil.copytree(chosen, kept)
     for name, text in records.items():
         (kept / name).write_text(text)
     result = {
         "by": cfg.by if selector is None else f"judge {cfg.judge}",
+        "rule": f"highest rate among candidates whose paired {confidence:.0%} interval vs step 0 is above 0",
         "products": len(products),
         "product_seed": cfg.product_seed,
         "chosen_step": best["step"],
-        "human_labels": len(products) * len(candidates) if selector is None else 0,
+        "human_labels": len(products) * len(everyone) if selector is None else 0,
         "table": table,
     }
     (run / SELECTION_FILE).write_text(json.dumps(result, indent=2) + "\n")

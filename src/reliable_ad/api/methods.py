@@ -1,0 +1,186 @@
+"""People's labels reach the generator: every method learns from one labelled batch of the generator's own
+images, and the reviewer counts what each made on held-out products (the paper's comparison table)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from reliable_ad.api.common import controlnet_version, denoiser_from, judge_from, write_json
+from reliable_ad.api.rfft import compare_generators
+from reliable_ad.api.rounds import first_attempt_rates
+from reliable_ad.params import Params
+
+# each row of metrics/methods.json
+METHOD_COLUMNS = (
+    "reviewer_rate_base",
+    "reviewer_rate_tuned",
+    "reviewer_delta",
+    "reviewer_delta_ci_low",
+    "reviewer_delta_ci_high",
+    "rfnet_delta",
+    "hacking_gap",
+    "guard_ok",
+    "diversity_ratio",
+    "attempts_per_available_base",
+    "attempts_per_available_tuned",
+    "unseen_reviewer_delta",
+    "unseen_reviewer_delta_ci_low",
+    "human_labels",
+    "labels_per_point",
+    "chosen_step",
+)
+
+
+def label_batch(params: Params, generator: Path, out: Path, progress: bool = True) -> dict[str, Any]:
+    """The embedded world's labelled batch for the methods (`generation.methods.batch`): the generator's images
+    of fresh products, several per product, labelled by the reviewer; an RF1M-layout folder in `out`, replaced
+    whole. A team labels its own instead (`rad review push` / `pull`) and hands that folder to `compare_methods`."""
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.simulated_feedback import simulate_feedback as run
+
+    p = params.generation
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    counts = run(
+        denoiser_from(generator, None, params),
+        load_prompt_pool(p.prompts),
+        p.methods.batch,
+        params.data.synth,
+        staged,
+        batch_size=p.evaluate.recurrent.batch_size,
+        progress=progress,
+        generator=controlnet_version(generator, None),
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    staged.rename(out)
+    return {"batch": str(out), "rows": sum(counts.values()), "labels": counts}
+
+
+def compare_methods(
+    params: Params,
+    generator: Path,
+    judge: Path,
+    batch: Path,
+    out: Path,
+    metrics: Path | None = None,
+    rfft: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Each method of `generation.methods.methods` learns from the labelled `batch` (made by `generator`'s own
+    ControlNet: another version's labels are refused), its candidate is chosen on validation products by a paired
+    test against the base (step 0 unless better), then compared with the base on the evaluation's products by
+    the reviewer and `judge`, and on unseen products. `rfft` (the pipeline's RFFT comparison, `rad rfft
+    evaluate`'s metrics) adds RFFT's row. Models under `out/<method>`; one row per method in `metrics`."""
+    from reliable_ad.generation.config import check_method
+    from reliable_ad.generation.prompts import POOL_FILE, load_prompt_pool, save_prompt_pool
+    from reliable_ad.training.from_labels import read_labelled_batch, tune_on_labels
+    from reliable_ad.training.prompt_select import select_prompts
+    from reliable_ad.training.rfft_select import select_snapshot, snapshots
+
+    p = params.generation
+    cfg = p.methods
+    labelled = read_labelled_batch(batch, controlnet_version(generator, None))
+    spent = len(labelled.available)
+    base_pool = load_prompt_pool(p.prompts)
+    learnt = None
+    if any("prompts" in check_method(name) for name in cfg.methods):
+        prompts = [example.prompt for example in labelled.examples]
+        learnt, arms = select_prompts(base_pool, prompts, labelled.available, cfg.prompts)
+        write_json(out / "prompts" / "arms.json", {"arms": [arm.__dict__ for arm in arms]})
+    updates = sorted({part for name in cfg.methods for part in check_method(name) if part != "prompts"})
+    runs = {w: tune_on_labels(cfg.tune, w, generator, labelled, out / "runs" / w, progress=progress) for w in updates}
+    judged_by = judge_from(params, judge)
+    rows: dict[str, dict[str, Any]] = {}
+    for name in cfg.methods:
+        parts = check_method(name)
+        weights = next((part for part in parts if part != "prompts"), None)
+        pool = learnt if learnt is not None and "prompts" in parts else base_pool
+        folder = out / name.replace("+", "-")
+        if weights is None:  # the base weights with the learnt pool: one candidate
+            candidates = [(1, generator / "controlnet")]
+        else:
+            run = out / "runs" / weights
+            candidates = snapshots(run) or [(cfg.tune.steps, run / "controlnet")]
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        chosen = select_snapshot(
+            folder, generator, None, judged_by, pool, p.evaluate.recurrent, cfg.select, progress,
+            start_pool=base_pool, candidates=candidates, resamples=p.gate.resamples, confidence=p.gate.confidence,
+        )  # fmt: skip
+        tuned = folder / "controlnet"
+        if chosen["chosen_step"] and pool is not base_pool:
+            save_prompt_pool(pool, tuned / POOL_FILE)
+        compared = compare_generators(params, generator, tuned, judge, folder / "comparison.json", folder / "grid.png")
+        unseen = first_attempt_rates(params, generator, tuned, judge) if params.rounds.unseen_products else {}
+        labels = spent + chosen["human_labels"]
+        rows[name] = method_row(compared, unseen, labels, chosen["chosen_step"])
+        rows[name]["training"] = runs.get(weights or "", {})
+    if rfft is not None and rfft.exists():
+        compared = json.loads(rfft.read_text())
+        selection = json.loads((params.paths.rfft / "rfft_summary.json").read_text()).get("selection", {})
+        labels = params.data.generated.products + selection.get("human_labels", 0)
+        rows["rfft"] = method_row(compared, {}, labels, selection.get("chosen_step"))
+    summary = {
+        "batch": {"folder": str(batch), "rows": spent, "available": int(labelled.available.sum())},
+        "methods": rows,
+    }
+    write_json(metrics, summary)
+    write_json(out / "methods.json", summary)
+    (out / "methods.md").write_text(methods_markdown(rows))
+    return summary
+
+
+def method_row(compared: dict[str, Any], unseen: dict[str, Any], labels: int, step: int | None) -> dict[str, Any]:
+    """A method's figures: the reviewer's gain with its interval first, the judge's beside it, the labels spent."""
+    delta = compared["delta"]
+    div_base, div_tuned = compared.get("diversity_base"), compared.get("diversity_tuned")
+    return {
+        "reviewer_rate_base": compared["available_rate_first_reviewer_base"],
+        "reviewer_rate_tuned": compared["available_rate_first_reviewer_tuned"],
+        "reviewer_delta": delta,
+        "reviewer_delta_ci_low": compared["delta_ci_low"],
+        "reviewer_delta_ci_high": compared["delta_ci_high"],
+        "rfnet_delta": compared["delta_rfnet"],
+        "hacking_gap": compared["hacking_gap_tuned"],
+        "guard_ok": compared["guard_ok"],
+        "diversity_ratio": div_tuned / div_base if div_base and div_tuned is not None else None,
+        "attempts_per_available_base": compared.get("attempts_per_available_base"),
+        "attempts_per_available_tuned": compared.get("attempts_per_available_tuned"),
+        "unseen_reviewer_delta": unseen.get("delta"),
+        "unseen_reviewer_delta_ci_low": unseen.get("delta_ci_low"),
+        "human_labels": labels,
+        # people's labels per point of the reviewer's available rate gained (None: no gain)
+        "labels_per_point": labels / (100 * delta) if delta > 0 else None,
+        "chosen_step": step,
+    }
+
+
+def methods_markdown(rows: dict[str, dict[str, Any]]) -> str:
+    """The comparison table, a line per method, by the reviewer first."""
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:+.1f}"
+
+    lines = [
+        "| method | reviewer base -> tuned | reviewer Δ [95% interval] | RFNet Δ | hacking gap | guard | unseen Δ "
+        "| attempts per available | human labels | labels per point |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        per_point = "no gain" if r["labels_per_point"] is None else f"{r['labels_per_point']:.0f}"
+        attempts = (
+            f"{r['attempts_per_available_base']:.2f} -> {r['attempts_per_available_tuned']:.2f}"
+            if r["attempts_per_available_base"] and r["attempts_per_available_tuned"]
+            else "n/a"
+        )
+        lines.append(
+            f"| {name} | {100 * r['reviewer_rate_base']:.1f}% -> {100 * r['reviewer_rate_tuned']:.1f}% | "
+            f"{pct(r['reviewer_delta'])} [{pct(r['reviewer_delta_ci_low'])}, {pct(r['reviewer_delta_ci_high'])}] | "
+            f"{pct(r['rfnet_delta'])} | {pct(r['hacking_gap'])} | {'holds' if r['guard_ok'] else 'FAILS'} | "
+            f"{pct(r['unseen_reviewer_delta'])} | {attempts} | {r['human_labels']} | {per_point} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,75 @@
+"""The methods that learn from people's labels, through the API on tiny settings: one batch, one table."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reliable_ad.api import compare_methods, label_batch
+from reliable_ad.api.methods import METHOD_COLUMNS
+from reliable_ad.generation.prompts import POOL_FILE
+from reliable_ad.generation.simulated_feedback import LABEL_IDS
+from reliable_ad.params import Params
+from reliable_ad.training.from_labels import LabelBatchError
+
+PROMPTS = Path(__file__).parents[2] / "configs" / "prompts_embedded.json"
+
+
+def _params(methods: list[str]) -> Params:
+    return Params.model_validate(
+        {
+            "generation": {
+                "prompts": str(PROMPTS),
+                "evaluate": {
+                    "products": 3,
+                    "recurrent": {"batch_size": 4, "max_attempts": 2, "steps": 3, "guidance_scale": 2.0},
+                },
+                "gate": {"resamples": 100},
+                "methods": {
+                    "methods": methods,
+                    "batch": {"products": 6, "images_per_product": 2},
+                    "tune": {"steps": 2, "batch_size": 4, "snapshot_every": 1, "threads": 1, "lr": 1e-3},
+                    "select": {"products": 2},
+                },
+            },
+            "rounds": {"unseen_products": 2},
+        }
+    )
+
+
+def test_every_method_learns_from_one_batch_and_gets_a_row_counted_by_the_reviewer(
+    generator: Path, tmp_path: Path, make_rfnet
+) -> None:
+    judge = tmp_path / "judge"
+    make_rfnet().save(judge)
+    params = _params(["prompts", "kto", "prompts+kto"])
+    made = label_batch(params, generator, tmp_path / "batch", progress=False)
+    assert made["rows"] == 12 and sum(made["labels"].values()) == 12
+    # the random tiny generator makes nothing usable: people's verdicts stand in, one of each per product
+    label_file = tmp_path / "batch" / "label.txt"
+    names = [line.split("\t")[0] for line in label_file.read_text().splitlines()]
+    verdicts = [LABEL_IDS["available" if name.endswith("-1.png") else "space_mismatch"] for name in names]
+    label_file.write_text("".join(f"{n}\t{v}\n" for n, v in zip(names, verdicts, strict=True)))
+    result = compare_methods(params, generator, judge, tmp_path / "batch", tmp_path / "methods", tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text())["methods"].keys() == result["methods"].keys()
+    assert result["batch"]["rows"] == 12 and set(result["methods"]) == {"prompts", "kto", "prompts+kto"}
+    for name, row in result["methods"].items():
+        assert set(METHOD_COLUMNS) <= set(row), name
+        assert row["reviewer_delta_ci_low"] <= row["reviewer_delta"] <= row["reviewer_delta_ci_high"]
+        # the batch's labels and the selection's (step 0 and each candidate on 2 validation products)
+        candidates = 1 if name == "prompts" else 2
+        assert row["human_labels"] == 12 + 2 * (1 + candidates)
+        tuned = tmp_path / "methods" / name.replace("+", "-") / "controlnet"
+        # a learnt pool travels with the ControlNet when the selection kept it
+        assert (tuned / POOL_FILE).exists() == ("prompts" in name and bool(row["chosen_step"]))
+    assert (tmp_path / "methods" / "methods.md").read_text().count("\n") == 2 + 3
+
+
+def test_a_batch_from_another_generator_version_is_refused(generator: Path, tmp_path: Path, make_rfnet) -> None:
+    params = _params(["prompts"])
+    label_batch(params, generator, tmp_path / "batch", progress=False)
+    meta = tmp_path / "batch" / "metadata.jsonl"
+    rows = [json.loads(line) for line in meta.read_text().splitlines()]
+    meta.write_text("".join(json.dumps({**row, "generator": "controlnet-0123456789ab"}) + "\n" for row in rows))
+    with pytest.raises(LabelBatchError, match="made by generator controlnet-0123456789ab"):
+        compare_methods(params, generator, tmp_path / "judge", tmp_path / "batch", tmp_path / "methods")
