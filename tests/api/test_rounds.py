@@ -132,3 +132,27 @@ def test_the_regulariser_ablation_gives_one_row_per_regulariser_and_round(world,
     assert json.loads((tmp_path / "a.json").read_text())["cc"][0]["guard_ok"] in (True, False)
     with pytest.raises(ValidationError, match="regularizer"):
         regularizer_ablation(*args, ["l2"])
+
+
+def test_a_round_can_learn_from_its_labels_directly_and_counts_them(world, tmp_path) -> None:
+    from reliable_ad.training.from_labels import LabelBatchError
+
+    params = _params()
+    params.rounds.method = "prompts"
+    params.generation.methods.select.products = 2
+    args = (params, 1, world["generator"], world["judge"], world["controlnet"], world["data"], tmp_path / "o")
+    row = feedback_round(*args, progress=False)
+    selection = json.loads((tmp_path / "o" / "round-1" / "rfft" / "selection.json").read_text())
+    assert row["human_labels"]["method"] == 6 + 2 * 2  # the batch, and 2 products x (start, the learnt pool)
+    assert row["selected_step"] == selection["chosen_step"] and "delta" in row["comparison"]
+    # the random tiny generator makes nothing people accept: KTO cannot learn from that round, and says why
+    params.rounds.method = "kto"
+    with pytest.raises(LabelBatchError, match=r"KTO needs desirable and undesirable images.*has 0 desirable"):
+        feedback_round(params, 1, *args[2:], progress=False)
+
+
+def test_a_round_method_not_in_the_set_is_refused_listing_the_set() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"unknown method 'ppo'.*methods are prompts, sft, kto, dpo"):
+        Params.model_validate({"rounds": {"method": "ppo"}})

@@ -7,12 +7,15 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reliable_ad.api.common import controlnet_version, denoiser_from, judge_from, write_json
 from reliable_ad.api.rfft import compare_generators
 from reliable_ad.api.rounds import first_attempt_rates
 from reliable_ad.params import Params
+
+if TYPE_CHECKING:
+    from reliable_ad.training.from_labels import LabelledBatch
 
 # each row of metrics/methods.json
 METHOD_COLUMNS = (
@@ -76,49 +79,22 @@ def compare_methods(
     the reviewer and `judge`, and on unseen products. `rfft` (the pipeline's RFFT comparison, `rad rfft
     evaluate`'s metrics) adds RFFT's row. Models under `out/<method>`; one row per method in `metrics`."""
     from reliable_ad.generation.config import check_method
-    from reliable_ad.generation.prompts import POOL_FILE, load_prompt_pool, save_prompt_pool
-    from reliable_ad.training.from_labels import read_labelled_batch, tune_on_labels
-    from reliable_ad.training.prompt_select import select_prompts
-    from reliable_ad.training.rfft_select import select_snapshot, snapshots
+    from reliable_ad.training.from_labels import read_labelled_batch
 
-    p = params.generation
-    cfg = p.methods
+    cfg = params.generation.methods
     labelled = read_labelled_batch(batch, controlnet_version(generator, None))
     spent = len(labelled.available)
-    base_pool = load_prompt_pool(p.prompts)
-    learnt = None
-    if any("prompts" in check_method(name) for name in cfg.methods):
-        prompts = [example.prompt for example in labelled.examples]
-        learnt, arms = select_prompts(base_pool, prompts, labelled.available, cfg.prompts)
-        write_json(out / "prompts" / "arms.json", {"arms": [arm.__dict__ for arm in arms]})
-    updates = sorted({part for name in cfg.methods for part in check_method(name) if part != "prompts"})
-    runs = {w: tune_on_labels(cfg.tune, w, generator, labelled, out / "runs" / w, progress=progress) for w in updates}
-    judged_by = judge_from(params, judge)
+    runs = out / "runs"  # each weight update trained once, shared by the methods that use it ("kto", "prompts+kto")
+    for weights in sorted({part for name in cfg.methods for part in check_method(name) if part != "prompts"}):
+        _train(params, weights, generator, None, labelled, runs / weights, progress)
     rows: dict[str, dict[str, Any]] = {}
     for name in cfg.methods:
-        parts = check_method(name)
-        weights = next((part for part in parts if part != "prompts"), None)
-        pool = learnt if learnt is not None and "prompts" in parts else base_pool
         folder = out / name.replace("+", "-")
-        if weights is None:  # the base weights with the learnt pool: one candidate
-            candidates = [(1, generator / "controlnet")]
-        else:
-            run = out / "runs" / weights
-            candidates = snapshots(run) or [(cfg.tune.steps, run / "controlnet")]
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        chosen = select_snapshot(
-            folder, generator, None, judged_by, pool, p.evaluate.recurrent, cfg.select, progress,
-            start_pool=base_pool, candidates=candidates, resamples=p.gate.resamples, confidence=p.gate.confidence,
-        )  # fmt: skip
+        learnt = learn_from_labels(params, name, generator, None, labelled, judge, folder, runs, progress)
         tuned = folder / "controlnet"
-        if chosen["chosen_step"] and pool is not base_pool:
-            save_prompt_pool(pool, tuned / POOL_FILE)
         compared = compare_generators(params, generator, tuned, judge, folder / "comparison.json", folder / "grid.png")
         unseen = first_attempt_rates(params, generator, tuned, judge) if params.rounds.unseen_products else {}
-        labels = spent + chosen["human_labels"]
-        rows[name] = method_row(compared, unseen, labels, chosen["chosen_step"])
-        rows[name]["training"] = runs.get(weights or "", {})
+        rows[name] = method_row(compared, unseen, spent + learnt["selection"]["human_labels"], learnt["chosen_step"])
     if rfft is not None and rfft.exists():
         compared = json.loads(rfft.read_text())
         selection = json.loads((params.paths.rfft / "rfft_summary.json").read_text()).get("selection", {})
@@ -132,6 +108,72 @@ def compare_methods(
     write_json(out / "methods.json", summary)
     (out / "methods.md").write_text(methods_markdown(rows))
     return summary
+
+
+def learn_from_labels(
+    params: Params,
+    method: str,
+    generator: Path,
+    controlnet: Path | None,
+    labelled: LabelledBatch,
+    judge: Path,
+    out: Path,
+    runs: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """One method (`prompts`, `sft`, `kto`, `dpo` or a composition like `prompts+kto`) learns from `labelled`,
+    starting from `controlnet` (default: the generator's own) and its pool: its weight update trains into
+    `runs/<update>` (or reuses a run already there), then the candidate kept is chosen on validation products by
+    a paired test against the start, and lands in `out/controlnet` with its learnt pool beside it."""
+    from reliable_ad.generation.config import check_method
+    from reliable_ad.generation.prompts import POOL_FILE, pool_for, save_prompt_pool
+    from reliable_ad.training.prompt_select import select_prompts
+    from reliable_ad.training.rfft_select import select_snapshot, snapshots
+
+    p = params.generation
+    cfg = p.methods
+    parts = check_method(method)
+    weights = next((part for part in parts if part != "prompts"), None)
+    start = controlnet or generator / "controlnet"
+    start_pool = pool_for(start, p.prompts)
+    pool, arms = start_pool, list[Any]()
+    if "prompts" in parts:
+        prompts = [example.prompt for example in labelled.examples]
+        pool, arms = select_prompts(start_pool, prompts, labelled.available, cfg.prompts)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    if arms:
+        write_json(out / "arms.json", {"arms": [arm.__dict__ for arm in arms]})
+    trained: dict[str, Any] = {}
+    if weights is None:  # the start's weights with the learnt pool: one candidate
+        candidates = [(1, start)]
+    else:
+        run = (runs or out / "runs") / weights
+        if not (run / "controlnet").is_dir():
+            trained = _train(params, weights, generator, controlnet, labelled, run, progress)
+        candidates = snapshots(run) or [(cfg.tune.steps, run / "controlnet")]
+    selection = select_snapshot(
+        out, generator, start, judge_from(params, judge), pool, p.evaluate.recurrent, cfg.select, progress,
+        start_pool=start_pool, candidates=candidates, resamples=p.gate.resamples, confidence=p.gate.confidence,
+    )  # fmt: skip
+    if selection["chosen_step"] and "prompts" in parts:
+        save_prompt_pool(pool, out / "controlnet" / POOL_FILE)
+    selection = {k: v for k, v in selection.items() if k != "table"}
+    return {"method": method, "training": trained, "selection": selection, "chosen_step": selection["chosen_step"]}
+
+
+def _train(
+    params: Params,
+    weights: str,
+    generator: Path,
+    controlnet: Path | None,
+    labelled: LabelledBatch,
+    run: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    from reliable_ad.training.from_labels import tune_on_labels
+
+    return tune_on_labels(params.generation.methods.tune, weights, generator, labelled, run, controlnet, progress)
 
 
 def method_row(compared: dict[str, Any], unseen: dict[str, Any], labels: int, step: int | None) -> dict[str, Any]:

@@ -172,7 +172,9 @@ def feedback_round(
     from reliable_ad.training.rfft_select import last_snapshot
 
     cfg = params.rounds
-    shown = last_snapshot(controlnet.parent) or controlnet  # the ControlNet whose images people label
+    # the ControlNet whose images people label: RFFT's last weights (what fooled the old judge most); a method
+    # that learns from the labels themselves learns from the current ControlNet's images (on-policy)
+    shown = (last_snapshot(controlnet.parent) if cfg.method == "rfft" else None) or controlnet
     folder, round_data = out / f"round-{k}", data.rounds / f"round-{k}"
     dataset, shards = round_data / "feedback", round_data / "shards"
     earlier = [data.rounds / f"round-{i}" / "feedback" for i in range(1, k)]
@@ -239,7 +241,12 @@ def feedback_round(
         return row
     tuned = round_controlnet(out, k)
     if "rfft" not in done:
-        ran = rfft_train(params, generator, new_judge, folder / "rfft", controlnet=controlnet, progress=progress)
+        if cfg.method == "rfft":
+            ran = rfft_train(params, generator, new_judge, folder / "rfft", controlnet=controlnet, progress=progress)
+        else:
+            # the labelled images: the batch people sent (ingested before the round), else the round's own
+            labelled = Path(done["feedback"].get("batch") or dataset)
+            ran = _learn_from_round(params, generator, controlnet, labelled, new_judge, folder / "rfft", progress)
         step("rfft", ran)
     if "evaluate" not in done:
         compared = compare_generators(
@@ -268,6 +275,19 @@ def feedback_round(
         "controlnet_promoted": done["gate"]["promoted"],
         "controlnet_gate": done["gate"]["reason"],
     }
+
+
+def _learn_from_round(
+    params: Params, generator: Path, controlnet: Path, batch: Path, judge: Path, out: Path, progress: bool
+) -> dict[str, Any]:
+    """`rounds.method` learns from the round's labelled images (`batch`, RF1M layout), from the ControlNet that
+    made them; the judge is there only for its rate beside the reviewer's."""
+    from reliable_ad.api.common import controlnet_version
+    from reliable_ad.api.methods import learn_from_labels
+    from reliable_ad.training.from_labels import read_labelled_batch
+
+    labelled = read_labelled_batch(batch, controlnet_version(generator, controlnet))
+    return learn_from_labels(params, params.rounds.method, generator, controlnet, labelled, judge, out, None, progress)
 
 
 def round_of_batch(dataset: Path, batch_hash: str) -> int:

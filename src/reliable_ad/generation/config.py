@@ -321,6 +321,17 @@ class RoundsConfig(BaseModel):
     rfnet_lr: float = Field(3e-4, gt=0, description="its learning rate (a warm judge is fine-tuned, not retrained)")
     unseen_products: int = Field(96, ge=0, description="products of another seed, first attempts only (0: skip)")
     unseen_product_seed: int = Field(8888, description="RF1M-synth seed of the unseen products")
+    method: str = Field(
+        "rfft",
+        description="how a round's labels reach the generator: rfft (through the retrained judge), or learnt "
+        "from the round's labelled images directly: prompts, sft, kto, dpo, or a composition like prompts+kto",
+    )
+
+    @model_validator(mode="after")
+    def _known_method(self) -> RoundsConfig:
+        if self.method != "rfft":
+            check_method(self.method)
+        return self
 
 
 LABEL_METHODS = ("prompts", "sft", "kto", "dpo")  # learn from a labelled batch; "rfft" learns from the judge
