@@ -325,3 +325,18 @@ def test_the_cost_per_usable_image_per_generator_and_scheduler(tmp_path: Path) -
     assert re.search(r"<th>usable_per_unet_eval_ratio_steering_vs_plain</th><td[^>]*>1.3764</td>", html)
     assert "<th>unet_evals_per_usable_base_plain</th>" not in html  # in the grid, not again in the headline
     assert re.search(r"<td>base</td><td[^>]*>4</td><td[^>]*>0.5612</td><td[^>]*>0.7851</td><td[^>]*>0.7903</td>", html)
+
+
+def test_the_methods_table_counted_by_the_reviewer_with_each_grid(tmp_path: Path) -> None:
+    from PIL import Image
+
+    row = {"reviewer_rate_base": 0.47, "reviewer_rate_tuned": 0.7344, "reviewer_delta": 0.2644, "guard_ok": True,
+           "reviewer_delta_ci_low": 0.19, "reviewer_delta_ci_high": 0.33, "human_labels": 1192}  # fmt: skip
+    metrics = {"batch": {"rows": 1000}, "methods": {"prompts+kto": row}, "registered": {"method": "prompts+kto"}}
+    _write(tmp_path / "metrics/methods.json", metrics)
+    (tmp_path / "models/methods/prompts-kto").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "models/methods/prompts-kto/grid.png")
+    html = build_report(tmp_path, tmp_path / "report.html", PATHS, registry=False).read_text()
+    assert "<h2>Learning from people's labels</h2>" in html
+    assert re.search(r"<td[^>]*>prompts\+kto</td><td[^>]*>1192</td><td[^>]*>0.4700</td><td[^>]*>0.7344</td>", html)
+    assert 'alt="prompts+kto: base (above)' in html and "data:image/png;base64," in html

@@ -59,6 +59,7 @@ RFFT_GATE = Artefact(lambda p: p.rfft_gate, "register_rfft", "rad rfft register"
 ROUNDS = Artefact(lambda p: p.rounds_metrics, "feedback_rounds", "rad rounds run")
 ROUNDS_PNG = Artefact(lambda p: p.rounds_plots / "rounds_rates.png", "feedback_rounds", "rad rounds run")
 REVIEW = Artefact(lambda p: p.review_metrics, "review_pull", "rad review pull")
+METHODS = Artefact(lambda p: p.methods_metrics, "compare_methods", "rad rfft compare")
 
 GENERATION_HEADLINE = (
     "judge_auc_generated",
@@ -432,6 +433,49 @@ def rounds_section(inputs: Inputs) -> dict[str, Any]:
     return {"notes": notes, "header": ROUND_COLUMNS, "rows": rows, "summary": _scalars(metrics), "image": image}
 
 
+METHOD_COLUMNS = (
+    "method",
+    "human labels",
+    "reviewer base",
+    "reviewer tuned",
+    "reviewer Δ",
+    "CI low",
+    "CI high",
+    "RFNet Δ",
+    "hacking gap",
+    "guard",
+    "unseen Δ",
+    "attempts per available base",
+    "attempts per available tuned",
+    "labels per point",
+)
+
+
+def _method_grid(name: str) -> Callable[[Paths], Path]:
+    return lambda paths: paths.methods / name.replace("+", "-") / "grid.png"
+
+
+def methods_section(inputs: Inputs) -> dict[str, Any]:
+    """The paper's comparison table: each way people's labels reach the generator, counted by the reviewer, with
+    each method's before/after grid."""
+    notes: list[str] = []
+    metrics = inputs.json(METHODS, notes)
+    if metrics is None:
+        return {"notes": notes}
+    rows, figures = [], []
+    for name, r in (metrics.get("methods") or {}).items():
+        rows.append(
+            [name, r.get("human_labels"), r.get("reviewer_rate_base"), r.get("reviewer_rate_tuned"),
+             r.get("reviewer_delta"), r.get("reviewer_delta_ci_low"), r.get("reviewer_delta_ci_high"),
+             r.get("rfnet_delta"), r.get("hacking_gap"), r.get("guard_ok"), r.get("unseen_reviewer_delta"),
+             r.get("attempts_per_available_base"), r.get("attempts_per_available_tuned"), r.get("labels_per_point")]
+        )  # fmt: skip
+        grid = Artefact(_method_grid(name), "compare_methods", "rad rfft compare")
+        figures.append((inputs.image(grid, notes), f"{name}: base (above) and tuned (below), same products and seeds"))
+    summary = _scalars(metrics.get("batch") or {}) + _scalars(metrics.get("registered") or {})
+    return {"notes": notes, "header": METHOD_COLUMNS, "rows": rows, "summary": summary, "figures": figures}
+
+
 # ---------------------------------------------------------------------------------------------- registry
 
 
@@ -524,6 +568,7 @@ TOC = (
     ("generation", "Generation"),
     ("rfft", "RFFT"),
     ("rounds", "Rounds"),
+    ("methods", "Methods"),
     ("review", "Review"),
     ("registry", "Registry"),
 )
@@ -569,6 +614,7 @@ def build_report(root: Path, out: Path, paths: Paths, registry: bool = True) -> 
         "generation": generation_section(inputs),
         "rfft": rfft_section(inputs),
         "rounds": rounds_section(inputs),
+        "methods": methods_section(inputs),
         "review": review_section(inputs),
         "registry": registry_section(inputs, registry),
     }

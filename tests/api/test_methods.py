@@ -38,7 +38,7 @@ def _params(methods: list[str]) -> Params:
 
 
 def test_every_method_learns_from_one_batch_and_gets_a_row_counted_by_the_reviewer(
-    generator: Path, tmp_path: Path, make_rfnet
+    generator: Path, tmp_path: Path, make_rfnet, tracking: Path
 ) -> None:
     judge = tmp_path / "judge"
     make_rfnet().save(judge)
@@ -63,6 +63,13 @@ def test_every_method_learns_from_one_batch_and_gets_a_row_counted_by_the_review
         # a learnt pool travels with the ControlNet when the selection kept it
         assert (tuned / POOL_FILE).exists() == ("prompts" in name and bool(row["chosen_step"]))
     assert (tmp_path / "methods" / "methods.md").read_text().count("\n") == 2 + 3
+    # the method that gained most on the validation products goes to the gate, when any kept more than its start
+    kept = {name: row["validation_delta"] for name, row in result["methods"].items() if row["chosen_step"]}
+    if kept:
+        assert result["registered"]["method"] == max(kept, key=lambda name: kept[name])
+        assert (tmp_path / "methods" / "gate.json").exists()
+    else:
+        assert result["registered"] is None
 
 
 def test_a_batch_from_another_generator_version_is_refused(generator: Path, tmp_path: Path, make_rfnet) -> None:

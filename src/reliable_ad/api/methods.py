@@ -95,6 +95,8 @@ def compare_methods(
         compared = compare_generators(params, generator, tuned, judge, folder / "comparison.json", folder / "grid.png")
         unseen = first_attempt_rates(params, generator, tuned, judge) if params.rounds.unseen_products else {}
         rows[name] = method_row(compared, unseen, spent + learnt["selection"]["human_labels"], learnt["chosen_step"])
+        rows[name]["validation_delta"] = learnt["validation_delta"]
+    gate = _register_best(params, generator, judge, out, rows)
     if rfft is not None and rfft.exists():
         compared = json.loads(rfft.read_text())
         selection = json.loads((params.paths.rfft / "rfft_summary.json").read_text()).get("selection", {})
@@ -103,6 +105,7 @@ def compare_methods(
     summary = {
         "batch": {"folder": str(batch), "rows": spent, "available": int(labelled.available.sum())},
         "methods": rows,
+        "registered": gate,
     }
     write_json(metrics, summary)
     write_json(out / "methods.json", summary)
@@ -158,8 +161,34 @@ def learn_from_labels(
     )  # fmt: skip
     if selection["chosen_step"] and "prompts" in parts:
         save_prompt_pool(pool, out / "controlnet" / POOL_FILE)
+    kept = next(row for row in selection["table"] if row["step"] == selection["chosen_step"])
     selection = {k: v for k, v in selection.items() if k != "table"}
-    return {"method": method, "training": trained, "selection": selection, "chosen_step": selection["chosen_step"]}
+    return {
+        "method": method,
+        "training": trained,
+        "selection": selection,
+        "chosen_step": selection["chosen_step"],
+        "validation_delta": kept["delta_vs_step_0"],  # the kept candidate's gain on the validation products
+    }
+
+
+def _register_best(
+    params: Params, generator: Path, judge: Path, out: Path, rows: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Register the method that gained most on the validation products (never chosen on the evaluation's, which
+    the gate counts) through the ControlNet gate; None when no method kept anything but its start."""
+    from reliable_ad.api.rfft import register_controlnet
+
+    gains = {name: row["validation_delta"] for name, row in rows.items() if row["chosen_step"]}
+    if not gains:
+        return None
+    best = max(gains, key=lambda name: gains[name])
+    folder = out / best.replace("+", "-")
+    tags = {"method": best}
+    decision = register_controlnet(
+        params, folder / "controlnet", generator, judge, out / "gate.json", folder / "comparison.json", tags
+    )
+    return {"method": best, "promoted": decision["promoted"], "reason": decision["reason"]}
 
 
 def _train(
