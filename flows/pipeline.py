@@ -172,6 +172,23 @@ def feedback_round(
 
 
 @task
+def label_batch(params: Params, generator: Path) -> Path:
+    """The labelled batch the methods learn from (`rad rfft batch`)."""
+    api.label_batch(params, generator, params.paths.methods_batch, progress=False)
+    return params.paths.methods_batch
+
+
+@task
+def compare_methods(params: Params, generator: Path, judge: Path, batch: Path) -> dict[str, Any]:
+    """Prompt selection, SFT, KTO and DPO from the labelled batch, counted by the reviewer (`rad rfft compare`);
+    RFFT's row when its comparison is there."""
+    paths = params.paths
+    return api.compare_methods(
+        params, generator, judge, batch, paths.methods, paths.methods_metrics, paths.rfft_metrics, progress=False
+    )
+
+
+@task
 def ingest_feedback(params: Params, batch: Path, dataset: Path) -> dict[str, Any]:
     result = api.ingest_feedback(params, batch, dataset, params.paths.feedback_reports)
     if result.status == "rejected":
@@ -298,6 +315,7 @@ def full_pipeline(params_path: str = "params.yaml", generator: str | None = None
             for k in range(1, params.rounds.count + 1):
                 summary[f"round_{k}"] = feedback_round(params, k, Path(generator), judge, controlnet, paths.rounds)
                 judge, controlnet = api.round_judge(paths.rounds, k), api.round_controlnet(paths.rounds, k)
+        summary["methods"] = compare_methods(params, Path(generator), model, label_batch(params, Path(generator)))
     return summary
 
 

@@ -464,12 +464,15 @@ def methods_section(inputs: Inputs) -> dict[str, Any]:
         return {"notes": notes}
     rows, figures = [], []
     for name, r in (metrics.get("methods") or {}).items():
+        label = f"{name} (refused: {r['refused']})" if "refused" in r else name
         rows.append(
-            [name, r.get("human_labels"), r.get("reviewer_rate_base"), r.get("reviewer_rate_tuned"),
+            [label, r.get("human_labels"), r.get("reviewer_rate_base"), r.get("reviewer_rate_tuned"),
              r.get("reviewer_delta"), r.get("reviewer_delta_ci_low"), r.get("reviewer_delta_ci_high"),
              r.get("rfnet_delta"), r.get("hacking_gap"), r.get("guard_ok"), r.get("unseen_reviewer_delta"),
              r.get("attempts_per_available_base"), r.get("attempts_per_available_tuned"), r.get("labels_per_point")]
         )  # fmt: skip
+        if "refused" in r:
+            continue
         grid = Artefact(_method_grid(name), "compare_methods", "rad rfft compare")
         figures.append((inputs.image(grid, notes), f"{name}: base (above) and tuned (below), same products and seeds"))
     summary = _scalars(metrics.get("batch") or {}) + _scalars(metrics.get("registered") or {})

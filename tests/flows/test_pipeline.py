@@ -48,6 +48,12 @@ TINY = {
             "select": {"every": 1, "products": 2},
         },
         "gate": {"resamples": 200},
+        "methods": {
+            "methods": ["prompts", "kto"],
+            "batch": {"products": 3},
+            "tune": {"steps": 1, "batch_size": 2, "threads": 1},
+            "select": {"products": 2},
+        },
     },
     "rounds": {"count": 1, "products": 6, "rfnet_epochs": 1, "unseen_products": 2},
 }
@@ -89,7 +95,11 @@ def test_full_pipeline_then_retrain_on_feedback(inside) -> None:
     first_round = summary["round_1"]
     assert first_round["round"] == 1 and first_round["labels"] and first_round["human_labels"]["method"] >= 6
     assert {"hacking_gap_tuned", "delta", "available_rate_first_rfnet_tuned"} <= set(first_round["comparison"])
+    # people's labels learnt directly: the random generator makes nothing usable, so KTO is refused, saying why
+    methods = summary["methods"]["methods"]
+    assert methods["prompts"]["human_labels"] == 6 + 2 * 2 and "0 desirable" in methods["kto"]["refused"]
     for produced in (
+        "metrics/methods.json",
         "metrics/rfnet.json",
         "metrics/rfnet_gate.json",
         "metrics/generation.json",

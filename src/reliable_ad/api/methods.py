@@ -79,16 +79,26 @@ def compare_methods(
     the reviewer and `judge`, and on unseen products. `rfft` (the pipeline's RFFT comparison, `rad rfft
     evaluate`'s metrics) adds RFFT's row. Models under `out/<method>`; one row per method in `metrics`."""
     from reliable_ad.generation.config import check_method
-    from reliable_ad.training.from_labels import read_labelled_batch
+    from reliable_ad.training.from_labels import LabelBatchError, read_labelled_batch
 
     cfg = params.generation.methods
     labelled = read_labelled_batch(batch, controlnet_version(generator, None))
     spent = len(labelled.available)
     runs = out / "runs"  # each weight update trained once, shared by the methods that use it ("kto", "prompts+kto")
+    refused: dict[
+        str, str
+    ] = {}  # a method the batch cannot train (KTO without accepted images...) gets a row saying so
     for weights in sorted({part for name in cfg.methods for part in check_method(name) if part != "prompts"}):
-        _train(params, weights, generator, None, labelled, runs / weights, progress)
+        try:
+            _train(params, weights, generator, None, labelled, runs / weights, progress)
+        except LabelBatchError as error:
+            refused[weights] = str(error)
     rows: dict[str, dict[str, Any]] = {}
     for name in cfg.methods:
+        why = next((refused[part] for part in check_method(name) if part in refused), None)
+        if why is not None:
+            rows[name] = {"refused": why}
+            continue
         folder = out / name.replace("+", "-")
         learnt = learn_from_labels(params, name, generator, None, labelled, judge, folder, runs, progress)
         tuned = folder / "controlnet"
@@ -179,7 +189,7 @@ def _register_best(
     the gate counts) through the ControlNet gate; None when no method kept anything but its start."""
     from reliable_ad.api.rfft import register_controlnet
 
-    gains = {name: row["validation_delta"] for name, row in rows.items() if row["chosen_step"]}
+    gains = {name: row["validation_delta"] for name, row in rows.items() if row.get("chosen_step")}
     if not gains:
         return None
     best = max(gains, key=lambda name: gains[name])
@@ -242,6 +252,9 @@ def methods_markdown(rows: dict[str, dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
+        if "refused" in r:
+            lines.append(f"| {name} | refused: {r['refused']} |" + " |" * 8)
+            continue
         per_point = "no gain" if r["labels_per_point"] is None else f"{r['labels_per_point']:.0f}"
         attempts = (
             f"{r['attempts_per_available_base']:.2f} -> {r['attempts_per_available_tuned']:.2f}"
