@@ -368,7 +368,9 @@ class LabelTuneConfig(BaseModel):
     )
     desirable_share: float = Field(0.5, gt=0, lt=1, description="KTO: share of desirable images per batch (0.8)")
     ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of the weights that are saved (0: the last weights)")
-    snapshot_every: int = Field(100, ge=0, description="steps between snapshots for the selection (0: none)")
+    snapshot_every: int = Field(
+        200, ge=0, description="steps between snapshots for the selection (0: none; each costs its validation labels)"
+    )
     seed: int = 0
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
 
