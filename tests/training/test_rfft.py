@@ -12,6 +12,7 @@ from diffusers import ControlNetModel
 from pydantic import ValidationError
 
 from reliable_ad.data.hashing import folder_hash
+from reliable_ad.errors import UserError
 from reliable_ad.generation.config import RFFTConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
@@ -255,5 +256,5 @@ def test_the_anchor_can_learn_from_the_controlnets_own_accepted_samples(generato
     rfft_train(cfg, generator, judge, POOL, tmp_path / "run")
     assert all(record["anchor"] > 0 and record["feedback"] == 0 for record in _log(tmp_path / "run"))
     judge.config.acceptance_threshold = 1.0  # accepts nothing: there is nothing to learn from, said so
-    with pytest.raises(RuntimeError, match="accepted none of 3 samples"):
+    with pytest.raises(UserError, match="accepted none of 3 samples"):
         rfft_train(cfg, generator, judge, POOL, tmp_path / "again")

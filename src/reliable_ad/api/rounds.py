@@ -14,7 +14,7 @@ from reliable_ad.api.data import prepare
 from reliable_ad.api.feedback import simulate_feedback
 from reliable_ad.api.rfft import compare_generators, register_controlnet, rfft_train
 from reliable_ad.api.rfnet import register_rfnet, train_rfnet
-from reliable_ad.errors import UserError
+from reliable_ad.errors import InputError, UserError
 from reliable_ad.generation.config import SimulatedFeedbackConfig
 from reliable_ad.params import Params
 from reliable_ad.paths import Paths
@@ -296,7 +296,7 @@ def round_of_batch(dataset: Path, batch_hash: str) -> int:
 
     hashes = [entry["batch_hash"] for entry in ledger(dataset)]
     if batch_hash not in hashes:
-        raise ValueError(f"batch {batch_hash[:12]} was never ingested into {dataset}")
+        raise InputError(f"batch {batch_hash[:12]} was never ingested into {dataset}")
     return 1 + hashes.index(batch_hash)
 
 

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.products import Product, held_out_products
 from reliable_ad.data.synth.world import draw_sample
+from reliable_ad.errors import UserError
 from reliable_ad.generation.config import GENERATOR_CATEGORIES, RecurrentConfig, RFFTConfig
 from reliable_ad.generation.denoise import Denoiser, Slot
 from reliable_ad.generation.prompts import PromptConfig
@@ -245,7 +246,10 @@ def accepted_pool(
         verdicts = zip(images, slots, (p >= judge.threshold).tolist(), strict=True)
         kept += [Example(image, slot.job.product, slot.job.prompt) for image, slot, ok in verdicts if ok]
     if not kept:
-        raise RuntimeError(f"the judge accepted none of {len(picks)} samples: no accepted pool to anchor to")
+        raise UserError(
+            f"the judge accepted none of {len(picks)} samples: no accepted pool to anchor to "
+            "(generation.rfft.anchor_data: renders, or more anchor_pool products)"
+        )
     return kept
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from reliable_ad.data.synth.products import held_out_products
+from reliable_ad.errors import InputError
 from reliable_ad.generation.config import RecurrentConfig, SelectionConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
@@ -82,9 +83,9 @@ def select_snapshot(
         return {"by": "last", "chosen_step": None, "human_labels": 0, "table": []}
     found = snapshots(run) if candidates is None else candidates
     if not found:
-        raise FileNotFoundError(f"{run / SNAPSHOTS}: no snapshots to choose from (select.every was 0?)")
+        raise InputError(f"{run / SNAPSHOTS}: no snapshots to choose from (select.every was 0?)")
     if cfg.by == "judge" and selector is None:
-        raise ValueError(f"select.by is 'judge' but the selecting judge {cfg.judge} was not given")
+        raise InputError(f"select.by is 'judge' but the selecting judge {cfg.judge} was not given")
     first = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
     products = held_out_products(cfg.products, cfg.product_seed)
     everyone = [(0, start if start is not None else generator / "controlnet"), *found]

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from reliable_ad.data.dataset import ShardDataset, ShardIndex, read_column
 from reliable_ad.data.hashing import folder_hash, sha256_of
-from reliable_ad.errors import InputError
+from reliable_ad.errors import InputError, UserError
 from reliable_ad.models.rfnet import TRAINING_FILE, RFNet, build_vocabulary
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from reliable_ad.training.config import RFNetTrainConfig
@@ -230,7 +230,7 @@ def _epoch_batches(loader: DataLoader[Any], dataset: ShardDataset, epoch: int, s
                 continue
             yield batch
         if empty:
-            raise RuntimeError("the training split yields no batches for this process")
+            raise UserError("the training split yields no batches for this process: the shards hold too few train rows")
 
 
 def _keep_last_good(
