@@ -45,7 +45,7 @@ def test_quick_profile_runs_every_stage_and_reruns_only_what_changed(tmp_path: P
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     _run(["rad", "feedback", "init", "data/feedback"], clone)
     _run(["dvc", "exp", "run", "-S", "profile=quick"], clone)
-    for name in ("rfnet", "rfnet_gate", "generation", "rfft", "rfft_gate", "validation", "rounds"):
+    for name in ("rfnet", "rfnet_gate", "generation", "rfft", "rfft_gate", "validation", "rounds", "methods"):
         assert (clone / "metrics" / f"{name}.json").exists(), name
     assert (clone / "reports" / "report.html").stat().st_size > 10_000
     # the judge is tested on the generator's own images apart, and the gate reused rfft evaluate's comparison
@@ -55,11 +55,15 @@ def test_quick_profile_runs_every_stage_and_reruns_only_what_changed(tmp_path: P
     (row,) = json.loads((clone / "metrics" / "rounds.json").read_text())["rounds"]  # the quick profile's one round
     assert row["round"] == 1 and row["human_labels"]["method"] > 0 and "hacking_gap_tuned" in row["comparison"]
     assert _stale(clone) == set()
+    methods = json.loads((clone / "metrics" / "methods.json").read_text())["methods"]
+    assert set(methods) == {"prompts", "sft", "kto", "dpo", "prompts+kto", "rfft"}
+    assert all("reviewer_delta" in row or "refused" in row for row in methods.values())
 
     # one knob of one stage: only that stage and what follows it are stale
     params = (clone / "params.yaml").read_text()
     (clone / "params.yaml").write_text(params.replace("guard: {}", "guard: {min_diversity_ratio: 0.5}"))
-    assert _stale(clone) == {"evaluate_rfft", "register_rfft", "feedback_rounds"}  # the rounds compare under it too
+    # the rounds and the methods compare under it too
+    assert _stale(clone) == {"evaluate_rfft", "register_rfft", "feedback_rounds", "compare_methods"}
     (clone / "params.yaml").write_text(params)
 
     # a new feedback batch: the stages that read data, not the ones that make the synthetic dataset
