@@ -16,38 +16,21 @@ import argparse
 import copy
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-from common import machine
-from reliable_ad.data.reviewer import product_mask, review
+from common import machine, reviewer_first_attempts
 from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.data.synth.world import draw_sample
-from reliable_ad.generation.config import PretrainConfig, RecurrentConfig
+from reliable_ad.generation.config import PretrainConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import load_prompt_pool
-from reliable_ad.generation.recurrent import job_for
-from reliable_ad.models.generator import GeneratorComponents, load_components
+from reliable_ad.models.generator import load_components
 from reliable_ad.params import load_params
 from reliable_ad.training.pretrain_generator import denoising_loss, examples_of
-
-
-def reviewer_rates(components: GeneratorComponents, products: list, pool: list, seeds: int) -> np.ndarray:
-    """Available (1/0) per seed and product, first attempts."""
-    denoiser = Denoiser(components, 20, 7.5)
-    jobs = [job_for(p, i, 1, pool, RecurrentConfig(seed=s)) for s in range(seeds) for i, p in enumerate(products)]
-    verdicts = []
-    for start in range(0, len(jobs), 64):
-        chunk = jobs[start : start + 64]
-        slots = [denoiser.start(job) for job in chunk]
-        while not denoiser.done(slots[0]):
-            denoiser.advance(slots)
-        for image, job in zip(denoiser.images(torch.cat([s.latents for s in slots]), slots), chunk, strict=True):
-            assert job.height_cm is not None
-            verdicts.append(review(image, product_mask(job.product), job.height_cm).label == "available")
-    return np.array(verdicts, float).reshape(seeds, len(products))
 
 
 def main() -> None:
@@ -64,11 +47,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     print(machine(), flush=True)
-    params = load_params("params.yaml")
+    params = load_params(Path("params.yaml"))
     components = load_components(params.paths.generator)
     pool = load_prompt_pool(params.generation.prompts)
     products = held_out_products(params.generation.evaluate.products, params.generation.evaluate.product_seed)
-    base = reviewer_rates(components, products, pool, args.seeds)
+    base = reviewer_first_attempts(Denoiser(components, 20, 7.5), pool, products, args.seeds)
     print(json.dumps({"step": 0, "rate": round(float(base.mean()), 4)}), flush=True)
     cfg = PretrainConfig()
     mixes = {
@@ -96,7 +79,7 @@ def main() -> None:
             if averages:
                 module.load_state_dict(averages[name].state_dict())
             module.eval()
-        rates = reviewer_rates(components, products, pool, args.seeds)
+        rates = reviewer_first_attempts(Denoiser(components, 20, 7.5), pool, products, args.seeds)
         for name, module in trained.items():
             module.load_state_dict(saved[name])
             module.train()

@@ -20,40 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import machine
+from common import machine, reviewer_first_attempts
 from reliable_ad.api.common import controlnet_version
 from reliable_ad.api.methods import label_batch
-from reliable_ad.data.reviewer import product_mask, review
 from reliable_ad.data.synth.products import held_out_products
-from reliable_ad.generation.config import RecurrentConfig, check_method
+from reliable_ad.generation.config import check_method
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig, load_prompt_pool
-from reliable_ad.generation.recurrent import job_for
-from reliable_ad.generation.rfft_eval import background_descriptor, diversity
+from reliable_ad.generation.rfft_eval import diversity
 from reliable_ad.models.generator import load_components
 from reliable_ad.params import load_params
 from reliable_ad.stats import paired_bootstrap
 from reliable_ad.training.from_labels import read_labelled_batch, tune_on_labels
 from reliable_ad.training.prompt_select import select_prompts
-
-
-def first_attempts(denoiser: Denoiser, pool: list[PromptConfig], seeds: int, products: int, seed: int) -> dict:
-    """Reviewer verdicts (seeds x products) of first attempts, and the background descriptors of seed 0's."""
-    items = held_out_products(products, seed)
-    verdicts, features = [], []
-    for run_seed in range(seeds):
-        jobs = [job_for(p, i, 1, pool, RecurrentConfig(seed=run_seed)) for i, p in enumerate(items)]
-        for start in range(0, len(jobs), 48):
-            chunk = jobs[start : start + 48]
-            slots = [denoiser.start(job) for job in chunk]
-            while not denoiser.done(slots[0]):
-                denoiser.advance(slots)
-            for image, job in zip(denoiser.images(torch.cat([s.latents for s in slots]), slots), chunk, strict=True):
-                assert job.height_cm is not None
-                verdicts.append(review(image, product_mask(job.product), job.height_cm).label == "available")
-                if run_seed == 0:
-                    features.append(background_descriptor(image, job.product, 4))
-    return {"good": np.array(verdicts, float).reshape(seeds, products), "features": np.stack(features)}
 
 
 def main() -> None:
@@ -72,6 +51,7 @@ def main() -> None:
     generator, cfg = params.paths.generator, params.generation.methods
     ev = params.generation.evaluate
     pool = load_prompt_pool(params.generation.prompts)
+    evaluated = held_out_products(ev.products, ev.product_seed)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as scratch:
         made = label_batch(params, generator, Path(scratch) / "batch")
@@ -83,7 +63,8 @@ def main() -> None:
         def evaluate(controlnet: Path | None, prompts: list[PromptConfig]) -> dict:
             components = load_components(generator, controlnet)
             denoiser = Denoiser(components, ev.recurrent.steps, ev.recurrent.guidance_scale)
-            return first_attempts(denoiser, prompts, args.seeds, ev.products, ev.product_seed)
+            good, features = reviewer_first_attempts(denoiser, prompts, evaluated, args.seeds, grid=4)
+            return {"good": good, "features": features}
 
         base = evaluate(None, pool)
         products = base["good"].shape[1]
@@ -106,7 +87,7 @@ def main() -> None:
             print(json.dumps({name: rows[name]}), flush=True)
     result = {"machine": machine(), "batch": made, "products": products, "seeds": args.seeds, "rows": rows}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nmachine: {machine()}; batch: {made['rows']} labels; {products} products x {args.seeds} seeds\n")
+    print(f"\n{machine()}; batch: {made['rows']} labels; {products} products x {args.seeds} seeds\n")
     print(
         "| method | reviewer rate (per seed) | Δ [95% interval] | diversity vs base | train s |\n|---|---|---|---|---|"
     )

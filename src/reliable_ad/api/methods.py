@@ -85,9 +85,8 @@ def compare_methods(
     labelled = read_labelled_batch(batch, controlnet_version(generator, None))
     spent = len(labelled.available)
     runs = out / "runs"  # each weight update trained once, shared by the methods that use it ("kto", "prompts+kto")
-    refused: dict[
-        str, str
-    ] = {}  # a method the batch cannot train (KTO without accepted images...) gets a row saying so
+    # what the batch cannot train (KTO without accepted images...) gets a row saying why
+    refused: dict[str, str] = {}
     for weights in sorted({part for name in cfg.methods for part in check_method(name) if part != "prompts"}):
         try:
             _train(params, weights, generator, None, labelled, runs / weights, progress)

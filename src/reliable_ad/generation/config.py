@@ -399,7 +399,7 @@ class MethodsConfig(BaseModel):
     prompts: PromptSelectConfig = Field(default_factory=PromptSelectConfig)
     tune: LabelTuneConfig = Field(default_factory=LabelTuneConfig)
     select: SelectionConfig = Field(
-        default_factory=lambda: SelectionConfig(products=96),
+        default_factory=SelectionConfig,
         description="who judges the candidates (step 0, the snapshots) on validation products; `every` is unused "
         "here (tune.snapshot_every)",
     )

@@ -76,11 +76,11 @@ def read_labelled_batch(folder: Path, version: str | None = None) -> LabelledBat
 
     if not (folder / layout.LABEL_FILE).is_file():
         raise LabelBatchError(f"{folder}: no {layout.LABEL_FILE}; a labelled batch is a folder in the RF1M layout")
-    if version is not None:
-        _check_version(folder, version)
     with tempfile.TemporaryDirectory() as scratch:  # the user's folder is read, never written
         summary = import_dataset(folder, ImportConfig(), Path(scratch) / layout.MANIFEST_FILE)
         rows = pq.read_table(summary.manifest).to_pylist()
+    if version is not None:  # after the import, which names any malformed metadata line
+        _check_version(folder, version)
     files = [{kind: loc for kind in ("image", "product") if (loc := location_of(row, kind))} for row in rows]
     examples: list[Example | None] = [None] * len(rows)
     for position, data in read_rows(folder, files):
