@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from reliable_ad.api.common import judge_from, judge_version, settings
+from reliable_ad.api.common import generates_the_same, judge_from, judge_version, settings
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.params import Params
 
@@ -22,3 +22,14 @@ def test_settings_are_every_value_in_effect_and_load_back() -> None:
     values = yaml.safe_load(settings(params))
     assert values["rfnet"]["train"]["epochs"] == 3 and values["data"]["import"]["require_metadata"] is True
     assert Params.model_validate(values).rfnet.train == params.rfnet.train  # the printed tree is valid params
+
+
+def test_two_controlnets_generate_the_same_when_only_their_records_differ(tmp_path: Path) -> None:
+    for name in ("start", "kept"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    (tmp_path / "kept" / "label_tune.json").write_text("{}")  # how it was trained: not what it generates
+    assert generates_the_same(tmp_path / "start", tmp_path / "kept")
+    (tmp_path / "kept" / "prompt_pool.json").write_text("[]")  # a learnt pool generates other images
+    assert not generates_the_same(tmp_path / "start", tmp_path / "kept")
+    assert folder_hash(tmp_path / "kept", ["*.json"]) == folder_hash(tmp_path / "start")

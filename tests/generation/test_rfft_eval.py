@@ -11,6 +11,9 @@ from reliable_ad.generation.rfft_eval import (
     compare_generators,
     comparison_key,
     diversity,
+    evaluation_run,
+    first_attempt_comparison,
+    first_attempts_run,
     quality_guard,
 )
 from reliable_ad.models.generator import load_components
@@ -95,3 +98,31 @@ def test_the_comparison_key_ignores_what_the_comparison_does_not_use(tmp_path) -
     before = key(cfg)
     (tmp_path / "judge" / "weights").write_text("another judge")
     assert key(cfg) != before
+
+
+def test_runs_made_before_give_the_same_comparison(generator, tuned_controlnet, make_judge) -> None:
+    """A side handed in (one run shared by several comparisons) changes nothing: every job is seeded."""
+
+    def same(a: dict, b: dict) -> bool:  # NaN (nothing rejected by the judge on 4 products) equals itself here
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+    base_denoiser, tuned_denoiser = (
+        Denoiser(load_components(generator, cn), 3, 2.0) for cn in (None, tuned_controlnet)
+    )
+    judge = make_judge(seed=1)
+    fresh = compare_generators(base_denoiser, tuned_denoiser, judge, POOL, EVAL, GuardConfig())
+    shared = compare_generators(
+        base_denoiser, tuned_denoiser, judge, POOL, EVAL, GuardConfig(),
+        known={"base": evaluation_run(base_denoiser, judge, POOL, EVAL)},
+    )  # fmt: skip
+    assert same(shared, fresh)
+    # a tuned side with the base's weights reuses the base's run: what a second run of the base would say
+    itself = compare_generators(base_denoiser, base_denoiser, judge, POOL, EVAL, GuardConfig())
+    reused = compare_generators(base_denoiser, tuned_denoiser, judge, POOL, EVAL, GuardConfig(), tuned_is_base=True)
+    assert same(reused, itself) and reused["delta"] == 0.0
+    first = first_attempt_comparison(base_denoiser, tuned_denoiser, judge, POOL, 4, 5, EVAL.recurrent)
+    handed = first_attempt_comparison(
+        base_denoiser, tuned_denoiser, judge, POOL, 4, 5, EVAL.recurrent,
+        known={"base": first_attempts_run(base_denoiser, judge, POOL, 4, 5, EVAL.recurrent)},
+    )  # fmt: skip
+    assert same(handed, first)

@@ -44,6 +44,15 @@ def controlnet_version(generator: Path, controlnet: Path | None) -> str:
     return f"controlnet-{folder_hash(controlnet or generator / 'controlnet')[:12]}"
 
 
+def generates_the_same(controlnet: Path, other: Path) -> bool:
+    """Whether two ControlNet folders hold the same config, weights and prompt pool (training records aside):
+    then one generates exactly what the other does, and a comparison of the two needs one run."""
+    from reliable_ad.data.hashing import folder_hash
+    from reliable_ad.training.rfft_select import RECORDS
+
+    return folder_hash(controlnet, RECORDS) == folder_hash(other, RECORDS)
+
+
 def denoiser_from(generator: Path, controlnet: Path | None, params: Params, for_evaluation: bool = True) -> Denoiser:
     """A slot denoiser of the generator (with another ControlNet if given), set up as recurrent generation runs."""
     from reliable_ad.generation.denoise import Denoiser

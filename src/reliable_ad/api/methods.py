@@ -15,6 +15,7 @@ from reliable_ad.api.rounds import first_attempt_rates
 from reliable_ad.params import Params
 
 if TYPE_CHECKING:
+    from reliable_ad.generation.recurrent import RunStats
     from reliable_ad.training.from_labels import LabelledBatch
 
 # each row of metrics/methods.json
@@ -93,16 +94,26 @@ def compare_methods(
         except LabelBatchError as error:
             refused[weights] = str(error)
     rows: dict[str, dict[str, Any]] = {}
+    start = _start_runs(params, generator, judge)
     for name in cfg.methods:
         why = next((refused[part] for part in check_method(name) if part in refused), None)
         if why is not None:
             rows[name] = {"refused": why}
             continue
         folder = out / name.replace("+", "-")
-        learnt = learn_from_labels(params, name, generator, None, labelled, judge, folder, runs, progress)
+        learnt = learn_from_labels(
+            params, name, generator, None, labelled, judge, folder, runs, progress, start["validation"]
+        )
         tuned = folder / "controlnet"
-        compared = compare_generators(params, generator, tuned, judge, folder / "comparison.json", folder / "grid.png")
-        unseen = first_attempt_rates(params, generator, tuned, judge) if params.rounds.unseen_products else {}
+        compared = compare_generators(
+            params, generator, tuned, judge, folder / "comparison.json", folder / "grid.png",
+            known={"base": start["evaluation"]},
+        )  # fmt: skip
+        unseen = (
+            first_attempt_rates(params, generator, tuned, judge, known={"base": start["unseen"]})
+            if params.rounds.unseen_products
+            else {}
+        )
         rows[name] = method_row(compared, unseen, spent + learnt["selection"]["human_labels"], learnt["chosen_step"])
         rows[name]["validation_delta"] = learnt["validation_delta"]
     gate = _register_best(params, generator, judge, out, rows)
@@ -122,6 +133,27 @@ def compare_methods(
     return summary
 
 
+def _start_runs(params: Params, generator: Path, judge: Path) -> dict[str, RunStats]:
+    """What the generator's own ControlNet makes on the validation, evaluation and unseen products: every method
+    starts from it and is compared with it, so it is generated once (each job is seeded: the same images)."""
+    from reliable_ad.generation.prompts import load_prompt_pool
+    from reliable_ad.generation.rfft_eval import evaluation_run, first_attempts_run
+    from reliable_ad.training.rfft_select import validation_run
+
+    p, rounds = params.generation, params.rounds
+    recurrent, pool, scorer = p.evaluate.recurrent, load_prompt_pool(p.prompts), judge_from(params, judge)
+    base = denoiser_from(generator, None, params)
+    runs = {
+        "validation": validation_run(generator, generator / "controlnet", scorer, pool, recurrent, p.methods.select),
+        "evaluation": evaluation_run(base, scorer, pool, p.evaluate),
+    }
+    if rounds.unseen_products:
+        runs["unseen"] = first_attempts_run(
+            base, scorer, pool, rounds.unseen_products, rounds.unseen_product_seed, recurrent
+        )
+    return runs
+
+
 def learn_from_labels(
     params: Params,
     method: str,
@@ -132,11 +164,13 @@ def learn_from_labels(
     out: Path,
     runs: Path | None = None,
     progress: bool = True,
+    start_run: RunStats | None = None,
 ) -> dict[str, Any]:
     """One method (`prompts`, `sft`, `kto`, `dpo` or a composition like `prompts+kto`) learns from `labelled`,
     starting from `controlnet` (default: the generator's own) and its pool: its weight update trains into
     `runs/<update>` (or reuses a run already there), then the candidate kept is chosen on validation products by
-    a paired test against the start, and lands in `out/controlnet` with its learnt pool beside it."""
+    a paired test against the start (`start_run`: the start's validation attempts, if made before), and lands
+    in `out/controlnet` with its learnt pool beside it."""
     from reliable_ad.generation.config import check_method
     from reliable_ad.generation.prompts import POOL_FILE, pool_for, save_prompt_pool
     from reliable_ad.training.prompt_select import select_prompts
@@ -167,6 +201,7 @@ def learn_from_labels(
     selection = select_snapshot(
         out, generator, start, judge_from(params, judge), pool, p.evaluate.recurrent, cfg.select, progress,
         start_pool=start_pool, candidates=candidates, resamples=p.gate.resamples, confidence=p.gate.confidence,
+        start_run=start_run,
     )  # fmt: skip
     if selection["chosen_step"] and "prompts" in parts:
         save_prompt_pool(pool, out / "controlnet" / POOL_FILE)

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reliable_ad.api.common import denoiser_from, judge_from, write_json
+from reliable_ad.api.common import denoiser_from, generates_the_same, judge_from, write_json
 from reliable_ad.params import Params
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from reliable_ad.generation.recurrent import RunStats
     from reliable_ad.judge import Reward
 
 
@@ -31,14 +34,18 @@ def compare_generators(
     metrics: Path | None,
     grid: Path | None,
     base: Path | None = None,
+    known: Mapping[str, RunStats] | None = None,
 ) -> dict[str, Any]:
     """The tuned `controlnet` against `base` (default: the generator's own ControlNet) on the same products and
     seeds: available rates by the judge and the reviewer with paired intervals, the hacking gap, the guard. Each
-    side generates with its ControlNet's own prompt pool when it has one (learnt from labels), else the params'."""
+    side generates with its ControlNet's own prompt pool when it has one (learnt from labels), else the params'.
+    `known`: sides generated before (`generation.rfft_eval.evaluation_run`); a tuned side with the base's
+    weights and pool reuses the base's run."""
     from reliable_ad.generation.prompts import pool_for
     from reliable_ad.generation.rfft_eval import compare_generators as run
 
     p = params.generation
+    same = generates_the_same(controlnet, base or generator / "controlnet")
     return run(
         denoiser_from(generator, base, params),
         denoiser_from(generator, controlnet, params),
@@ -52,6 +59,8 @@ def compare_generators(
         confidence=p.gate.confidence,
         key=None if base is not None else _comparison_key(params, generator, controlnet, judge),
         tuned_pool=pool_for(controlnet, p.prompts),
+        known=known,
+        tuned_is_base=same,
     )
 
 

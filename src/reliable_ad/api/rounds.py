@@ -4,12 +4,12 @@ under the new judge, evaluated and gated; each round resumable at its step."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reliable_ad.api.common import denoiser_from, judge_from, write_json
+from reliable_ad.api.common import denoiser_from, generates_the_same, judge_from, write_json
 from reliable_ad.api.data import prepare
 from reliable_ad.api.feedback import simulate_feedback
 from reliable_ad.api.rfft import compare_generators, register_controlnet, rfft_train
@@ -18,6 +18,9 @@ from reliable_ad.errors import InputError, UserError
 from reliable_ad.generation.config import SimulatedFeedbackConfig
 from reliable_ad.params import Params
 from reliable_ad.paths import Paths
+
+if TYPE_CHECKING:
+    from reliable_ad.generation.recurrent import RunStats
 
 
 class RoundError(UserError, RuntimeError):
@@ -322,8 +325,11 @@ def _round_state(folder: Path, key: str, data_folders: list[Path]) -> dict[str, 
     return {"fingerprint": key, "done": {}}
 
 
-def first_attempt_rates(params: Params, generator: Path, controlnet: Path, judge: str | Path) -> dict[str, Any]:
-    """Base vs tuned first attempts on products the pipeline never saw (`rounds.unseen_*`), by both judges."""
+def first_attempt_rates(
+    params: Params, generator: Path, controlnet: Path, judge: str | Path, known: Mapping[str, RunStats] | None = None
+) -> dict[str, Any]:
+    """Base vs tuned first attempts on products the pipeline never saw (`rounds.unseen_*`), by both judges;
+    `known`: sides made before (`generation.rfft_eval.first_attempts_run`)."""
     from reliable_ad.generation.prompts import load_prompt_pool, pool_for
     from reliable_ad.generation.rfft_eval import first_attempt_comparison
 
@@ -340,6 +346,8 @@ def first_attempt_rates(params: Params, generator: Path, controlnet: Path, judge
         resamples=p.gate.resamples,
         confidence=p.gate.confidence,
         tuned_pool=pool_for(controlnet, p.prompts),
+        known=known,
+        tuned_is_base=generates_the_same(controlnet, generator / "controlnet"),
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.guard import GuardConfig
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.generation.recurrent import Attempt, judge_on_generated, recurrent_generate, summarise
+from reliable_ad.generation.recurrent import Attempt, RunStats, judge_on_generated, recurrent_generate, summarise
 from reliable_ad.judge import Judge
 from reliable_ad.stats import paired_bootstrap
 
@@ -103,25 +103,31 @@ def compare_generators(
     confidence: float = 0.95,
     key: str | None = None,
     tuned_pool: Sequence[PromptConfig] | None = None,
+    known: Mapping[str, RunStats] | None = None,
+    tuned_is_base: bool = False,
 ) -> dict[str, Any]:
     """Base and tuned on the same products and seeds; the deltas come with paired bootstrap intervals. The
     tuned side draws its prompts from `tuned_pool` when it has its own (one learnt from labels).
 
-    `key` (see `comparison_key`) is stored with the metrics, so the registry gate can reuse them.
+    `key` (see `comparison_key`) is stored with the metrics, so the registry gate can reuse them. `known`: sides
+    made before by `evaluation_run` with the same denoiser, judge, pool and settings (every job is seeded, so
+    they are what this run would make); `tuned_is_base`: the tuned side has the base's weights and pool (a
+    selection that kept its start), so the base's run serves both.
     """
-    rc = cfg.recurrent.model_copy(update={"early_reject": False})
     products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
-    runs = {
-        name: recurrent_generate(d, judge, products, prompts, rc, keep_images=True)
-        for name, d, prompts in (("base", base, pool), ("tuned", tuned, tuned_pool or pool))
-    }
+    known = known or {}
+    base_run = known.get("base") or evaluation_run(base, judge, pool, cfg)
+    tuned_run = known.get("tuned") or (
+        base_run if tuned_is_base else evaluation_run(tuned, judge, tuned_pool or pool, cfg)
+    )
+    runs = {"base": base_run, "tuned": tuned_run}
     first = {name: _first_attempts(stats.attempts) for name, stats in runs.items()}
     keys = [p.key for p in products]
     rgba = {p.key: p.rgba for p in products}
     features = {
         n: np.stack([background_descriptor(_image(first[n][k]), rgba[k], guard.grid) for k in keys]) for n in runs
     }
-    summaries = {n: summarise(s, len(products), rc.max_attempts) for n, s in runs.items()}
+    summaries = {n: summarise(s, len(products), cfg.recurrent.max_attempts) for n, s in runs.items()}
     metrics: dict[str, Any] = {
         **paired_rates(first, keys, resamples, confidence, cfg.recurrent.seed),
         **quality_guard(features["base"], features["tuned"], guard, tuned_pool is None or tuned_pool == pool),
@@ -144,6 +150,16 @@ def compare_generators(
     if grid_file is not None:
         _grid(first, keys[:16], grid_file)
     return metrics
+
+
+def evaluation_run(
+    denoiser: Denoiser, judge: Judge, pool: Sequence[PromptConfig], cfg: GenerationEvalConfig
+) -> RunStats:
+    """One side of a comparison: recurrent generation on the evaluation's products, no early rejection, the
+    images kept."""
+    rc = cfg.recurrent.model_copy(update={"early_reject": False})
+    products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
+    return recurrent_generate(denoiser, judge, products, pool, rc, keep_images=True)
 
 
 def paired_rates(
@@ -186,16 +202,36 @@ def first_attempt_comparison(
     resamples: int = 2000,
     confidence: float = 0.95,
     tuned_pool: Sequence[PromptConfig] | None = None,
+    known: Mapping[str, RunStats] | None = None,
+    tuned_is_base: bool = False,
 ) -> dict[str, Any]:
     """Base and tuned first attempts only (cheaper than `compare_generators`), e.g. on products of another seed
-    to see whether a gain holds beyond the evaluation set."""
+    to see whether a gain holds beyond the evaluation set. `known` and `tuned_is_base` as `compare_generators`'
+    (sides made by `first_attempts_run`)."""
+    known = known or {}
+    base_run = known.get("base") or first_attempts_run(base, judge, pool, products, product_seed, recurrent)
+    tuned_run = known.get("tuned") or (
+        base_run
+        if tuned_is_base
+        else first_attempts_run(tuned, judge, tuned_pool or pool, products, product_seed, recurrent)
+    )
+    first = {name: _first_attempts(stats.attempts) for name, stats in (("base", base_run), ("tuned", tuned_run))}
+    keys = [p.key for p in held_out_products(products, product_seed)]
+    return {"product_seed": product_seed, **paired_rates(first, keys, resamples, confidence, recurrent.seed)}
+
+
+def first_attempts_run(
+    denoiser: Denoiser,
+    judge: Judge,
+    pool: Sequence[PromptConfig],
+    products: int,
+    product_seed: int,
+    recurrent: RecurrentConfig,
+) -> RunStats:
+    """One side of `first_attempt_comparison`: a first attempt for each of `products` products of `product_seed`."""
     rc = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
     items = held_out_products(products, product_seed)
-    first = {
-        name: _first_attempts(recurrent_generate(d, judge, items, prompts, rc, progress=False).attempts)
-        for name, d, prompts in (("base", base, pool), ("tuned", tuned, tuned_pool or pool))
-    }
-    return {"product_seed": product_seed, **paired_rates(first, [p.key for p in items], resamples, confidence, rc.seed)}
+    return recurrent_generate(denoiser, judge, items, pool, rc, progress=False)
 
 
 # the evaluation settings a comparison uses (early-rejection calibration plays no part in it); dvc.yaml's

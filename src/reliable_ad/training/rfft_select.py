@@ -31,7 +31,7 @@ from reliable_ad.errors import InputError
 from reliable_ad.generation.config import RecurrentConfig, SelectionConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
-from reliable_ad.generation.recurrent import recurrent_generate
+from reliable_ad.generation.recurrent import RunStats, recurrent_generate
 from reliable_ad.judge import Judge
 from reliable_ad.labels import AVAILABLE
 from reliable_ad.stats import paired_bootstrap
@@ -60,6 +60,21 @@ def chosen_row(table: list[dict[str, Any]]) -> dict[str, Any]:
     return max(better, key=lambda row: (row["selector_rate"], -row["step"])) if better else table[0]
 
 
+def validation_run(
+    generator: Path,
+    controlnet: Path,
+    judge: Judge,
+    pool: list[PromptConfig],
+    recurrent: RecurrentConfig,
+    cfg: SelectionConfig,
+) -> RunStats:
+    """One candidate's first attempts on the validation products, images kept for the verdicts."""
+    first = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
+    denoiser = Denoiser.from_folders(generator, controlnet, first)
+    products = held_out_products(cfg.products, cfg.product_seed)
+    return recurrent_generate(denoiser, judge, products, pool, first, keep_images=True, progress=False)
+
+
 def select_snapshot(
     run: Path,
     generator: Path,
@@ -74,11 +89,13 @@ def select_snapshot(
     candidates: list[tuple[int, Path]] | None = None,
     resamples: int = 2000,
     confidence: float = 0.95,
+    start_run: RunStats | None = None,
 ) -> dict[str, Any]:
     """Score step 0 (`start`, or the generator's own ControlNet, with `start_pool` if it generated with another
     pool) and every snapshot of `run` (or `candidates`), copy the chosen one to `run/controlnet` (its training
     records kept) and write the table to `run/selection.json`. With ``by: judge``, `selector` is that judge
-    (loaded from `cfg.judge`)."""
+    (loaded from `cfg.judge`). `start_run`: step 0's attempts made before by `validation_run` with the same
+    start, pool, judge and settings (several methods from one start score it once)."""
     if cfg.by == "last":
         return {"by": "last", "chosen_step": None, "human_labels": 0, "table": []}
     found = snapshots(run) if candidates is None else candidates
@@ -86,15 +103,13 @@ def select_snapshot(
         raise InputError(f"{run / SNAPSHOTS}: no snapshots to choose from (select.every was 0?)")
     if cfg.by == "judge" and selector is None:
         raise InputError(f"select.by is 'judge' but the selecting judge {cfg.judge} was not given")
-    first = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
     products = held_out_products(cfg.products, cfg.product_seed)
     everyone = [(0, start if start is not None else generator / "controlnet"), *found]
     table, verdicts = [], []
     for step, folder in tqdm(everyone, desc="select snapshot", unit="snapshot", disable=not progress):
-        denoiser = Denoiser.from_folders(generator, folder, first)
         prompts = start_pool if step == 0 and start_pool is not None else pool
-        stats = recurrent_generate(denoiser, judge, products, prompts, first, keep_images=True, progress=False)
-        attempts = stats.attempts
+        known = start_run if step == 0 else None
+        attempts = (known or validation_run(generator, folder, judge, prompts, recurrent, cfg)).attempts
         judged = float(np.mean([a.status == "accepted" for a in attempts]))
         if selector is None:
             good = np.array([a.reviewer_label == AVAILABLE for a in attempts], float)
