@@ -961,7 +961,8 @@ def rounds_run(
     params: ParamsOption = None,
 ) -> None:
     """`rounds.count` feedback rounds: the current ControlNet's images of fresh products labelled (the reviewer
-    here), ingested, the judge retrained warm-started, RFFT again under it, evaluated, gated. Resumable."""
+    here), ingested, the judge retrained warm-started, the generator updated by `rounds.method` (KTO on the
+    round's labels, or RFFT under the new judge), evaluated, gated. Resumable."""
     p = _params(params)
     layout = api.RoundData(
         _or(ctx, "root", root, p.paths.synth),

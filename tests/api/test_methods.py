@@ -70,6 +70,17 @@ def test_every_method_learns_from_one_batch_and_gets_a_row_counted_by_the_review
         assert (tmp_path / "methods" / "gate.json").exists()
     else:
         assert result["registered"] is None
+    # the table is an MLflow run too: each method's figures, the table and the grids
+    import mlflow
+
+    run = mlflow.get_run(result["mlflow_run_id"])
+    row = result["methods"]["prompts+kto"]
+    assert run.info.run_name == "compare-methods"
+    assert run.data.metrics["prompts-kto.reviewer_delta"] == row["reviewer_delta"]
+    assert run.data.metrics["kto.human_labels"] == result["methods"]["kto"]["human_labels"]
+    assert run.data.tags["data.batch.path"] == (tmp_path / "batch").as_posix()
+    listed = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "grids/prompts-kto")}
+    assert listed == {"grids/prompts-kto/grid.png"}
 
 
 def test_a_batch_from_another_generator_version_is_refused(generator: Path, tmp_path: Path, make_rfnet) -> None:

@@ -44,7 +44,7 @@ def _params() -> Params:
                 },
                 "gate": {"resamples": 100},
             },
-            "rounds": {"count": 1, "products": 6, "rfnet_epochs": 1, "unseen_products": 2},
+            "rounds": {"count": 1, "products": 6, "rfnet_epochs": 1, "unseen_products": 2, "method": "rfft"},
         }
     )
 

@@ -91,7 +91,7 @@ def test_full_pipeline_then_retrain_on_feedback(inside) -> None:
     assert summary["rfnet_gate"]["promoted"] and "first valid candidate" in summary["rfnet_gate"]["reason"]
     assert "available_rate_first_rfnet" in summary["generation"]
     assert "promoted" in summary["rfft_gate"]
-    # a feedback round: the tuned ControlNet's images labelled, the judge retrained, RFFT again, both gated
+    # a feedback round: the tuned ControlNet's images labelled, the judge retrained, the generator tuned, both gated
     first_round = summary["round_1"]
     assert first_round["round"] == 1 and first_round["labels"] and first_round["human_labels"]["method"] >= 6
     assert {"hacking_gap_tuned", "delta", "available_rate_first_rfnet_tuned"} <= set(first_round["comparison"])

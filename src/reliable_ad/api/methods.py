@@ -130,7 +130,24 @@ def compare_methods(
     write_json(metrics, summary)
     write_json(out / "methods.json", summary)
     (out / "methods.md").write_text(methods_markdown(rows))
+    summary["mlflow_run_id"] = _log_methods(params, generator, judge, batch, out, rows)
     return summary
+
+
+def _log_methods(
+    params: Params, generator: Path, judge: Path, batch: Path, out: Path, rows: dict[str, dict[str, Any]]
+) -> str:
+    """The table as the MLflow run "compare-methods": each method's figures as `<method>.<column>` metrics, the
+    table and each method's before/after grid as artifacts, the models and the batch as tags."""
+    from reliable_ad.registry.tracking import flat_params, lineage, log_run, model_lineage
+
+    named = {name.replace("+", "-"): row for name, row in rows.items()}  # MLflow's names take no "+"
+    figures = {f"{name}.{key}": value for name, row in named.items() for key, value in row.items()}
+    grids = {f"grids/{name}": out / name / "grid.png" for name in named}
+    artifacts = {"table": out / "methods.md"} | {folder: grid for folder, grid in grids.items() if grid.exists()}
+    tags = lineage({"batch": batch}) | model_lineage({"generator": generator, "judge": judge})
+    settings = flat_params(params.generation.methods.model_dump(mode="json"))
+    return log_run("compare-methods", figures, settings, tags, artifacts, params.paths.experiment)
 
 
 def _start_runs(params: Params, generator: Path, judge: Path) -> dict[str, RunStats]:

@@ -1,5 +1,6 @@
-"""Feedback rounds: the generator's newest images labelled by people, the judge retrained on them, RFFT again
-under the new judge, evaluated and gated; each round resumable at its step."""
+"""Feedback rounds: the generator's newest images labelled by people, the judge retrained on them, the generator
+updated by `rounds.method` (KTO on the round's labels by default, or RFFT under the new judge), evaluated and
+gated; each round resumable at its step."""
 
 from __future__ import annotations
 
@@ -155,7 +156,8 @@ def feedback_round(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Round `k`: images of fresh training products labelled by people -> ingested as a feedback batch -> the
-    judge retrained warm-started on all data -> RFFT from the current ControlNet under the new judge, the
+    judge retrained warm-started on all data -> `rounds.method` from the current ControlNet (KTO... on the round's
+    labelled images, or RFFT under the new judge), the
     snapshot chosen by validation verdicts -> base vs tuned on the held-out products -> both registered and gated.
 
     The images people label come from the last weights of the RFFT run that made `controlnet` (its snapshots

@@ -309,8 +309,9 @@ class SimulatedFeedbackConfig(BaseModel):
 
 
 class RoundsConfig(BaseModel):
-    """Feedback rounds: the generator's newest images labelled by people, the judge retrained on them, RFFT
-    again under the new judge. Round 0 is the pipeline's first judge and RFFT; these come after it."""
+    """Feedback rounds: the generator's newest images labelled by people, the judge retrained on them, the
+    generator updated by `method` (by default KTO on the round's labels; RFFT under the new judge as the paper
+    does). Round 0 is the pipeline's first judge and RFFT; these come after it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -322,9 +323,10 @@ class RoundsConfig(BaseModel):
     unseen_products: int = Field(96, ge=0, description="products of another seed, first attempts only (0: skip)")
     unseen_product_seed: int = Field(8888, description="RF1M-synth seed of the unseen products")
     method: str = Field(
-        "rfft",
-        description="how a round's labels reach the generator: rfft (through the retrained judge), or learnt "
-        "from the round's labelled images directly: prompts, sft, kto, dpo, or a composition like prompts+kto",
+        "kto",
+        description="how a round's labels reach the generator: learnt from the round's labelled images directly "
+        "(prompts, sft, kto, dpo, or a composition like prompts+kto), or rfft (through the retrained judge). KTO: "
+        "the one update the reviewer rated above the base on every seed tried (benchmarks/README.md); RFFT: +0.0",
     )
 
     @model_validator(mode="after")
