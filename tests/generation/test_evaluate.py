@@ -10,7 +10,7 @@ from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig,
 from reliable_ad.generation.cost import Candidate
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.evaluate import evaluate_generation
-from reliable_ad.generation.probe import ModelVersions, Probe
+from reliable_ad.generation.probe import ModelVersions, Probe, ProbeError
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import JudgeOutput, RFNetJudge
 
@@ -169,3 +169,33 @@ def test_the_probe_is_trained_saved_and_the_cost_per_usable_image_compared_for_b
         assert key in written
     attempts = pd.read_parquet(tmp_path / "attempts.parquet")
     assert set(attempts.run) == set(metrics["runs"])
+
+
+def test_a_tuned_generator_with_the_base_weights_reuses_the_base_runs_and_probe(components, tmp_path) -> None:
+    """RFFT's selection kept step 0: the tuned side is the base's images, its probe saved under its own name."""
+    cfg = GenerationEvalConfig(
+        products=3,
+        calibration_products=12,
+        probe_steps=[2],
+        probe_thresholds=[0.0],  # aborts nothing: the early run exists, whatever the scores
+        probe_c=1.0,
+        probe_folds=2,
+        steering=SteeringConfig(particles=2, resample_at=[0.5], survivors=[1]),
+        recurrent=RecurrentConfig(batch_size=4, max_attempts=2, steps=4, guidance_scale=2.0),
+    )
+    base = Denoiser(components, steps=4, guidance_scale=2.0)
+    tuned_versions = ModelVersions("gen", "cn-rfft", "judge")
+    metrics = evaluate_generation(
+        base, HashJudge(), POOL, cfg, tmp_path / "generation.json", tmp_path / "plots", tmp_path / "attempts.parquet",
+        versions=ModelVersions("gen", "cn-base", "judge"), probes=tmp_path / "probes",
+        tuned=Candidate("rfft_", base, tuned_versions), tuned_is_base=True,
+    )  # fmt: skip
+    assert {"rfft_plain", "rfft_early", "rfft_steering"} <= set(metrics["runs"])
+    for scheduler in ("plain", "early", "steering"):
+        assert json.dumps(metrics["runs"][f"rfft_{scheduler}"]) == json.dumps(metrics["runs"][scheduler])  # NaN too
+    probe = Probe.load(tmp_path / "probes" / "rfft")
+    probe.check(tuned_versions, 4)
+    with pytest.raises(ProbeError):
+        probe.check(ModelVersions("gen", "cn-base", "judge"), 4)  # the base's probe file names the base
+    weights = [(tmp_path / "probes" / name / "probe.safetensors").read_bytes() for name in ("base", "rfft")]
+    assert weights[0] == weights[1]

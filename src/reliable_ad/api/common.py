@@ -48,9 +48,9 @@ def generates_the_same(controlnet: Path, other: Path) -> bool:
     """Whether two ControlNet folders hold the same config, weights and prompt pool (training records aside):
     then one generates exactly what the other does, and a comparison of the two needs one run."""
     from reliable_ad.data.hashing import folder_hash
-    from reliable_ad.training.rfft_select import RECORDS
+    from reliable_ad.models.generator import TRAINING_RECORDS
 
-    return folder_hash(controlnet, RECORDS) == folder_hash(other, RECORDS)
+    return folder_hash(controlnet, TRAINING_RECORDS) == folder_hash(other, TRAINING_RECORDS)
 
 
 def denoiser_from(generator: Path, controlnet: Path | None, params: Params, for_evaluation: bool = True) -> Denoiser:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.api.common import denoiser_from, judge_from, judge_version
+from reliable_ad.api.common import denoiser_from, generates_the_same, judge_from, judge_version
 from reliable_ad.errors import InputError
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.params import Params
@@ -117,6 +117,7 @@ def evaluate_generation(
         model_versions(generator, controlnet, judged_by),
         probes,
         tuned,
+        rfft_controlnet is not None and generates_the_same(rfft_controlnet, controlnet or generator / "controlnet"),
     )
     models = {"generator": generator, "controlnet": controlnet or generator / "controlnet", "judge": judge}
     outputs = {"plots": plots, "records": records, "metrics": metrics}

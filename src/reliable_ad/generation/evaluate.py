@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,13 @@ def evaluate_generation(
     versions: ModelVersions | None = None,
     probes: Path | None = None,
     tuned: Candidate | None = None,
+    tuned_is_base: bool = False,
 ) -> dict[str, Any]:
     """The schedulers side by side under `denoiser` and, if given, the `tuned` generator (runs prefixed "rfft_");
     each generator's probe is trained on the calibration products and, with `probes`, saved in probes/base and
-    probes/rfft with the `versions` it belongs to."""
+    probes/rfft with the `versions` it belongs to. `tuned_is_base`: the tuned generator has the base's weights
+    (RFFT's selection kept its start), so the base's runs and probe are its own (the probe saved under its
+    versions) instead of the same images made again."""
     rc = cfg.recurrent
     products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
     calibration = held_out_products(cfg.calibration_products, cfg.product_seed, cfg.categories, offset=cfg.products)
@@ -92,7 +96,11 @@ def evaluate_generation(
     plain = runs["plain"]
     runs["whole_batch"] = whole_batch_generate(denoiser, judge, products, pool, rc)
     calibrations = {"base": calibrated}
-    if tuned is not None:
+    if tuned is not None and tuned_is_base:
+        probe = calibrated.probe.for_versions(tuned.versions) if calibrated.probe is not None else None
+        calibrations["rfft"] = replace(calibrated, probe=probe)
+        runs |= {f"{tuned.name}{name}": stats for name, stats in runs.items() if name != "whole_batch"}
+    elif tuned is not None:
         tuned_runs, calibrations["rfft"] = scheduler_runs(tuned, judge, products, calibration, pool, cfg)
         runs |= {f"{tuned.name}{name}": stats for name, stats in tuned_runs.items()}
     for name, found in calibrations.items():

@@ -195,6 +195,11 @@ class Probe:
                 f"the probe was trained on a {self.schedule_steps}-step schedule, not a {schedule_steps}-step one"
             )
 
+    def for_versions(self, versions: ModelVersions | None) -> Probe:
+        """The same heads for models named otherwise that hold the same weights (a ControlNet copied with its
+        training records): their activations are these."""
+        return Probe(self.heads, self.blocks, self.grid, self.schedule_steps, versions, self.report)
+
     def save(self, folder: Path) -> None:
         if self.versions is None:
             raise ProbeError("a probe without the versions of its models cannot be saved: nothing could refuse it")

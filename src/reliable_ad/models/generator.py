@@ -28,6 +28,8 @@ from reliable_ad.errors import InputError
 from reliable_ad.models.config import TinyGeneratorConfig
 from reliable_ad.models.loading import LOADING
 
+# files a training writes into a ControlNet folder beside the weights: how it was trained, not what it generates
+TRAINING_RECORDS = ("rfft_*.json", "label_tune.json")
 SPECIAL_TOKENS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
 PROMPT_WORDS = [
     "front",

@@ -11,8 +11,9 @@ No reward model stands between the labels and the weights, so there is no judge 
 - ``dpo``: Diffusion-DPO on pairs of one product (an available image and one that is not), the same noise
   and timestep for both: ``-log sigmoid(-beta * ((e_w - e_ref_w) - (e_l - e_ref_l)))``.
 
-Every defect label counts as undesirable. The run saves a snapshot every `snapshot_every` steps; which one is
-kept is chosen outside the loss (`rfft_select.select_snapshot`, a paired test against step 0).
+Every defect label counts as undesirable. The run's last weights (and a snapshot every `snapshot_every` steps,
+if set) are candidates; whether one replaces the start is decided outside the loss
+(`rfft_select.select_snapshot`, a paired test against step 0 on validation products).
 """
 
 from __future__ import annotations

@@ -34,11 +34,11 @@ from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import RunStats, recurrent_generate
 from reliable_ad.judge import Judge
 from reliable_ad.labels import AVAILABLE
+from reliable_ad.models.generator import TRAINING_RECORDS
 from reliable_ad.stats import paired_bootstrap
 from reliable_ad.training.rfft import SNAPSHOTS
 
 SELECTION_FILE = "selection.json"
-RECORDS = ("rfft_*.json", "label_tune.json")  # a tuned ControlNet's records of how it was trained
 
 
 def snapshots(run: Path) -> list[tuple[int, Path]]:
@@ -133,7 +133,7 @@ def select_snapshot(
     best = chosen_row(table)
     chosen = dict(everyone)[best["step"]]
     kept = run / "controlnet"
-    records = {f.name: f.read_text() for pattern in RECORDS for f in kept.glob(pattern)}  # how the run trained
+    records = {f.name: f.read_text() for pattern in TRAINING_RECORDS for f in kept.glob(pattern)}  # how the run trained
     shutil.rmtree(kept, ignore_errors=True)
     shutil.copytree(chosen, kept)
     for name, text in records.items():
