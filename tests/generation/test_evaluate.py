@@ -115,19 +115,23 @@ class HashJudge:
         return JudgeOutput(["available" if v >= 0.5 else "space_mismatch" for v in p.tolist()], p, p[:, None])
 
 
+# every scheduler runs and the probe trains: 12 calibration products, a threshold that aborts nothing
+PROBED = GenerationEvalConfig(
+    products=3,
+    calibration_products=12,
+    probe_steps=[2],
+    probe_thresholds=[0.0],
+    probe_c=1.0,
+    probe_folds=2,
+    steering=SteeringConfig(particles=2, resample_at=[0.5], survivors=[1]),
+    recurrent=RecurrentConfig(batch_size=4, max_attempts=2, steps=4, guidance_scale=2.0),
+)
+
+
 def test_the_probe_is_trained_saved_and_the_cost_per_usable_image_compared_for_both_generators(
     components, make_components, tmp_path
 ) -> None:
-    cfg = GenerationEvalConfig(
-        products=3,
-        calibration_products=12,
-        probe_steps=[2],
-        probe_thresholds=[0.0],  # aborts nothing: the early run exists, whatever the scores
-        probe_c=1.0,
-        probe_folds=2,
-        steering=SteeringConfig(particles=2, resample_at=[0.5], survivors=[1]),
-        recurrent=RecurrentConfig(batch_size=4, max_attempts=2, steps=4, guidance_scale=2.0),
-    )
+    cfg = PROBED
     tuned = make_components(seed=9)
     versions = ModelVersions("gen", "cn-base", "judge")
     tuned_versions = ModelVersions("gen", "cn-rfft", "judge")
@@ -173,16 +177,7 @@ def test_the_probe_is_trained_saved_and_the_cost_per_usable_image_compared_for_b
 
 def test_a_tuned_generator_with_the_base_weights_reuses_the_base_runs_and_probe(components, tmp_path) -> None:
     """RFFT's selection kept step 0: the tuned side is the base's images, its probe saved under its own name."""
-    cfg = GenerationEvalConfig(
-        products=3,
-        calibration_products=12,
-        probe_steps=[2],
-        probe_thresholds=[0.0],  # aborts nothing: the early run exists, whatever the scores
-        probe_c=1.0,
-        probe_folds=2,
-        steering=SteeringConfig(particles=2, resample_at=[0.5], survivors=[1]),
-        recurrent=RecurrentConfig(batch_size=4, max_attempts=2, steps=4, guidance_scale=2.0),
-    )
+    cfg = PROBED
     base = Denoiser(components, steps=4, guidance_scale=2.0)
     tuned_versions = ModelVersions("gen", "cn-rfft", "judge")
     metrics = evaluate_generation(
