@@ -1,6 +1,7 @@
 """Feedback rounds through the API, on tiny settings: what a round produces, a resume after a kill, a bad batch."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from reliable_ad.api import (
     regularizer_ablation,
     rounds,
 )
+from reliable_ad.api.common import generates_the_same
 from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.synth.writer import write_synth
 from reliable_ad.params import Params
@@ -135,8 +137,6 @@ def test_the_regulariser_ablation_gives_one_row_per_regulariser_and_round(world,
 
 
 def test_a_round_can_learn_from_its_labels_directly_and_counts_them(world, tmp_path) -> None:
-    from reliable_ad.training.from_labels import LabelBatchError
-
     params = _params()
     params.rounds.method = "prompts"
     params.generation.methods.select.products = 2
@@ -145,10 +145,14 @@ def test_a_round_can_learn_from_its_labels_directly_and_counts_them(world, tmp_p
     selection = json.loads((tmp_path / "o" / "round-1" / "rfft" / "selection.json").read_text())
     assert row["human_labels"]["method"] == 6 + 2 * 2  # the batch, and 2 products x (start, the learnt pool)
     assert row["selected_step"] == selection["chosen_step"] and "delta" in row["comparison"]
-    # the random tiny generator makes nothing people accept: KTO cannot learn from that round, and says why
+    # the random tiny generator makes nothing people accept: KTO cannot learn from that round; the round says
+    # why, keeps its ControlNet and goes on (a lopsided batch does not stop the loop)
     params.rounds.method = "kto"
-    with pytest.raises(LabelBatchError, match=r"KTO needs desirable and undesirable images.*has 0 desirable"):
-        feedback_round(params, 1, *args[2:], progress=False)
+    refused = feedback_round(params, 1, *args[2:], progress=False)
+    assert re.search(r"KTO needs desirable and undesirable images.*has 0 desirable", refused["method_refused"])
+    assert refused["comparison"]["delta"] == 0.0 and not refused["controlnet_promoted"]
+    assert generates_the_same(tmp_path / "o" / "round-1" / "rfft" / "controlnet", world["controlnet"])
+    assert row["method_refused"] is None
 
 
 def test_a_round_method_not_in_the_set_is_refused_listing_the_set() -> None:

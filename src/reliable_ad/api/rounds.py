@@ -5,6 +5,7 @@ gated; each round resumable at its step."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,7 @@ def feedback_round(
     state written for other inputs or settings is cleared first."""
     from reliable_ad.data.hashing import folder_hash
     from reliable_ad.training.checkpoint import fingerprint
+    from reliable_ad.training.from_labels import LabelBatchError
     from reliable_ad.training.rfft_select import last_snapshot
 
     cfg = params.rounds
@@ -251,7 +253,12 @@ def feedback_round(
         else:
             # the labelled images: the batch people sent (ingested before the round), else the round's own
             labelled = Path(done["feedback"].get("batch") or dataset)
-            ran = _learn_from_round(params, generator, controlnet, labelled, new_judge, folder / "rfft", progress)
+            try:
+                ran = _learn_from_round(params, generator, controlnet, labelled, new_judge, folder / "rfft", progress)
+            except LabelBatchError as error:  # a lopsided batch: the round keeps its ControlNet and says why
+                shutil.rmtree(tuned, ignore_errors=True)
+                shutil.copytree(controlnet, tuned)
+                ran = {"refused": str(error), "chosen_step": 0, "selection": {}}
         step("rfft", ran)
     if "evaluate" not in done:
         compared = compare_generators(
@@ -277,6 +284,7 @@ def feedback_round(
         "selected_step": selection.get("chosen_step"),
         "comparison": {key: compared[key] for key in ROUND_HEADLINE},
         "unseen": done["evaluate"]["unseen"],
+        "method_refused": done["rfft"].get("refused"),
         "controlnet_promoted": done["gate"]["promoted"],
         "controlnet_gate": done["gate"]["reason"],
     }
