@@ -191,6 +191,6 @@ def test_a_tuned_generator_with_the_base_weights_reuses_the_base_runs_and_probe(
     probe = Probe.load(tmp_path / "probes" / "rfft")
     probe.check(tuned_versions, 4)
     with pytest.raises(ProbeError):
-        probe.check(ModelVersions("gen", "cn-base", "judge"), 4)  # the base's probe file names the base
+        probe.check(ModelVersions("gen", "cn-base", "judge"), 4)  # the copy names the tuned models only
     weights = [(tmp_path / "probes" / name / "probe.safetensors").read_bytes() for name in ("base", "rfft")]
     assert weights[0] == weights[1]

@@ -99,6 +99,7 @@ def evaluate_generation(
 
     p = params.generation
     judged_by = judge_from(params, judge)
+    base_controlnet = controlnet or generator / "controlnet"
     tuned = None
     if rfft_controlnet is not None:
         tuned = Candidate(
@@ -117,9 +118,9 @@ def evaluate_generation(
         model_versions(generator, controlnet, judged_by),
         probes,
         tuned,
-        rfft_controlnet is not None and generates_the_same(rfft_controlnet, controlnet or generator / "controlnet"),
+        rfft_controlnet is not None and generates_the_same(rfft_controlnet, base_controlnet),
     )
-    models = {"generator": generator, "controlnet": controlnet or generator / "controlnet", "judge": judge}
+    models = {"generator": generator, "controlnet": base_controlnet, "judge": judge}
     outputs = {"plots": plots, "records": records, "metrics": metrics}
     if rfft_controlnet is not None:
         models["rfft_controlnet"] = rfft_controlnet

@@ -157,13 +157,15 @@ def feedback_round(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Round `k`: images of fresh training products labelled by people -> ingested as a feedback batch -> the
-    judge retrained warm-started on all data -> `rounds.method` from the current ControlNet (KTO... on the round's
-    labelled images, or RFFT under the new judge), the
-    snapshot chosen by validation verdicts -> base vs tuned on the held-out products -> both registered and gated.
+    judge retrained warm-started on all data -> `rounds.method` from the current ControlNet (KTO on the round's
+    labelled images, or RFFT under the new judge), the candidate chosen by validation verdicts -> base vs tuned
+    on the held-out products -> both registered and gated. A batch the method cannot learn from (KTO without an
+    accepted image) leaves the ControlNet as it was, and the row says why.
 
-    The images people label come from the last weights of the RFFT run that made `controlnet` (its snapshots
-    beside it), not from the weights selected: the last ones are what fooled the old judge most, and the new
-    judge must learn exactly those mistakes. Without snapshots, `controlnet` makes them.
+    The images people label come from `controlnet` (on-policy). With `rounds.method: rfft` they come from the
+    last weights of the RFFT run that made `controlnet` (its snapshots beside it), not from the weights
+    selected: the last ones are what fooled the old judge most, and the new judge must learn exactly those
+    mistakes; without snapshots, `controlnet` makes them.
 
     People's labels arrive as a batch that was ingested into one of `data.feedback` before (`ingested`: its
     ingest result, e.g. from the retrain-on-feedback flow); in the embedded world, without one, the round
