@@ -179,12 +179,12 @@ def label_batch(params: Params, generator: Path) -> Path:
 
 
 @task
-def compare_methods(params: Params, generator: Path, judge: Path, batch: Path) -> dict[str, Any]:
+def compare_methods(params: Params, generator: Path, judge: Path, batch: Path, current: Path | None) -> dict[str, Any]:
     """Prompt selection, SFT, KTO and DPO from the labelled batch, counted by the reviewer (`rad rfft compare`);
-    RFFT's row when its comparison is there."""
+    RFFT's row when its comparison is there; the champion (`Paths.methods_champion`) starts the rounds."""
     paths = params.paths
     return api.compare_methods(
-        params, generator, judge, batch, paths.methods, paths.methods_metrics, paths.rfft_metrics, progress=False
+        params, generator, judge, batch, paths.methods, paths.methods_metrics, paths.rfft_metrics, current, False
     )
 
 
@@ -311,11 +311,12 @@ def full_pipeline(params_path: str = "params.yaml", generator: str | None = None
             summary["generation"] = evaluate_generation(params, Path(generator), str(model), tuned)
         if tuned is not None:
             summary["rfft_gate"] = register_controlnet(params, tuned, Path(generator), str(model))
-            judge, controlnet = model, tuned
-            for k in range(1, params.rounds.count + 1):
-                summary[f"round_{k}"] = feedback_round(params, k, Path(generator), judge, controlnet, paths.rounds)
-                judge, controlnet = api.round_judge(paths.rounds, k), api.round_controlnet(paths.rounds, k)
-        summary["methods"] = compare_methods(params, Path(generator), model, label_batch(params, Path(generator)))
+        batch = label_batch(params, Path(generator))
+        summary["methods"] = compare_methods(params, Path(generator), model, batch, tuned)
+        judge, controlnet = model, paths.methods_champion
+        for k in range(1, params.rounds.count + 1):
+            summary[f"round_{k}"] = feedback_round(params, k, Path(generator), judge, controlnet, paths.rounds)
+            judge, controlnet = api.round_judge(paths.rounds, k), api.round_controlnet(paths.rounds, k)
     return summary
 
 

@@ -850,13 +850,23 @@ def rfft_compare(
     rfft: Annotated[
         Path | None, typer.Option(help="RFFT's comparison (`rad rfft evaluate` metrics) for its row")
     ] = PATHS.rfft_metrics,
+    current: Annotated[
+        Path | None,
+        typer.Option(
+            help="the ControlNet the pipeline has before the methods: out/champion when none is promoted",
+            show_default=f"{PATHS.rfft_controlnet} when it exists, else the generator's own",
+        ),
+    ] = None,
     params: ParamsOption = None,
 ) -> None:
     """The paper's comparison table: each method of generation.methods learns from the labelled batch, and the
-    reviewer counts each on held-out products (paired interval, the judge's rate, hacking gap, guard, labels)."""
+    reviewer counts each on held-out products (paired interval, the judge's rate, hacking gap, guard, labels).
+    The best on validation goes through the gate; out/champion is what the feedback rounds start from."""
     p = _params(params)
     paths = p.paths
     out = _or(ctx, "out", out, paths.methods)
+    if current is None and paths.rfft_controlnet.exists():
+        current = paths.rfft_controlnet
     api.compare_methods(
         p,
         _or(ctx, "generator", generator, paths.generator),
@@ -865,6 +875,7 @@ def rfft_compare(
         out,
         _or(ctx, "metrics", metrics, paths.methods_metrics),
         _or(ctx, "rfft", rfft, paths.rfft_metrics) if rfft is not None else None,
+        current,
     )
     typer.echo((out / "methods.md").read_text())
 
@@ -942,7 +953,9 @@ app.add_typer(rounds_app, name="rounds")
 def rounds_run(
     ctx: typer.Context,
     judge: Annotated[Path, typer.Option(help="the first judge (round 0)")] = PATHS.rfnet_model,
-    controlnet: Annotated[Path, typer.Option(help="the first tuned ControlNet (round 0)")] = PATHS.rfft_controlnet,
+    controlnet: Annotated[
+        Path, typer.Option(help="the ControlNet round 1 starts from (`rad rfft compare`'s champion)")
+    ] = PATHS.methods_champion,
     generator: Annotated[Path, typer.Option(help="base generator folder")] = PATHS.generator,
     root: Annotated[Path, typer.Option(help="the main dataset")] = PATHS.synth,
     manifest: Annotated[Path, typer.Option(help="its manifest")] = PATHS.manifest,
@@ -975,7 +988,7 @@ def rounds_run(
         p,
         _or(ctx, "generator", generator, p.paths.generator),
         _or(ctx, "judge", judge, p.paths.rfnet_model),
-        _or(ctx, "controlnet", controlnet, p.paths.rfft_controlnet),
+        _or(ctx, "controlnet", controlnet, p.paths.methods_champion),
         layout,
         _or(ctx, "out", out, p.paths.rounds),
         _or(ctx, "metrics", metrics, p.paths.rounds_metrics),

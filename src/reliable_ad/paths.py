@@ -77,3 +77,8 @@ class Paths(BaseModel):
     @property
     def rfft_controlnet(self) -> Path:
         return self.rfft / "controlnet"
+
+    @property
+    def methods_champion(self) -> Path:
+        """The ControlNet the pipeline goes on with after the methods: the feedback rounds start from it."""
+        return self.methods / "champion"

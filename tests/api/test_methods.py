@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from reliable_ad.api import compare_methods, label_batch
+from reliable_ad.api.common import generates_the_same
 from reliable_ad.api.methods import METHOD_COLUMNS
+from reliable_ad.errors import InputError
 from reliable_ad.generation.prompts import POOL_FILE
 from reliable_ad.generation.simulated_feedback import LABEL_IDS
 from reliable_ad.params import Params
@@ -70,6 +72,12 @@ def test_every_method_learns_from_one_batch_and_gets_a_row_counted_by_the_review
         assert (tmp_path / "methods" / "gate.json").exists()
     else:
         assert result["registered"] is None
+    # what the rounds start from: the promoted method's ControlNet, else the one the pipeline had
+    promoted = result["registered"] is not None and result["registered"]["promoted"]
+    carried = result["registered"]["method"] if promoted else None
+    assert result["champion"]["method"] == carried
+    source = tmp_path / "methods" / carried.replace("+", "-") / "controlnet" if carried else generator / "controlnet"
+    assert generates_the_same(tmp_path / "methods" / "champion", source)
     # the table is an MLflow run too: each method's figures, the table and the grids
     import mlflow
 
@@ -91,3 +99,10 @@ def test_a_batch_from_another_generator_version_is_refused(generator: Path, tmp_
     meta.write_text("".join(json.dumps({**row, "generator": "controlnet-0123456789ab"}) + "\n" for row in rows))
     with pytest.raises(LabelBatchError, match="made by generator controlnet-0123456789ab"):
         compare_methods(params, generator, tmp_path / "judge", tmp_path / "batch", tmp_path / "methods")
+
+
+def test_a_current_controlnet_that_is_not_there_is_refused_naming_it(generator: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "rfft" / "controlnet"
+    with pytest.raises(InputError, match=f"{missing}: no ControlNet there"):
+        compare_methods(_params(["prompts"]), generator, tmp_path / "judge", tmp_path / "batch", tmp_path / "m",
+                        current=missing)  # fmt: skip

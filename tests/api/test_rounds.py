@@ -89,7 +89,9 @@ def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world
     assert {"delta", "hacking_gap_tuned", "attempts_per_available_tuned"} <= set(row["comparison"])
     assert row["unseen"]["products"] == 2
     assert json.loads((tmp_path / "rounds.json").read_text())["final"] == pytest.approx(row["comparison"], nan_ok=True)
-    assert (out / "round-1" / "rfft" / "selection.json").exists()
+    assert (out / "round-1" / "update" / "selection.json").exists()
+    # the round's own gain is counted against the ControlNet it started from (no champion yet: the base's)
+    assert row["vs_champion"]["champion_version"] is None and row["vs_champion"]["delta"] is not None
     points = json.loads((tmp_path / "plots" / "rounds_rates.json").read_text())["points"]
     assert [p["round"] for p in points] == [0, 1] and points[1]["reviewer"] == row["comparison"][
         "available_rate_first_reviewer_tuned"
@@ -102,6 +104,11 @@ def test_a_round_labels_new_images_retrains_tunes_and_resumes_after_a_kill(world
     assert run.data.tags["round"] == "1" and run.data.tags["round.data_version"] == row["data_version"]
     again = feedback_rounds(*args)  # everything done: nothing is redone
     assert calls["simulate"] == 1 and again["rounds"][0]["comparison"] == pytest.approx(row["comparison"], nan_ok=True)
+    # one more round: round 1 is kept (how many follow is not one of its inputs), round 2 starts from its results
+    params.rounds.count = 2
+    more = feedback_rounds(*args)
+    assert calls["simulate"] == 2 and more["rounds"][0]["comparison"] == pytest.approx(row["comparison"], nan_ok=True)
+    assert more["rounds"][1]["round"] == 2 and more["rounds"][1]["vs_champion"]["delta"] is not None
 
 
 def test_a_batch_that_fails_validation_stops_the_round_and_ingests_nothing(world, tmp_path) -> None:
@@ -142,7 +149,7 @@ def test_a_round_can_learn_from_its_labels_directly_and_counts_them(world, tmp_p
     params.generation.methods.select.products = 2
     args = (params, 1, world["generator"], world["judge"], world["controlnet"], world["data"], tmp_path / "o")
     row = feedback_round(*args, progress=False)
-    selection = json.loads((tmp_path / "o" / "round-1" / "rfft" / "selection.json").read_text())
+    selection = json.loads((tmp_path / "o" / "round-1" / "update" / "selection.json").read_text())
     assert row["human_labels"]["method"] == 6 + 2 * 2  # the batch, and 2 products x (start, the learnt pool)
     assert row["selected_step"] == selection["chosen_step"] and "delta" in row["comparison"]
     # the random tiny generator makes nothing people accept: KTO cannot learn from that round; the round says
@@ -151,7 +158,7 @@ def test_a_round_can_learn_from_its_labels_directly_and_counts_them(world, tmp_p
     refused = feedback_round(params, 1, *args[2:], progress=False)
     assert re.search(r"KTO needs desirable and undesirable images.*has 0 desirable", refused["method_refused"])
     assert refused["comparison"]["delta"] == 0.0 and not refused["controlnet_promoted"]
-    assert generates_the_same(tmp_path / "o" / "round-1" / "rfft" / "controlnet", world["controlnet"])
+    assert generates_the_same(tmp_path / "o" / "round-1" / "update" / "controlnet", world["controlnet"])
     assert row["method_refused"] is None
 
 

@@ -105,7 +105,8 @@ def test_full_pipeline_then_retrain_on_feedback(inside) -> None:
         "metrics/generation.json",
         "models/rfft/controlnet",
         "models/rounds/round-1/rfnet/model",
-        "models/rounds/round-1/rfft/controlnet",
+        "models/methods/champion/config.json",  # nothing promoted on the random generator: RFFT's, carried on
+        "models/rounds/round-1/update/controlnet",
         "data/rounds/round-1/feedback/manifest.parquet",
     ):
         assert (inside / produced).exists(), produced

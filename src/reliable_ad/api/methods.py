@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from reliable_ad.api.common import controlnet_version, denoiser_from, judge_from, write_json
 from reliable_ad.api.rfft import compare_generators
 from reliable_ad.api.rounds import first_attempt_rates
+from reliable_ad.errors import InputError
 from reliable_ad.params import Params
 
 if TYPE_CHECKING:
@@ -72,16 +73,23 @@ def compare_methods(
     out: Path,
     metrics: Path | None = None,
     rfft: Path | None = None,
+    current: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Each method of `generation.methods.methods` learns from the labelled `batch` (made by `generator`'s own
     ControlNet: another version's labels are refused), its candidate is chosen on validation products by a paired
     test against the base (step 0 unless better), then compared with the base on the evaluation's products by
     the reviewer and `judge`, and on unseen products. `rfft` (the pipeline's RFFT comparison, `rad rfft
-    evaluate`'s metrics) adds RFFT's row. Models under `out/<method>`; one row per method in `metrics`."""
+    evaluate`'s metrics) adds RFFT's row. Models under `out/<method>`; one row per method in `metrics`.
+
+    The method chosen on validation goes through the ControlNet gate; `out/champion` is what the pipeline goes
+    on with: that method's ControlNet when promoted, else `current` (the ControlNet the pipeline had: RFFT's),
+    else the generator's own."""
     from reliable_ad.generation.config import check_method
     from reliable_ad.training.from_labels import LabelBatchError, read_labelled_batch
 
+    if current is not None and not (current / "config.json").exists():
+        raise InputError(f"{current}: no ControlNet there (config.json) to carry on with when no method is promoted")
     cfg = params.generation.methods
     labelled = read_labelled_batch(batch, controlnet_version(generator, None))
     spent = len(labelled.available)
@@ -117,6 +125,7 @@ def compare_methods(
         rows[name] = method_row(compared, unseen, spent + learnt["selection"]["human_labels"], learnt["chosen_step"])
         rows[name]["validation_delta"] = learnt["validation_delta"]
     gate = _register_best(params, generator, judge, out, rows)
+    champion = _carry_on(out, gate, current or generator / "controlnet")
     if rfft is not None and rfft.exists():
         compared = json.loads(rfft.read_text())
         selection = json.loads((params.paths.rfft / "rfft_summary.json").read_text()).get("selection", {})
@@ -126,6 +135,7 @@ def compare_methods(
         "batch": {"folder": str(batch), "rows": spent, "available": int(labelled.available.sum())},
         "methods": rows,
         "registered": gate,
+        "champion": champion,
     }
     write_json(metrics, summary)
     write_json(out / "methods.json", summary)
@@ -250,6 +260,18 @@ def _register_best(
         params, folder / "controlnet", generator, judge, out / "gate.json", folder / "comparison.json", tags
     )
     return {"method": best, "promoted": decision["promoted"], "reason": decision["reason"]}
+
+
+def _carry_on(out: Path, gate: dict[str, Any] | None, current: Path) -> dict[str, Any]:
+    """Copy the ControlNet the pipeline goes on with to `out/champion` (the promoted method's, else `current`)
+    and say which, so the rounds' start is a file DVC tracks rather than the registry's state."""
+    promoted = gate is not None and gate["promoted"]
+    source = out / gate["method"].replace("+", "-") / "controlnet" if gate is not None and promoted else current
+    target = out / "champion"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    method = gate["method"] if gate is not None and promoted else None
+    return {"controlnet": str(source), "method": method}
 
 
 def _train(

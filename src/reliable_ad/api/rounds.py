@@ -40,9 +40,10 @@ def feedback_rounds(
     plots: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """`rounds.count` feedback rounds after the first judge (`judge`) and RFFT (`controlnet`); each round's
-    judge and ControlNet start the next. Rounds done before (same inputs and settings) are not redone.
-    `plots` gets both judges' rates per round (JSON for DVC, PNG for people)."""
+    """`rounds.count` feedback rounds from a judge and a ControlNet (the pipeline's: its first judge and the
+    methods' champion, `Paths.methods_champion`); each round's judge and ControlNet start the next. Rounds done
+    before (same inputs and settings) are not redone. `plots` gets both judges' rates per round (JSON for DVC,
+    PNG for people)."""
     rows: list[dict[str, Any]] = []
     for k in range(1, params.rounds.count + 1):
         rows.append(feedback_round(params, k, generator, judge, controlnet, data, out, progress=progress))
@@ -141,7 +142,7 @@ def round_judge(out: Path, k: int) -> Path:
 
 
 def round_controlnet(out: Path, k: int) -> Path:
-    return out / f"round-{k}" / "rfft" / "controlnet"
+    return out / f"round-{k}" / "update" / "controlnet"
 
 
 def feedback_round(
@@ -195,7 +196,10 @@ def feedback_round(
             "generator": folder_hash(generator) if tune else None,
             "batch": ingested["batch_hash"] if ingested is not None else None,
             "data": [folder_hash(f) for f in (*data.feedback, *earlier) if f.exists()],
-            "params": params.model_dump(mode="json", include={"rounds", "rfnet", "generation", "data"}),
+            # how many rounds follow does not change this one: raising `rounds.count` resumes after it
+            "params": params.model_dump(
+                mode="json", include={"rounds", "rfnet", "generation", "data"}, exclude={"rounds": {"count"}}
+            ),
         }
     )
     state = _round_state(folder, key, [round_data])
@@ -249,19 +253,19 @@ def feedback_round(
     if not tune:
         return row
     tuned = round_controlnet(out, k)
-    if "rfft" not in done:
+    if "update" not in done:
         if cfg.method == "rfft":
-            ran = rfft_train(params, generator, new_judge, folder / "rfft", controlnet=controlnet, progress=progress)
+            ran = rfft_train(params, generator, new_judge, tuned.parent, controlnet=controlnet, progress=progress)
         else:
             # the labelled images: the batch people sent (ingested before the round), else the round's own
             labelled = Path(done["feedback"].get("batch") or dataset)
             try:
-                ran = _learn_from_round(params, generator, controlnet, labelled, new_judge, folder / "rfft", progress)
+                ran = _learn_from_round(params, generator, controlnet, labelled, new_judge, tuned.parent, progress)
             except LabelBatchError as error:  # a lopsided batch: the round keeps its ControlNet and says why
                 shutil.rmtree(tuned, ignore_errors=True)
                 shutil.copytree(controlnet, tuned)
                 ran = {"refused": str(error), "chosen_step": 0, "selection": {}}
-        step("rfft", ran)
+        step("update", ran)
     if "evaluate" not in done:
         compared = compare_generators(
             params, generator, tuned, new_judge, folder / "comparison.json", folder / "grid.png"
@@ -273,7 +277,7 @@ def feedback_round(
             params, tuned, generator, new_judge, folder / "rfft_gate.json", folder / "comparison.json", lineage
         )
         step("gate", gated)
-    selection = done["rfft"].get("selection", {})
+    selection = done["update"].get("selection", {})
     compared = done["evaluate"]["comparison"]
     row["human_labels"] = {
         "method": done["feedback"]["rows_in"] + selection.get("human_labels", 0),
@@ -286,9 +290,12 @@ def feedback_round(
         "selected_step": selection.get("chosen_step"),
         "comparison": {key: compared[key] for key in ROUND_HEADLINE},
         "unseen": done["evaluate"]["unseen"],
-        "method_refused": done["rfft"].get("refused"),
+        "method_refused": done["update"].get("refused"),
         "controlnet_promoted": done["gate"]["promoted"],
         "controlnet_gate": done["gate"]["reason"],
+        # the round's own gain: against the registry's champion when there is one (the ControlNet it started
+        # from, in the pipeline), by the reviewer; `comparison` is against the base ControlNet
+        "vs_champion": {key: done["gate"].get(key) for key in ("champion_version", "delta", "ci_low", "ci_high")},
     }
 
 

@@ -111,7 +111,12 @@ def decide(
     names a check the candidate failed besides the comparison (quality guard, hacking gap): never promoted.
     """
     extra = extra or {}
-    if blocked is not None:
+    if blocked is not None and paired is not None:  # blocked whatever its gain: the gain is still on record
+        decision = Decision(
+            name, version, False, blocked, metric, paired.candidate, champion_version, paired.baseline,
+            paired.delta, paired.low, paired.high, cfg.margin, {**extra, "n": paired.n},
+        )  # fmt: skip
+    elif blocked is not None:
         decision = Decision(name, version, False, blocked, metric, candidate_value, margin=cfg.margin, extra=extra)
     elif paired is None:
         valid = candidate_value == candidate_value  # NaN is never valid
