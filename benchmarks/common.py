@@ -21,7 +21,6 @@ def reviewer_first_attempts(denoiser: Any, pool: list[Any], products: list[Any],
     import numpy as np
     import torch
 
-    from reliable_ad.data.reviewer import product_mask, review
     from reliable_ad.generation.config import RecurrentConfig
     from reliable_ad.generation.recurrent import job_for
     from reliable_ad.generation.rfft_eval import background_descriptor
@@ -36,7 +35,8 @@ def reviewer_first_attempts(denoiser: Any, pool: list[Any], products: list[Any],
         for k, (image, job) in enumerate(
             zip(denoiser.images(torch.cat([s.latents for s in slots]), slots), chunk, strict=True)
         ):
-            verdicts.append(review(image, product_mask(job.product), job.height_cm).label == "available")
+            assert job.reviewer is not None  # RF1M-synth products come with the simulated reviewer
+            verdicts.append(job.reviewer(image) == "available")
             if grid and start + k < len(products):
                 features.append(background_descriptor(image, job.product, grid))
     good = np.array(verdicts, float).reshape(seeds, len(products))

@@ -33,10 +33,11 @@ from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from common import machine
-from reliable_ad.data.synth.products import Product
+from reliable_ad.data.cutout import centre_zoom
+from reliable_ad.data.products import Product
 from reliable_ad.generation.config import RecurrentConfig, RFFTConfig, SteeringConfig
 from reliable_ad.generation.denoise import Denoiser, Job, Slot
-from reliable_ad.generation.preprocess import centre_zoom, control_inputs
+from reliable_ad.generation.preprocess import control_inputs
 from reliable_ad.generation.probe import TAPPED, FeatureTap, Head, Probe
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import job_for, recurrent_generate, summarise, whole_batch_generate

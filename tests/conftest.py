@@ -1,11 +1,14 @@
 """Settings every test run shares (no telemetry, no hub access, quiet progress bars) and shared fixtures."""
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -186,3 +189,37 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _write_catalog(folder: Path, count: int = 20, heights: bool = True) -> Path:
+    """`count` product photos never drawn by RF1M-synth: RGBA PNG cut-outs and RGB JPEGs on white, alternating,
+    with a products.jsonl; a third have no split (hashed), the others an even spread of the three."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    rows = []
+    for k in range(count):
+        colour = tuple(int(c) for c in rng.integers(20, 200, 3))
+        if k % 2:
+            image = Image.new("RGB", (80, 120), "white")
+            image.paste(colour, (20 + k % 5, 10, 60, 110))
+            name = f"photos/item {k}.jpg"
+        else:
+            image = Image.new("RGBA", (100, 90), (0, 0, 0, 0))
+            image.paste((*colour, 255), (10, 30, 90, 80 - k % 4))
+            name = f"photos/item {k}.png"
+        (folder / name).parent.mkdir(exist_ok=True)
+        image.save(folder / name)
+        row = {"image": name, "title": f"a product {k}, {10 + k} cm", "category": "boxes" if k % 3 else "cans"}
+        if heights:
+            row["height_cm"] = 10 + k
+        if k % 3:
+            row["split"] = ("train", "validation", "test")[k % 3 - 1 + (k % 2)]
+        rows.append(row)
+    (folder / "products.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.fixture
+def write_catalog() -> Callable[..., Path]:
+    """Writes a catalog folder of product photos never drawn by RF1M-synth (see `_write_catalog`)."""
+    return _write_catalog

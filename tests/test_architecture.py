@@ -133,3 +133,18 @@ def test_tests_mirror_src() -> None:
         if not any(name == m.stem or name.startswith(m.stem + "_") for m in source.glob("*.py")):
             orphans.append(str(test.relative_to(ROOT)))
     assert orphans == []
+
+
+# the tiny generator is the embedded world's by definition: pretrained once on RF1M-synth and frozen (a team
+# brings SD1.5); everything else under generation/ and training/ gets its products and people from a source
+WORLD_BOUND = {"reliable_ad.training.pretrain_generator"}
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if m.startswith(("reliable_ad.generation", "reliable_ad.training")))
+)
+def test_the_method_does_not_reach_into_the_synthetic_world(module: str) -> None:
+    world = {
+        name for name in imports(module) if name.startswith(("reliable_ad.data.synth", "reliable_ad.data.reviewer"))
+    }
+    assert module in WORLD_BOUND or not world, f"{module} imports the synthetic world: {sorted(world)}"

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reliable_ad.data.config import ImportConfig, PrepareConfig, SynthConfig, ValidationConfig
+from reliable_ad.data.config import CatalogConfig, ImportConfig, PrepareConfig, SynthConfig, ValidationConfig
 from reliable_ad.errors import InputError
 from reliable_ad.generation.config import (
     GenerateArgs,
@@ -39,6 +39,7 @@ class DataParams(BaseModel):
     validate_: ValidationConfig = Field(default_factory=ValidationConfig, alias="validate")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     generated: SimulatedFeedbackConfig = Field(default_factory=SimulatedFeedbackConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
 
 
 class RFNetParams(BaseModel):

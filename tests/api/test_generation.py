@@ -1,11 +1,13 @@
-"""Generation through the API: the evaluation logged to MLflow as written, shards merged as one run."""
+"""Generation through the API: the evaluation logged to MLflow as written, shards merged as one run, a catalog."""
 
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from reliable_ad import api
+from reliable_ad.errors import InputError
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.params import GenerationParams, Params
@@ -99,3 +101,51 @@ def test_shards_merge_into_the_figures_of_one_run() -> None:
     assert merged["available_rate_first_rfnet"] == pytest.approx(1 / 3)
     assert merged["available_rate_first_reviewer"] == pytest.approx(1 / 2)  # a and c reviewed (b aborted): not 1 / 3
     assert merged["abandoned_share"] == pytest.approx(1 / 3) and merged["seconds"] == 3.0
+
+
+# the real world's route: a team's catalog of product photos (never drawn by RF1M-synth) through recurrent
+# generation, RFFT and the evaluation, on the tiny generator, with the same API calls as the embedded world
+def _catalog_params(catalog, reviewer: str) -> Params:
+    return Params.model_validate(
+        {
+            "data": {"catalog": {"path": str(catalog), "reviewer": reviewer}},
+            "generation": {
+                "evaluate": {
+                    "products": 2,
+                    "recurrent": {"batch_size": 2, "max_attempts": 2, "steps": 3, "guidance_scale": 2.0},
+                },
+                "rfft": {
+                    "steps": 2, "batch_size": 2, "inference_steps": 3, "last_k": 2, "products": 4, "lr": 1e-3,
+                    "threads": 1, "select": {"every": 1, "products": 2},
+                },
+                "gate": {"resamples": 100},
+            },
+        }
+    )  # fmt: skip
+
+
+def test_a_catalog_runs_recurrent_generation_rfft_and_the_evaluation(
+    generator, make_rfnet, tmp_path, tracking, write_catalog
+) -> None:
+    catalog = write_catalog(tmp_path / "catalog")
+    judge = tmp_path / "judge"
+    make_rfnet().save(judge)
+    params = _catalog_params(catalog, "simulated")
+    titles = {f"item {k}" for k in range(20)}
+    out = tmp_path / "recurrent"
+    api.recurrent(params, generator, None, judge, 2, out, product_seed=7)
+    attempts = pd.read_parquet(out / "attempts.parquet")
+    assert set(attempts["product"]) <= titles and attempts["reviewer_label"].notna().all()
+    summary = api.rfft_train(params, generator, judge, tmp_path / "rfft", progress=False)
+    assert summary["selection"]["human_labels"] > 0 and (tmp_path / "rfft" / "controlnet" / "config.json").exists()
+    compared = api.compare_generators(params, generator, tmp_path / "rfft" / "controlnet", judge, None, None)
+    assert compared["products"] == 2 and not math.isnan(compared["delta"])
+    # people label a catalog's images later: the judge's figures now, the reviewer's NaN until they do
+    people = _catalog_params(catalog, "people")
+    unlabelled = api.compare_generators(people, generator, tmp_path / "rfft" / "controlnet", judge, None, None)
+    assert math.isnan(unlabelled["available_rate_first_reviewer_base"])
+    assert not math.isnan(unlabelled["available_rate_first_rfnet_base"])
+    # a catalog has cut-outs only: RFFT's anchor on renders is refused, saying what to use
+    people.generation.rfft.anchor = 0.5
+    with pytest.raises(InputError, match="set anchor_data to accepted"):
+        api.rfft_train(people, generator, judge, tmp_path / "anchored", progress=False)

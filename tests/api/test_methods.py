@@ -72,10 +72,10 @@ def test_every_method_learns_from_one_batch_and_gets_a_row_counted_by_the_review
         assert (tmp_path / "methods" / "gate.json").exists()
     else:
         assert result["registered"] is None
-    # what the rounds start from: the promoted method's ControlNet, else the one the pipeline had
+    # what the rounds start from: the registry's champion (the method just promoted), else the one the pipeline had
     promoted = result["registered"] is not None and result["registered"]["promoted"]
     carried = result["registered"]["method"] if promoted else None
-    assert result["champion"]["method"] == carried
+    assert result["champion"]["promoted_now"] == carried and result["champion"]["from_registry"] == promoted
     source = tmp_path / "methods" / carried.replace("+", "-") / "controlnet" if carried else generator / "controlnet"
     assert generates_the_same(tmp_path / "methods" / "champion", source)
     # the table is an MLflow run too: each method's figures, the table and the grids

@@ -54,8 +54,10 @@ def test_the_gate_reuses_an_evaluation_of_the_same_key_and_only_that(
     make_comparison, params, judge, generator, tuned_controlnet, tracking, tmp_path
 ) -> None:
     params.generation.gate.judge = "rfnet"
-    key = comparison_key(generator, tuned_controlnet, judge, EVAL, GuardConfig(), 200, 0.8)
-    assert key != comparison_key(generator, generator / "controlnet", judge, EVAL, GuardConfig(), 200, 0.8)
+    key = comparison_key(generator, tuned_controlnet, judge, EVAL, GuardConfig(), 200, 0.8, "rf1m-synth")
+    assert key != comparison_key(
+        generator, generator / "controlnet", judge, EVAL, GuardConfig(), 200, 0.8, "rf1m-synth"
+    )
     earlier = tmp_path / "rfft.json"
     earlier.write_text(json.dumps(make_comparison(comparison_key="another key")))
     decision = api.register_controlnet(params, tuned_controlnet, generator, judge, None, earlier)
@@ -70,7 +72,7 @@ def test_a_second_candidate_is_compared_with_the_champion(
 ) -> None:
     params.generation.gate.judge = "rfnet"
     earlier = tmp_path / "rfft.json"
-    key = comparison_key(generator, tuned_controlnet, judge, EVAL, GuardConfig(), 200, 0.8)
+    key = comparison_key(generator, tuned_controlnet, judge, EVAL, GuardConfig(), 200, 0.8, "rf1m-synth")
     earlier.write_text(json.dumps(make_comparison(comparison_key=key)))
     first = api.register_controlnet(params, tuned_controlnet, generator, judge, None, earlier)
     assert first["promoted"]  # no champion: the evaluation against the base ControlNet is reused

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from reliable_ad.data.synth.products import SynthProducts
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig, SteeringConfig
 from reliable_ad.generation.cost import Candidate
 from reliable_ad.generation.denoise import Denoiser
@@ -45,6 +46,7 @@ def _evaluate(components, rfnet, cfg: GenerationEvalConfig, folder):
         RFNetJudge(rfnet),
         POOL,
         cfg,
+        SynthProducts(),
         folder / "generation.json",
         folder / "plots",
         folder / "attempts.parquet",
@@ -140,6 +142,7 @@ def test_the_probe_is_trained_saved_and_the_cost_per_usable_image_compared_for_b
         HashJudge(),
         POOL,
         cfg,
+        SynthProducts(),
         tmp_path / "generation.json",
         tmp_path / "plots",
         tmp_path / "attempts.parquet",
@@ -181,7 +184,8 @@ def test_a_tuned_generator_with_the_base_weights_reuses_the_base_runs_and_probe(
     base = Denoiser(components, steps=4, guidance_scale=2.0)
     tuned_versions = ModelVersions("gen", "cn-rfft", "judge")
     metrics = evaluate_generation(
-        base, HashJudge(), POOL, cfg, tmp_path / "generation.json", tmp_path / "plots", tmp_path / "attempts.parquet",
+        base, HashJudge(), POOL, cfg, SynthProducts(), tmp_path / "generation.json", tmp_path / "plots",
+        tmp_path / "attempts.parquet",
         versions=ModelVersions("gen", "cn-base", "judge"), probes=tmp_path / "probes",
         tuned=Candidate("rfft_", base, tuned_versions), tuned_is_base=True,
     )  # fmt: skip

@@ -7,11 +7,10 @@ import pytest
 from PIL import Image
 
 from reliable_ad.data.config import SynthConfig
-from reliable_ad.data.cutout import ProductImageError, ensure_alpha
+from reliable_ad.data.cutout import ProductImageError, centre_zoom, ensure_alpha
 from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import GenerateArgs
 from reliable_ad.generation.official import run_generate
-from reliable_ad.generation.preprocess import centre_zoom
 from reliable_ad.generation.prompts import PromptPoolError, load_prompt_pool
 from reliable_ad.models.generator import save_components
 

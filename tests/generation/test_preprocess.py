@@ -4,8 +4,8 @@ from the drawing, not by the functions under test."""
 import numpy as np
 import pytest
 
-from reliable_ad.data.cutout import ensure_alpha
-from reliable_ad.generation.preprocess import centre_zoom, control_inputs
+from reliable_ad.data.cutout import centre_zoom, ensure_alpha
+from reliable_ad.generation.preprocess import control_inputs
 
 SIZE = 128  # the mask kernel is round(20 * 128 / 512) = 5 px: the background grows 5 // 2 = 2 px each way
 TOP, BOTTOM, LEFT, RIGHT = 30, 90, 40, 80  # the product: rows 30..89, columns 40..79

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 
+from reliable_ad.data.synth.products import SynthProducts
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.guard import GuardConfig
@@ -18,6 +19,7 @@ from reliable_ad.generation.rfft_eval import (
 )
 from reliable_ad.models.generator import load_components
 
+SOURCE = SynthProducts()
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
 EVAL = GenerationEvalConfig(
     products=4, recurrent=RecurrentConfig(batch_size=4, max_attempts=2, steps=3, guidance_scale=2.0)
@@ -57,6 +59,7 @@ def test_base_and_tuned_on_the_same_products_and_seeds(generator, tuned_controln
         POOL,
         EVAL,
         GuardConfig(),
+        SOURCE,
         tmp_path / "rfft.json",
         tmp_path / "grid.png",
     )
@@ -78,7 +81,7 @@ def test_base_and_tuned_on_the_same_products_and_seeds(generator, tuned_controln
     assert metrics["guard_ok"] == (diverse and close)
     assert (tmp_path / "grid.png").stat().st_size > 500
     # the same base against itself: no difference at all
-    same = compare_generators(denoiser(None), denoiser(None), make_judge(seed=1), POOL, EVAL, GuardConfig())
+    same = compare_generators(denoiser(None), denoiser(None), make_judge(seed=1), POOL, EVAL, GuardConfig(), SOURCE)
     assert same["delta"] == 0.0 and same["base_tuned_distance"] == 0.0
 
 
@@ -91,7 +94,7 @@ def test_the_comparison_key_ignores_what_the_comparison_does_not_use(tmp_path) -
     cfg = GenerationEvalConfig(products=8)
 
     def key(eval_cfg: GenerationEvalConfig) -> str:
-        return comparison_key(*folders, eval_cfg, GuardConfig(), 200, 0.95)
+        return comparison_key(*folders, eval_cfg, GuardConfig(), 200, 0.95, "rf1m-synth")
 
     assert key(cfg) == key(cfg.model_copy(update={"calibration_products": 5, "probe_steps": [2]}))
     assert key(cfg) != key(cfg.model_copy(update={"products": 9}))
@@ -110,19 +113,21 @@ def test_runs_made_before_give_the_same_comparison(generator, tuned_controlnet, 
         Denoiser(load_components(generator, cn), 3, 2.0) for cn in (None, tuned_controlnet)
     )
     judge = make_judge(seed=1)
-    fresh = compare_generators(base_denoiser, tuned_denoiser, judge, POOL, EVAL, GuardConfig())
+    fresh = compare_generators(base_denoiser, tuned_denoiser, judge, POOL, EVAL, GuardConfig(), SOURCE)
     shared = compare_generators(
-        base_denoiser, tuned_denoiser, judge, POOL, EVAL, GuardConfig(),
-        known={"base": evaluation_run(base_denoiser, judge, POOL, EVAL)},
+        base_denoiser, tuned_denoiser, judge, POOL, EVAL, GuardConfig(), SOURCE,
+        known={"base": evaluation_run(base_denoiser, judge, POOL, EVAL, SOURCE)},
     )  # fmt: skip
     assert same(shared, fresh)
     # a tuned side with the base's weights reuses the base's run: what a second run of the base would say
-    itself = compare_generators(base_denoiser, base_denoiser, judge, POOL, EVAL, GuardConfig())
-    reused = compare_generators(base_denoiser, tuned_denoiser, judge, POOL, EVAL, GuardConfig(), tuned_is_base=True)
+    itself = compare_generators(base_denoiser, base_denoiser, judge, POOL, EVAL, GuardConfig(), SOURCE)
+    reused = compare_generators(
+        base_denoiser, tuned_denoiser, judge, POOL, EVAL, GuardConfig(), SOURCE, tuned_is_base=True
+    )
     assert same(reused, itself) and reused["delta"] == 0.0
-    first = first_attempt_comparison(base_denoiser, tuned_denoiser, judge, POOL, 4, 5, EVAL.recurrent)
+    first = first_attempt_comparison(base_denoiser, tuned_denoiser, judge, POOL, 4, 5, EVAL.recurrent, SOURCE)
     handed = first_attempt_comparison(
-        base_denoiser, tuned_denoiser, judge, POOL, 4, 5, EVAL.recurrent,
-        known={"base": first_attempts_run(base_denoiser, judge, POOL, 4, 5, EVAL.recurrent)},
+        base_denoiser, tuned_denoiser, judge, POOL, 4, 5, EVAL.recurrent, SOURCE,
+        known={"base": first_attempts_run(base_denoiser, judge, POOL, 4, 5, EVAL.recurrent, SOURCE)},
     )  # fmt: skip
     assert same(handed, first)

@@ -7,6 +7,7 @@ from reliable_ad.data import layout
 from reliable_ad.data.config import SynthConfig
 from reliable_ad.data.imageio import decode, to_rgb
 from reliable_ad.data.reviewer import product_mask, review
+from reliable_ad.data.synth.products import SynthProducts
 from reliable_ad.generation.config import SimulatedFeedbackConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
@@ -24,7 +25,7 @@ def test_batch_is_in_the_rf1m_layout_with_the_reviewers_verdict_of_each_written_
         Denoiser(components, steps=2, guidance_scale=2.0),
         POOL,
         SimulatedFeedbackConfig(products=12, product_seed=31),
-        synth,
+        SynthProducts(synth),
         tmp_path,
         batch_size=5,  # the last batch is a partial one
         progress=False,

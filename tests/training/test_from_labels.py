@@ -6,6 +6,7 @@ import torch
 from diffusers import ControlNetModel
 
 from reliable_ad.data.config import SynthConfig
+from reliable_ad.data.synth.products import SynthProducts
 from reliable_ad.generation.config import LabelTuneConfig, MethodsConfig, SimulatedFeedbackConfig, check_method
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
@@ -39,7 +40,9 @@ def labelled_folder(tmp_path_factory: pytest.TempPathFactory, make_components) -
     folder = tmp_path_factory.mktemp("batch")
     cfg = SimulatedFeedbackConfig(products=4, product_seed=41, images_per_product=2)
     denoiser = Denoiser(make_components(), steps=2, guidance_scale=2.0)
-    simulate_feedback(denoiser, POOL, cfg, SynthConfig(), folder, batch_size=8, progress=False, generator="cn-1")
+    simulate_feedback(
+        denoiser, POOL, cfg, SynthProducts(SynthConfig()), folder, batch_size=8, progress=False, generator="cn-1"
+    )
     return folder
 
 

@@ -11,6 +11,7 @@ import torch
 from diffusers import ControlNetModel
 from pydantic import ValidationError
 
+from reliable_ad.api.common import rfft_products, rfft_renders
 from reliable_ad.data.hashing import folder_hash
 from reliable_ad.errors import UserError
 from reliable_ad.generation.config import RFFTConfig
@@ -18,6 +19,7 @@ from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import JudgeEnsemble, JudgeInputError, RFNetJudge
 from reliable_ad.models.generator import load_components
+from reliable_ad.params import Params
 from reliable_ad.training.checkpoint import CheckpointMismatch
 from reliable_ad.training.rfft import feedback_loss, gaussian_blur, regularizer_loss, rfft_train, trained_against
 from reliable_ad.training.rfft_select import last_snapshot, snapshots
@@ -25,6 +27,9 @@ from reliable_ad.training.rfft_select import last_snapshot, snapshots
 FIVE_WAY = ["available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination"]
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
+# the training products and the anchor's renders of `_cfg` (4 products of RFFT's default seed), as the API draws them
+PRODUCTS = rfft_products(Params.model_validate({"generation": {"rfft": {"products": 4}}}))
+RENDERS = rfft_renders(Params())
 
 
 def _cfg(**kw) -> RFFTConfig:
@@ -52,7 +57,7 @@ def test_only_the_controlnet_changes_and_the_result_loads_in_the_stock_pipeline(
     judge = make_judge()
     before = {k: v.clone() for k, v in judge.model.state_dict().items()}
     cfg = _cfg(regularizer=regularizer)
-    summary = rfft_train(cfg, generator, judge, POOL, tmp_path / "run")
+    summary = rfft_train(cfg, generator, judge, POOL, tmp_path / "run", PRODUCTS, RENDERS)
     assert summary["steps"] == 3 and summary["resumed_at_step"] == 0
     log = _log(tmp_path / "run")
     assert len(log) == 3 and all(0.0 <= r["p_available"] <= 1.0 for r in log)
@@ -73,13 +78,13 @@ def test_an_interrupted_run_resumes_at_its_checkpoint_without_redoing_steps(
     generator, tmp_path, capsys, make_judge
 ) -> None:
     run, cfg = tmp_path / "run", _cfg(steps=3, checkpoint_every=2)
-    rfft_train(cfg, generator, make_judge(), POOL, run)
+    rfft_train(cfg, generator, make_judge(), POOL, run, PRODUCTS, RENDERS)
     uninterrupted = ControlNetModel.from_pretrained(run / "controlnet", use_safetensors=True)
     first = _log(run)
     # as if killed after logging step 3, before the weights were written: the checkpoint of step 2 is the last
     shutil.rmtree(run / "controlnet")
     (run / "rfft_summary.json").unlink()
-    summary = rfft_train(cfg, generator, make_judge(), POOL, run)
+    summary = rfft_train(cfg, generator, make_judge(), POOL, run, PRODUCTS, RENDERS)
     assert summary["resumed_at_step"] == 2 and "resumed from" in capsys.readouterr().out
     log = _log(run)
     assert [r["step"] for r in log] == [1, 2, 3]
@@ -90,20 +95,20 @@ def test_an_interrupted_run_resumes_at_its_checkpoint_without_redoing_steps(
 
 
 def test_a_run_with_other_settings_is_refused(generator, tmp_path, make_judge) -> None:
-    rfft_train(_cfg(steps=2), generator, make_judge(), POOL, tmp_path / "run")
+    rfft_train(_cfg(steps=2), generator, make_judge(), POOL, tmp_path / "run", PRODUCTS, RENDERS)
     assert (tmp_path / "run" / "checkpoints" / "step-00000002").exists()
     with pytest.raises(
         CheckpointMismatch, match="other settings, data or warm start"
     ):  # beta alone is part of the fingerprint
-        rfft_train(_cfg(steps=2, beta=0.5), generator, make_judge(), POOL, tmp_path / "run")
+        rfft_train(_cfg(steps=2, beta=0.5), generator, make_judge(), POOL, tmp_path / "run", PRODUCTS, RENDERS)
 
 
 def test_a_fresh_run_leaves_nothing_of_the_earlier_one(generator, tmp_path, make_judge) -> None:
     run = tmp_path / "run"
-    rfft_train(_cfg(steps=2, checkpoint_every=1), generator, make_judge(), POOL, run)
+    rfft_train(_cfg(steps=2, checkpoint_every=1), generator, make_judge(), POOL, run, PRODUCTS, RENDERS)
     assert len(list((run / "checkpoints").iterdir())) == 2
     # other settings, which a resume would refuse, and no checkpoint of its own (1 step, one every 2)
-    summary = rfft_train(_cfg(steps=1, beta=0.5), generator, make_judge(), POOL, run, resume=False)
+    summary = rfft_train(_cfg(steps=1, beta=0.5), generator, make_judge(), POOL, run, PRODUCTS, RENDERS, resume=False)
     assert summary["resumed_at_step"] == 0
     assert [r["step"] for r in _log(run)] == [1]
     assert not (run / "checkpoints").exists()
@@ -123,7 +128,7 @@ def test_cc_compares_guidance_directions_and_kl_guided_predictions(generator) ->
 
 
 def test_the_denoising_anchor_is_logged(generator, tmp_path, make_judge) -> None:
-    rfft_train(_cfg(steps=1, anchor=0.5), generator, make_judge(), POOL, tmp_path / "run")
+    rfft_train(_cfg(steps=1, anchor=0.5), generator, make_judge(), POOL, tmp_path / "run", PRODUCTS, RENDERS)
     assert _log(tmp_path / "run")[0]["anchor"] > 0.0
 
 
@@ -146,7 +151,7 @@ def test_a_judge_that_cannot_backpropagate(generator, tmp_path, make_judge) -> N
     judge = make_judge()
     judge.model = Detached(judge.model)
     with pytest.raises(JudgeInputError, match="cannot backpropagate"):
-        rfft_train(_cfg(), generator, judge, POOL, tmp_path / "run")
+        rfft_train(_cfg(), generator, judge, POOL, tmp_path / "run", PRODUCTS, RENDERS)
 
 
 def test_a_judge_that_detaches_only_the_image_inside(make_judge) -> None:
@@ -194,7 +199,9 @@ def test_a_controlnet_that_does_not_fit_the_unet(generator, tmp_path, make_judge
     other = make_components(unet_channels=(32, 64, 64))
     other.controlnet.save_pretrained(tmp_path / "cn", safe_serialization=True)
     with pytest.raises(ValueError, match="ControlNet does not match the UNet"):
-        rfft_train(_cfg(), generator, make_judge(), POOL, tmp_path / "run", controlnet=tmp_path / "cn")
+        rfft_train(
+            _cfg(), generator, make_judge(), POOL, tmp_path / "run", PRODUCTS, RENDERS, controlnet=tmp_path / "cn"
+        )
 
 
 def test_mixed_precision_and_gradient_checkpointing_paths_run(
@@ -202,7 +209,7 @@ def test_mixed_precision_and_gradient_checkpointing_paths_run(
 ) -> None:
     """bf16 autocast on CPU and checkpointed ControlNet blocks: the GPU settings' code paths, on tiny parts."""
     cfg = _cfg(steps=1, mixed_precision="bf16", gradient_checkpointing=True)
-    summary = rfft_train(cfg, generator, make_judge(), POOL, tmp_path / "run")
+    summary = rfft_train(cfg, generator, make_judge(), POOL, tmp_path / "run", PRODUCTS, RENDERS)
     assert summary["steps"] == 1
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(record["feedback"]) for record in log)
@@ -221,14 +228,14 @@ def test_an_ensemble_trains_and_is_recorded_with_the_controlnet(generator, tmp_p
     for name in ("a", "b"):
         make_judge().model.save(tmp_path / name)
     ensemble = JudgeEnsemble([RFNetJudge.from_path(tmp_path / "a"), RFNetJudge.from_path(tmp_path / "b")], "min")
-    rfft_train(_cfg(steps=1), generator, ensemble, POOL, tmp_path / "run")
+    rfft_train(_cfg(steps=1), generator, ensemble, POOL, tmp_path / "run", PRODUCTS, RENDERS)
     hashes = trained_against(tmp_path / "run" / "controlnet")
     assert hashes == [folder_hash(tmp_path / "a"), folder_hash(tmp_path / "b")]
 
 
 def test_snapshots_are_saved_every_select_every_steps_and_at_the_end(generator, tmp_path, make_judge) -> None:
     cfg = _cfg(steps=3, select={"every": 2, "by": "reviewer"})
-    rfft_train(cfg, generator, make_judge(), POOL, tmp_path / "run")
+    rfft_train(cfg, generator, make_judge(), POOL, tmp_path / "run", PRODUCTS, RENDERS)
     assert [step for step, _ in snapshots(tmp_path / "run")] == [2, 3]
     assert last_snapshot(tmp_path / "run") == tmp_path / "run" / "snapshots" / "step-000003"  # what people see next
     assert last_snapshot(generator) is None
@@ -245,7 +252,7 @@ def test_the_reward_can_judge_blurred_images_so_pixel_patterns_earn_nothing(gene
     blurred = gaussian_blur(checker, 1.5)
     assert blurred.shape == checker.shape and float(blurred.std()) < 0.05 * float(checker.std())
     assert torch.allclose(blurred.mean(), checker.mean(), atol=1e-6)  # blurring moves no light around
-    rfft_train(_cfg(steps=1, reward_blur=1.0), generator, make_judge(), POOL, tmp_path / "run")
+    rfft_train(_cfg(steps=1, reward_blur=1.0), generator, make_judge(), POOL, tmp_path / "run", PRODUCTS, RENDERS)
     assert np.isfinite(_log(tmp_path / "run")[0]["feedback"])
 
 
@@ -253,8 +260,8 @@ def test_the_anchor_can_learn_from_the_controlnets_own_accepted_samples(generato
     judge = make_judge()
     judge.config.acceptance_threshold = 0.0  # accepts every sample: the pool is the whole first-attempt batch
     cfg = _cfg(steps=2, feedback_weight=0.0, regularizer="none", anchor=1.0, anchor_data="accepted", anchor_pool=3)
-    rfft_train(cfg, generator, judge, POOL, tmp_path / "run")
+    rfft_train(cfg, generator, judge, POOL, tmp_path / "run", PRODUCTS, RENDERS)
     assert all(record["anchor"] > 0 and record["feedback"] == 0 for record in _log(tmp_path / "run"))
     judge.config.acceptance_threshold = 1.0  # accepts nothing: there is nothing to learn from, said so
     with pytest.raises(UserError, match="accepted none of 3 samples"):
-        rfft_train(cfg, generator, judge, POOL, tmp_path / "again")
+        rfft_train(cfg, generator, judge, POOL, tmp_path / "again", PRODUCTS, RENDERS)

@@ -3,6 +3,7 @@ import json
 import torch
 from diffusers import ControlNetModel
 
+from reliable_ad.data.synth.products import SynthProducts, held_out_products
 from reliable_ad.generation.config import RecurrentConfig, RFFTConfig, SelectionConfig
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.judge import RFNetJudge
@@ -12,6 +13,7 @@ from reliable_ad.training.rfft_select import SELECTION_FILE, chosen_row, select_
 
 POOL = [PromptConfig(prompt="front view of a product placed on a oak desktop, {} walls", flag=1)]
 FIRST = RecurrentConfig(batch_size=4, steps=3, guidance_scale=2.0)
+PRODUCTS = held_out_products(4, RFFTConfig().product_seed)
 
 
 def _cfg(steps: int) -> RFFTConfig:
@@ -34,9 +36,9 @@ def test_a_snapshot_replaces_step_0_only_when_its_paired_interval_lies_above_0()
 
 def test_the_reviewer_scores_step_0_and_every_snapshot_paired_against_step_0(generator, tmp_path, make_judge):
     run = tmp_path / "run"
-    rfft_train(_cfg(steps=2), generator, make_judge(), POOL, run)
+    rfft_train(_cfg(steps=2), generator, make_judge(), POOL, run, PRODUCTS)
     cfg = SelectionConfig(every=1, products=3)
-    result = select_snapshot(run, generator, None, make_judge(), POOL, FIRST, cfg, progress=False)
+    result = select_snapshot(run, generator, None, make_judge(), POOL, FIRST, cfg, SynthProducts(), progress=False)
     table = result["table"]
     assert [row["step"] for row in table] == [0, 1, 2]
     assert result["human_labels"] == 3 * 3  # every candidate's images were labelled: people's time, counted
@@ -57,9 +59,11 @@ def test_the_reviewer_scores_step_0_and_every_snapshot_paired_against_step_0(gen
 
 def test_another_judge_can_choose_and_labels_no_human_image(generator, tmp_path, make_judge):
     run = tmp_path / "run"
-    rfft_train(_cfg(steps=1), generator, make_judge(), POOL, run)
+    rfft_train(_cfg(steps=1), generator, make_judge(), POOL, run, PRODUCTS)
     make_judge(seed=7).model.save(tmp_path / "j2")
     cfg = SelectionConfig(every=1, by="judge", judge=tmp_path / "j2", products=2)
     selector = RFNetJudge.from_path(tmp_path / "j2")
-    result = select_snapshot(run, generator, None, make_judge(), POOL, FIRST, cfg, progress=False, selector=selector)
+    result = select_snapshot(
+        run, generator, None, make_judge(), POOL, FIRST, cfg, SynthProducts(), progress=False, selector=selector
+    )
     assert result["human_labels"] == 0 and result["by"].startswith("judge") and len(result["table"]) == 2

@@ -1,4 +1,5 @@
-"""What the API's functions share: writing a summary, and loading a judge or a generator the same way everywhere."""
+"""What the API's functions share: writing a summary, loading a judge or a generator the same way everywhere,
+and the products they generate for (RF1M-synth's, or the team's catalog: `data.catalog`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 from reliable_ad.params import Params
 
 if TYPE_CHECKING:
+    from reliable_ad.data.products import Product, ProductSource
     from reliable_ad.generation.denoise import Denoiser
     from reliable_ad.judge import RFNetJudge
+    from reliable_ad.training.rfft import Renders
 
 
 def write_json(path: Path | None, payload: dict[str, Any]) -> None:
@@ -59,6 +62,56 @@ def denoiser_from(generator: Path, controlnet: Path | None, params: Params, for_
 
     cfg = params.generation.evaluate.recurrent if for_evaluation else params.generation.recurrent
     return Denoiser.from_folders(generator, controlnet, cfg)
+
+
+_catalogs: dict[str, ProductSource] = {}
+
+
+def product_source(params: Params) -> ProductSource:
+    """Where the products come from: the catalog `data.catalog.path` (opened and checked once per process and
+    folder state), else RF1M-synth by seed."""
+    from reliable_ad.data.synth.products import SynthProducts
+
+    cfg = params.data.catalog
+    if cfg.path is None:
+        return SynthProducts(params.data.synth)
+    from reliable_ad.data.catalog import CatalogProducts
+    from reliable_ad.data.hashing import folder_hash
+
+    key = f"{cfg.model_dump_json()}:{folder_hash(cfg.path) if cfg.path.is_dir() else ''}"
+    if key not in _catalogs:
+        _catalogs[key] = CatalogProducts.open(cfg)
+    return _catalogs[key]
+
+
+def rfft_products(params: Params) -> list[Product]:
+    """RFFT's training products: `generation.rfft.categories`, by default (RF1M-synth) the tiny generator's."""
+    from reliable_ad.data.synth.products import SynthProducts
+    from reliable_ad.generation.config import GENERATOR_CATEGORIES
+
+    cfg, source = params.generation.rfft, product_source(params)
+    default = list(GENERATOR_CATEGORIES) if isinstance(source, SynthProducts) else None
+    return source.products(cfg.products, cfg.product_seed, "train", cfg.categories or default)
+
+
+def rfft_renders(params: Params) -> Renders | None:
+    """The RFFT anchor's finished pictures (RF1M-synth's available renders of the training categories); None for
+    a catalog, which has only cut-outs."""
+    if params.data.catalog.path is not None:
+        return None
+    from reliable_ad.data.config import SynthConfig
+    from reliable_ad.data.synth.world import draw_sample
+    from reliable_ad.generation.config import GENERATOR_CATEGORIES
+    from reliable_ad.training.pretrain_generator import examples_of
+
+    cfg = params.generation.rfft
+    world = SynthConfig(
+        seed=cfg.product_seed + 1,
+        class_mix={"available": 1.0},
+        test_categories=[],
+        categories=cfg.categories or list(GENERATOR_CATEGORIES),
+    )
+    return lambda picks: examples_of([draw_sample(world, k) for k in picks])
 
 
 def settings(params: Params) -> str:

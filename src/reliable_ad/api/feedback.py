@@ -9,7 +9,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reliable_ad.api.common import controlnet_version, denoiser_from, judge_from, judge_version, write_json
+from reliable_ad.api.common import (
+    controlnet_version,
+    denoiser_from,
+    judge_from,
+    judge_version,
+    product_source,
+    write_json,
+)
 from reliable_ad.errors import UserError
 from reliable_ad.params import Params
 
@@ -77,7 +84,7 @@ def simulate_feedback(
             denoiser_from(generator, controlnet, params),
             pool_for(controlnet, p.prompts),
             products or params.data.generated,
-            params.data.synth,
+            product_source(params),
             Path(batch),
             batch_size=p.evaluate.recurrent.batch_size,
             progress=progress,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.api.common import denoiser_from, generates_the_same, judge_from, judge_version
+from reliable_ad.api.common import denoiser_from, generates_the_same, judge_from, judge_version, product_source
 from reliable_ad.errors import InputError
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.params import Params
@@ -45,7 +45,6 @@ def recurrent(
     import pandas as pd
     from PIL import Image
 
-    from reliable_ad.data.synth.products import held_out_products
     from reliable_ad.generation.prompts import pool_for
     from reliable_ad.generation.recurrent import acceptance_threshold, recurrent_generate, summarise
 
@@ -57,7 +56,7 @@ def recurrent(
             f"--queue would turn the evaluation's products (seed {seed}) into training labels: pass another "
             "--product-seed"
         )
-    items = held_out_products(products, seed, p.evaluate.categories)
+    items = product_source(params).products(products, seed, "test", p.evaluate.categories)
     denoiser = denoiser_from(generator, controlnet, params, for_evaluation=False)
     judged_by = judge_from(params, judge)
     tap = None
@@ -112,6 +111,7 @@ def evaluate_generation(
         judged_by,
         load_prompt_pool(p.prompts),
         p.evaluate,
+        product_source(params),
         metrics,
         plots,
         records,
@@ -170,14 +170,13 @@ def generation_shard(
 ) -> dict[str, Any]:
     """Shard `shard` of `shards` of a large recurrent-generation run over `products` held-out products: its
     slice of the products, every attempt and its costs (for `merge_generation_shards`)."""
-    from reliable_ad.data.synth.products import held_out_products
     from reliable_ad.generation.prompts import pool_for
     from reliable_ad.generation.recurrent import recurrent_generate
 
     per = -(-products // shards)
     start, count = shard * per, max(0, min(per, products - shard * per))
     cfg = params.generation.evaluate
-    items = held_out_products(count, cfg.product_seed, cfg.categories, offset=start)
+    items = product_source(params).products(count, cfg.product_seed, "test", cfg.categories, start)
     stats = recurrent_generate(
         denoiser_from(generator, controlnet, params),
         judge_from(params, judge),

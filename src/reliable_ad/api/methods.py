@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reliable_ad.api.common import controlnet_version, denoiser_from, judge_from, write_json
+from reliable_ad.api.common import controlnet_version, denoiser_from, judge_from, product_source, write_json
 from reliable_ad.api.rfft import compare_generators
 from reliable_ad.api.rounds import first_attempt_rates
 from reliable_ad.errors import InputError
@@ -54,7 +54,7 @@ def label_batch(params: Params, generator: Path, out: Path, progress: bool = Tru
         denoiser_from(generator, None, params),
         load_prompt_pool(p.prompts),
         p.methods.batch,
-        params.data.synth,
+        product_source(params),
         staged,
         batch_size=p.evaluate.recurrent.batch_size,
         progress=progress,
@@ -83,7 +83,7 @@ def compare_methods(
     evaluate`'s metrics) adds RFFT's row. Models under `out/<method>`; one row per method in `metrics`.
 
     The method chosen on validation goes through the ControlNet gate; `out/champion` is what the pipeline goes
-    on with: that method's ControlNet when promoted, else `current` (the ControlNet the pipeline had: RFFT's),
+    on with: the registry's champion after that gate, else `current` (the ControlNet the pipeline had: RFFT's),
     else the generator's own."""
     from reliable_ad.generation.config import check_method
     from reliable_ad.training.from_labels import LabelBatchError, read_labelled_batch
@@ -125,7 +125,7 @@ def compare_methods(
         rows[name] = method_row(compared, unseen, spent + learnt["selection"]["human_labels"], learnt["chosen_step"])
         rows[name]["validation_delta"] = learnt["validation_delta"]
     gate = _register_best(params, generator, judge, out, rows)
-    champion = _carry_on(out, gate, current or generator / "controlnet")
+    champion = _carry_on(params, out, gate, current or generator / "controlnet")
     if rfft is not None and rfft.exists():
         compared = json.loads(rfft.read_text())
         selection = json.loads((params.paths.rfft / "rfft_summary.json").read_text()).get("selection", {})
@@ -170,13 +170,16 @@ def _start_runs(params: Params, generator: Path, judge: Path) -> dict[str, RunSt
     p, rounds = params.generation, params.rounds
     recurrent, pool, scorer = p.evaluate.recurrent, load_prompt_pool(p.prompts), judge_from(params, judge)
     base = denoiser_from(generator, None, params)
+    source = product_source(params)
     runs = {
-        "validation": validation_run(generator, generator / "controlnet", scorer, pool, recurrent, p.methods.select),
-        "evaluation": evaluation_run(base, scorer, pool, p.evaluate),
+        "validation": validation_run(
+            generator, generator / "controlnet", scorer, pool, recurrent, p.methods.select, source
+        ),
+        "evaluation": evaluation_run(base, scorer, pool, p.evaluate, source),
     }
     if rounds.unseen_products:
         runs["unseen"] = first_attempts_run(
-            base, scorer, pool, rounds.unseen_products, rounds.unseen_product_seed, recurrent
+            base, scorer, pool, rounds.unseen_products, rounds.unseen_product_seed, recurrent, source
         )
     return runs
 
@@ -226,7 +229,8 @@ def learn_from_labels(
             trained = _train(params, weights, generator, controlnet, labelled, run, progress)
         candidates = snapshots(run) or [(cfg.tune.steps, run / "controlnet")]
     selection = select_snapshot(
-        out, generator, start, judge_from(params, judge), pool, p.evaluate.recurrent, cfg.select, progress,
+        out, generator, start, judge_from(params, judge), pool, p.evaluate.recurrent, cfg.select,
+        product_source(params), progress,
         start_pool=start_pool, candidates=candidates, resamples=p.gate.resamples, confidence=p.gate.confidence,
         start_run=start_run,
     )  # fmt: skip
@@ -262,16 +266,20 @@ def _register_best(
     return {"method": best, "promoted": decision["promoted"], "reason": decision["reason"]}
 
 
-def _carry_on(out: Path, gate: dict[str, Any] | None, current: Path) -> dict[str, Any]:
-    """Copy the ControlNet the pipeline goes on with to `out/champion` (the promoted method's, else `current`)
-    and say which, so the rounds' start is a file DVC tracks rather than the registry's state."""
-    promoted = gate is not None and gate["promoted"]
-    source = out / gate["method"].replace("+", "-") / "controlnet" if gate is not None and promoted else current
+def _carry_on(params: Params, out: Path, gate: dict[str, Any] | None, current: Path) -> dict[str, Any]:
+    """Copy the ControlNet the pipeline goes on with to `out/champion`: the registry's champion after the
+    methods' gate (the method just promoted, or a better one promoted before), else `current`; and say which,
+    so the rounds' start is a folder DVC tracks rather than the registry's state."""
+    from reliable_ad.api.registry import champion_folder
+    from reliable_ad.registry.controlnet import REGISTERED_NAME
+
+    registered = champion_folder(params, REGISTERED_NAME)
+    source = registered if registered is not None else current
     target = out / "champion"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
-    method = gate["method"] if gate is not None and promoted else None
-    return {"controlnet": str(source), "method": method}
+    method = gate["method"] if gate is not None and gate["promoted"] else None
+    return {"controlnet": str(source), "from_registry": registered is not None, "promoted_now": method}
 
 
 def _train(

@@ -6,7 +6,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reliable_ad.api.common import denoiser_from, generates_the_same, judge_from, write_json
+from reliable_ad.api.common import (
+    denoiser_from,
+    generates_the_same,
+    judge_from,
+    product_source,
+    rfft_products,
+    rfft_renders,
+    write_json,
+)
 from reliable_ad.params import Params
 
 if TYPE_CHECKING:
@@ -23,7 +31,10 @@ def _comparison_key(params: Params, generator: Path, controlnet: Path, judge: st
     if not Path(judge).is_dir():
         return None
     p = params.generation
-    return comparison_key(generator, controlnet, Path(judge), p.evaluate, p.guard, p.gate.resamples, p.gate.confidence)
+    products = product_source(params).version()
+    return comparison_key(
+        generator, controlnet, Path(judge), p.evaluate, p.guard, p.gate.resamples, p.gate.confidence, products
+    )
 
 
 def compare_generators(
@@ -53,6 +64,7 @@ def compare_generators(
         pool_for(base, p.prompts),
         p.evaluate,
         p.guard,
+        product_source(params),
         metrics,
         grid,
         resamples=p.gate.resamples,
@@ -94,15 +106,17 @@ def rfft_train(
 
     p = params.generation
     pool = load_prompt_pool(p.prompts)
-    summary = run(p.rfft, generator, reward_from(params, judge), pool, out, controlnet=controlnet, resume=resume)
+    products, renders = rfft_products(params), rfft_renders(params)
+    summary = run(p.rfft, generator, reward_from(params, judge), pool, out, products, renders, controlnet, resume)
     processes = PartialState()  # under `accelerate launch` one process chooses, the others wait
     if processes.is_main_process:
         select = p.rfft.select
         selector = judge_from(params, select.judge) if select.by == "judge" and select.judge is not None else None
         training_judge = judge_from(params, judge)
         selection = select_snapshot(
-            out, generator, controlnet, training_judge, pool, p.evaluate.recurrent, select, progress, selector
-        )
+            out, generator, controlnet, training_judge, pool, p.evaluate.recurrent, select, product_source(params),
+            progress, selector,
+        )  # fmt: skip
         summary["selection"] = {k: v for k, v in selection.items() if k != "table"}
         write_json(out / "rfft_summary.json", summary)
     processes.wait_for_everyone()

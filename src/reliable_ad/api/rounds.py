@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reliable_ad.api.common import denoiser_from, generates_the_same, judge_from, write_json
+from reliable_ad.api.common import denoiser_from, generates_the_same, judge_from, product_source, write_json
 from reliable_ad.api.data import prepare
 from reliable_ad.api.feedback import simulate_feedback
 from reliable_ad.api.rfft import compare_generators, register_controlnet, rfft_train
@@ -194,6 +194,7 @@ def feedback_round(
             "controlnet": folder_hash(controlnet) if tune else None,
             "shown": folder_hash(shown) if ingested is None else None,
             "generator": folder_hash(generator) if tune else None,
+            "products": product_source(params).version(),
             "batch": ingested["batch_hash"] if ingested is not None else None,
             "data": [folder_hash(f) for f in (*data.feedback, *earlier) if f.exists()],
             # how many rounds follow does not change this one: raising `rounds.count` resumes after it
@@ -362,6 +363,7 @@ def first_attempt_rates(
         cfg.unseen_products,
         cfg.unseen_product_seed,
         p.evaluate.recurrent,
+        product_source(params),
         resamples=p.gate.resamples,
         confidence=p.gate.confidence,
         tuned_pool=pool_for(controlnet, p.prompts),

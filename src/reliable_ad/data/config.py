@@ -5,6 +5,7 @@ The defaults here are the defaults: params.yaml states only what differs from th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -64,6 +65,27 @@ class SynthConfig(BaseModel):
         if self.size % 8:
             raise ValueError(f"size must be a multiple of 8, got {self.size}")
         return self
+
+
+class CatalogConfig(BaseModel):
+    """A team's own products instead of RF1M-synth's: a folder of product photos (RGBA PNGs, or photos on a
+    white background) and `products.jsonl`, one object per product: `image` (its path in the folder) and
+    `title`, optionally `product_id`, `category`, `height_cm` and `split` (train / validation / test; without
+    one a product's split follows a hash of its id: 70 / 15 / 15)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = Field(None, description="the catalog folder; null: RF1M-synth's products, drawn by seed")
+    size: int = Field(64, ge=32, le=2048, description="canvas side the products are placed on: the generator's")
+    image_scale: float = Field(0.5, gt=0, le=1, description="the product's longer side as a share of the canvas")
+    white_tolerance: int = Field(
+        WHITE_TOLERANCE, ge=0, le=254, description="how far below 255 a photo's white background may be"
+    )
+    reviewer: Literal["people", "simulated"] = Field(
+        "people",
+        description="who labels the images of its products: people, later (review queue); simulated: the "
+        "embedded reviewer now (needs every product's height_cm)",
+    )
 
 
 class ImportConfig(BaseModel):

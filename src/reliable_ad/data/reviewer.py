@@ -20,7 +20,9 @@ Size can only be judged when a reference object is visible: without one the revi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import cv2
@@ -214,3 +216,13 @@ def _find_reference(objects: NDArray[np.bool_], cfg: ReviewerConfig, s: float) -
 
 def review_as_dict(result: Review) -> dict[str, Any]:
     return asdict(result)
+
+
+def _label(mask: NDArray[np.bool_], height_cm: float, image: NDArray[np.uint8]) -> str:
+    return review(image, mask, height_cm).label
+
+
+def reviewer_for(product_rgba: NDArray[np.uint8], height_cm: float) -> Callable[[NDArray[np.uint8]], str]:
+    """The reviewer of one product's images (its label of an image): what a product source hands generation,
+    so generation counts people's verdicts without knowing who gives them. A partial: it pickles."""
+    return partial(_label, product_mask(product_rgba), height_cm)

@@ -19,6 +19,7 @@ import torch
 from diffusers import DDIMScheduler
 from numpy.typing import NDArray
 
+from reliable_ad.data.products import Reviewer
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.generation.preprocess import control_inputs
 from reliable_ad.models.generator import GeneratorComponents, load_components
@@ -35,7 +36,7 @@ class Job:
     product: NDArray[np.uint8]  # RGBA on the canvas
     caption: str
     negative_prompt: str = ""
-    height_cm: float | None = None  # for the reviewer, in the embedded world
+    reviewer: Reviewer | None = None  # people's label of the image, where the product's source has people at hand
 
 
 @dataclass

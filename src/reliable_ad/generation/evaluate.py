@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-from reliable_ad.data.synth.products import Product, held_out_products
+from reliable_ad.data.products import Product, ProductSource
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.cost import Candidate, cost_metrics, scheduler_runs
 from reliable_ad.generation.denoise import Denoiser, Slot
@@ -76,6 +76,7 @@ def evaluate_generation(
     judge: Judge,
     pool: Sequence[PromptConfig],
     cfg: GenerationEvalConfig,
+    source: ProductSource,
     metrics_file: Path,
     plots_dir: Path,
     records_file: Path,
@@ -90,8 +91,8 @@ def evaluate_generation(
     (RFFT's selection kept its start), so the base's runs and probe are its own (the probe saved under its
     versions) instead of the same images made again."""
     rc = cfg.recurrent
-    products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
-    calibration = held_out_products(cfg.calibration_products, cfg.product_seed, cfg.categories, offset=cfg.products)
+    products = source.products(cfg.products, cfg.product_seed, "test", cfg.categories)
+    calibration = source.products(cfg.calibration_products, cfg.product_seed, "test", cfg.categories, cfg.products)
     runs, calibrated = scheduler_runs(Candidate("", denoiser, versions), judge, products, calibration, pool, cfg)
     plain = runs["plain"]
     runs["whole_batch"] = whole_batch_generate(denoiser, judge, products, pool, rc)

@@ -25,11 +25,11 @@ from diffusers import DDIMScheduler, DPMSolverSinglestepScheduler, EulerAncestra
 from diffusers.utils import scale_lora_layers, unscale_lora_layers
 from PIL import Image
 
-from reliable_ad.data.cutout import ProductImageError, ensure_alpha
-from reliable_ad.data.imageio import ImageDecodeError, decode
+from reliable_ad.data.cutout import ProductImageError, centre_zoom, read_product
+from reliable_ad.data.imageio import ImageDecodeError
 from reliable_ad.errors import InputError
 from reliable_ad.generation.config import GenerateArgs
-from reliable_ad.generation.preprocess import centre_zoom, control_inputs, paste_product
+from reliable_ad.generation.preprocess import control_inputs, paste_product
 from reliable_ad.generation.prompts import load_prompt_pool
 from reliable_ad.models.generator import GeneratorComponents, load_components
 
@@ -80,21 +80,13 @@ def native_size(pipe: Any) -> int:
     return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
 
-def read_product(path: Path, white_tolerance: int) -> np.ndarray:
-    """A product file as RGBA: its own alpha, or alpha from its white background (refused with neither)."""
-    image = decode(path.read_bytes(), str(path))
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    rgb_or_rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
-    return ensure_alpha(rgb_or_rgba, str(path), white_tolerance, setting="--white_tolerance")
-
-
 def check_products(folder: Path, paths: list[Path], white_tolerance: int) -> None:
     """Refuse the run, naming every product that cannot be used, before any model loads: a bad product must
     not fail a run only when the seed happens to draw it."""
     problems = []
     for path in paths:
         try:
-            read_product(path, white_tolerance)
+            read_product(path, white_tolerance, "--white_tolerance")
         except (ImageDecodeError, ProductImageError, OSError) as error:
             problems.append(str(error))
     if problems:
@@ -106,7 +98,7 @@ def load_product(
     path: Path, args: GenerateArgs, size: tuple[int, int], image_scale: float, matting: bool
 ) -> np.ndarray:
     """A product file as an RGBA canvas of `size` (width, height), placed as the sampler places it."""
-    rgba = read_product(path, args.white_tolerance)
+    rgba = read_product(path, args.white_tolerance, "--white_tolerance")
     if args.keep_loc:
         return np.asarray(Image.fromarray(rgba).resize(size, Image.Resampling.LANCZOS))
     touches = _touches_border(rgba)

@@ -1,5 +1,5 @@
-"""Product preprocessing of the official sampler, reimplemented: centre zoom to ``image_scale`` of the canvas,
-canny edges of the product only, and the dilated inpainting mask (the cut-out itself: `data.cutout`).
+"""Product preprocessing of the official sampler, reimplemented: canny edges of the product only and the
+dilated inpainting mask (the cut-out and its centre zoom: `data.cutout`).
 """
 
 from __future__ import annotations
@@ -11,27 +11,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 DILATE_AT_512 = 20  # the official sampler dilates the inpainting mask by a 20 x 20 kernel at 512 px
-
-
-def centre_zoom(rgba: NDArray[np.uint8], size: tuple[int, int], image_scale: float) -> NDArray[np.uint8]:
-    """Crop the product's bounding box and scale it to `image_scale` of the canvas, centred.
-
-    (The official code calls this a golden-ratio zoom; it centres the product on the canvas.)
-    """
-    width, height = size
-    mask = rgba[..., 3] >= 128
-    ys, xs = np.nonzero(mask)
-    crop = rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    crop_h, crop_w = crop.shape[:2]
-    max_h, max_w = int(height * image_scale), int(width * image_scale)
-    fit = min(max_h / crop_h, max_w / crop_w)
-    new_w, new_h = max(1, int(crop_w * fit)), max(1, int(crop_h * fit))
-    interpolation = cv2.INTER_AREA if fit < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(crop, (new_w, new_h), interpolation=interpolation)
-    canvas = np.zeros((height, width, 4), np.uint8)
-    top, left = (height - new_h) // 2, (width - new_w) // 2
-    canvas[top : top + new_h, left : left + new_w] = resized
-    return canvas
 
 
 @dataclass

@@ -10,8 +10,9 @@ Two schedulers over the same jobs (same products, seeds and prompts, so their re
   generated and judged together, and the group's rejected products are regenerated together, round by
   round, before the next group starts.
 
-Every attempt is recorded (product, attempt, seed, prompt, step reached, judge output and, in the embedded
-world, the reviewer's label): that table is also the queue for human review.
+Every attempt is recorded (product, attempt, seed, prompt, step reached, judge output and, where the product's
+source has people at hand (the embedded world's reviewer), their label): that table is also the queue for human
+review.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from reliable_ad.data.reviewer import product_mask, review
-from reliable_ad.data.synth.products import Product
+from reliable_ad.data.products import Product
 from reliable_ad.generation.config import RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser, Job, Slot
 from reliable_ad.generation.probe import Probe
@@ -71,19 +71,13 @@ def job_for(product: Product, index: int, attempt: int, pool: Sequence[PromptCon
     entry = pick_entry(pool, index + (attempt - 1 if cfg.next_prompt_on_retry else 0), seed)
     prompt = entry.render(np.random.default_rng(seed))
     return Job(
-        product.key, attempt, seed, prompt, product.rgba, product.caption, entry.negative_prompt, product.height_cm
+        product.key, attempt, seed, prompt, product.rgba, product.caption, entry.negative_prompt, product.reviewer
     )
 
 
 def acceptance_threshold(cfg: RecurrentConfig, judge: Judge) -> float:
     """tau: the configured one, else the judge's own (calibrated with the model on held-out rows)."""
     return judge.threshold if cfg.threshold is None else cfg.threshold
-
-
-def _reviewer_label(job: Job, image: NDArray[np.uint8]) -> str | None:
-    if job.height_cm is None:
-        return None
-    return review(image, product_mask(job.product), job.height_cm).label
 
 
 class Run:
@@ -128,7 +122,9 @@ class Run:
             step_reached=slot.step,
             p_available=p,
             judge_label=label,
-            reviewer_label=_reviewer_label(slot.job, image) if image is not None and status != "aborted" else None,
+            reviewer_label=(
+                slot.job.reviewer(image) if slot.job.reviewer and image is not None and status != "aborted" else None
+            ),
             wall_s=time.perf_counter() - self.started,
             image=image if self.keep_images else None,
         )

@@ -22,8 +22,8 @@ from numpy.typing import NDArray
 
 from reliable_ad.data.colour import to_lab
 from reliable_ad.data.hashing import folder_hash
+from reliable_ad.data.products import ProductSource
 from reliable_ad.data.scene import dilate
-from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.generation.config import GenerationEvalConfig, RecurrentConfig
 from reliable_ad.generation.denoise import Denoiser
 from reliable_ad.generation.guard import GuardConfig
@@ -97,6 +97,7 @@ def compare_generators(
     pool: Sequence[PromptConfig],
     cfg: GenerationEvalConfig,
     guard: GuardConfig,
+    source: ProductSource,
     metrics_file: Path | None = None,
     grid_file: Path | None = None,
     resamples: int = 2000,
@@ -114,11 +115,11 @@ def compare_generators(
     they are what this run would make); `tuned_is_base`: the tuned side has the base's weights and pool (a
     selection that kept its start), so the base's run serves both.
     """
-    products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
+    products = source.products(cfg.products, cfg.product_seed, "test", cfg.categories)
     known = known or {}
-    base_run = known.get("base") or evaluation_run(base, judge, pool, cfg)
+    base_run = known.get("base") or evaluation_run(base, judge, pool, cfg, source)
     tuned_run = known.get("tuned") or (
-        base_run if tuned_is_base else evaluation_run(tuned, judge, tuned_pool or pool, cfg)
+        base_run if tuned_is_base else evaluation_run(tuned, judge, tuned_pool or pool, cfg, source)
     )
     runs = {"base": base_run, "tuned": tuned_run}
     first = {name: _first_attempts(stats.attempts) for name, stats in runs.items()}
@@ -153,12 +154,12 @@ def compare_generators(
 
 
 def evaluation_run(
-    denoiser: Denoiser, judge: Judge, pool: Sequence[PromptConfig], cfg: GenerationEvalConfig
+    denoiser: Denoiser, judge: Judge, pool: Sequence[PromptConfig], cfg: GenerationEvalConfig, source: ProductSource
 ) -> RunStats:
     """One side of a comparison: recurrent generation on the evaluation's products, no early rejection, the
     images kept."""
     rc = cfg.recurrent.model_copy(update={"early_reject": False})
-    products = held_out_products(cfg.products, cfg.product_seed, cfg.categories)
+    products = source.products(cfg.products, cfg.product_seed, "test", cfg.categories)
     return recurrent_generate(denoiser, judge, products, pool, rc, keep_images=True)
 
 
@@ -167,8 +168,13 @@ def paired_rates(
 ) -> dict[str, Any]:
     """First-attempt available rates of base and tuned by the reviewer and by the judge, their paired
     differences with bootstrap intervals, and each side's hacking gap (the judge's rate minus the reviewer's
-    on the same images: how far the judge is being fooled)."""
-    reviewer = {n: np.array([first[n][k].reviewer_label == "available" for k in keys], float) for n in first}
+    on the same images: how far the judge is being fooled). Images nobody has labelled yet (a catalog's) make
+    the reviewer's figures NaN, never a rate of 0."""
+
+    def verdict(label: str | None) -> float:
+        return float("nan") if label is None else float(label == "available")
+
+    reviewer = {n: np.array([verdict(first[n][k].reviewer_label) for k in keys]) for n in first}
     rfnet = {n: np.array([first[n][k].status == "accepted" for k in keys], float) for n in first}
     delta, delta_rfnet = (
         paired_bootstrap(scores["tuned"], scores["base"], resamples=resamples, confidence=confidence, seed=seed)
@@ -199,6 +205,7 @@ def first_attempt_comparison(
     products: int,
     product_seed: int,
     recurrent: RecurrentConfig,
+    source: ProductSource,
     resamples: int = 2000,
     confidence: float = 0.95,
     tuned_pool: Sequence[PromptConfig] | None = None,
@@ -209,14 +216,14 @@ def first_attempt_comparison(
     to see whether a gain holds beyond the evaluation set. `known` and `tuned_is_base` as `compare_generators`'
     (sides made by `first_attempts_run`)."""
     known = known or {}
-    base_run = known.get("base") or first_attempts_run(base, judge, pool, products, product_seed, recurrent)
+    base_run = known.get("base") or first_attempts_run(base, judge, pool, products, product_seed, recurrent, source)
     tuned_run = known.get("tuned") or (
         base_run
         if tuned_is_base
-        else first_attempts_run(tuned, judge, tuned_pool or pool, products, product_seed, recurrent)
+        else first_attempts_run(tuned, judge, tuned_pool or pool, products, product_seed, recurrent, source)
     )
     first = {name: _first_attempts(stats.attempts) for name, stats in (("base", base_run), ("tuned", tuned_run))}
-    keys = [p.key for p in held_out_products(products, product_seed)]
+    keys = [p.key for p in source.products(products, product_seed, "test")]
     return {"product_seed": product_seed, **paired_rates(first, keys, resamples, confidence, recurrent.seed)}
 
 
@@ -227,10 +234,11 @@ def first_attempts_run(
     products: int,
     product_seed: int,
     recurrent: RecurrentConfig,
+    source: ProductSource,
 ) -> RunStats:
     """One side of `first_attempt_comparison`: a first attempt for each of `products` products of `product_seed`."""
     rc = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
-    items = held_out_products(products, product_seed)
+    items = source.products(products, product_seed, "test")
     return recurrent_generate(denoiser, judge, items, pool, rc, progress=False)
 
 
@@ -247,10 +255,12 @@ def comparison_key(
     guard: GuardConfig,
     resamples: int,
     confidence: float,
+    products: str,
 ) -> str:
     """What a base-vs-tuned comparison depends on: every file of the generator, the tuned ControlNet and the
-    judge, and the settings. Two comparisons with the same key have the same result (every job is seeded)."""
-    digest = hashlib.sha256()
+    judge, the products' source (`ProductSource.version`) and the settings. Two comparisons with the same key
+    have the same result (every job is seeded)."""
+    digest = hashlib.sha256(products.encode())
     for folder in (generator, controlnet, judge):
         digest.update(folder_hash(folder).encode())
     settings = {"eval": cfg.model_dump(mode="json", include=COMPARED), "guard": guard.model_dump(mode="json")}

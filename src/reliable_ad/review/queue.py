@@ -39,7 +39,7 @@ from reliable_ad.review.client import LabelStudio
 from reliable_ad.review.config import ReviewConfig
 
 if TYPE_CHECKING:  # these import torch: a push without a judge does not need it
-    from reliable_ad.data.synth.products import Product
+    from reliable_ad.data.products import Product
     from reliable_ad.generation.recurrent import Attempt
     from reliable_ad.judge import RFNetJudge
 

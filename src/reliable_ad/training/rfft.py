@@ -24,6 +24,7 @@ import copy
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,18 +36,16 @@ from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 from tqdm import tqdm
 
-from reliable_ad.data.config import SynthConfig
-from reliable_ad.data.synth.products import Product, held_out_products
-from reliable_ad.data.synth.world import draw_sample
-from reliable_ad.errors import UserError
-from reliable_ad.generation.config import GENERATOR_CATEGORIES, RecurrentConfig, RFFTConfig
+from reliable_ad.data.products import Product
+from reliable_ad.errors import InputError, UserError
+from reliable_ad.generation.config import RecurrentConfig, RFFTConfig
 from reliable_ad.generation.denoise import Denoiser, Slot
 from reliable_ad.generation.prompts import PromptConfig
 from reliable_ad.generation.recurrent import job_for
 from reliable_ad.judge import Reward
 from reliable_ad.models.generator import load_components
 from reliable_ad.training.checkpoint import fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
-from reliable_ad.training.pretrain_generator import Example, denoising_loss, examples_of
+from reliable_ad.training.pretrain_generator import Example, denoising_loss
 
 JUDGES_FILE = "rfft_judges.json"  # beside the weights: which judges the ControlNet was tuned against
 SNAPSHOTS = "snapshots"  # the ControlNet every `select.every` steps, for the choice by an unoptimised judge
@@ -77,17 +76,30 @@ def _batch(products: list[Product], pool: list[PromptConfig], cfg: RFFTConfig, r
     return [job_for(products[int(i)], int(i), int(rng.integers(1, 4)), pool, recurrent) for i in picks]
 
 
+# finished pictures of suitable products (image, cut-out, prompt) by index: what the anchor on renders learns from
+Renders = Callable[[list[int]], list[Example]]
+
+
 def rfft_train(
     cfg: RFFTConfig,
     generator: Path,
     judge: Reward,
     pool: list[PromptConfig],
     out: Path,
+    products: list[Product],
+    renders: Renders | None = None,
     controlnet: Path | None = None,
     resume: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune the generator's ControlNet into `out/controlnet` (diffusers format, safetensors, with the
-    config beside it); `resume=False` starts over, removing what an earlier run left in `out`."""
+    """Fine-tune the generator's ControlNet on `products` (the training products' cut-outs) into
+    `out/controlnet` (diffusers format, safetensors, with the config beside it); `resume=False` starts over,
+    removing what an earlier run left in `out`. `renders` gives the anchor's finished pictures
+    (`anchor_data: renders`)."""
+    if cfg.anchor > 0 and cfg.anchor_data == "renders" and renders is None:
+        raise InputError(
+            "generation.rfft.anchor_data is renders, but the products' source has no finished pictures to anchor "
+            "on (a catalog): set anchor_data to accepted"
+        )
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     device = accelerator.device
     if cfg.threads:
@@ -110,6 +122,7 @@ def rfft_train(
             "generator": str(generator),
             "controlnet": str(controlnet),
             "judge": judge.describe(),
+            "products": [product.key for product in products],
         }
     )
     ckpt_dir, log_path, start = out / "checkpoints", out / "train_log.jsonl", 0
@@ -124,13 +137,6 @@ def rfft_train(
     tuned, optimizer = accelerator.prepare(tuned, optimizer)
     components.controlnet = tuned
     denoiser = Denoiser(components, cfg.inference_steps, cfg.guidance_scale)
-    products = held_out_products(cfg.products, cfg.product_seed, cfg.categories or list(GENERATOR_CATEGORIES))
-    anchor_world = SynthConfig(
-        seed=cfg.product_seed + 1,
-        class_mix={"available": 1.0},
-        test_categories=[],
-        categories=cfg.categories or list(GENERATOR_CATEGORIES),
-    )
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
     on_policy = cfg.feedback_weight > 0 or cfg.regularizer != "none"
     accepted: list[Example] = []
@@ -154,8 +160,8 @@ def rfft_train(
                     }
                 if cfg.anchor > 0:
                     if cfg.anchor_data == "renders":
-                        picks = rng.integers(0, 10**6, cfg.batch_size)
-                        examples = examples_of([draw_sample(anchor_world, int(k)) for k in picks])
+                        assert renders is not None  # refused above
+                        examples = renders([int(k) for k in rng.integers(0, 10**6, cfg.batch_size)])
                     else:
                         if not accepted or (cfg.anchor_refresh and step % cfg.anchor_refresh == 0 and micro == 0):
                             accepted = accepted_pool(denoiser, judge, products, pool, cfg, step)

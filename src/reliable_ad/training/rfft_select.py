@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from reliable_ad.data.synth.products import held_out_products
+from reliable_ad.data.products import ProductSource
 from reliable_ad.errors import InputError
 from reliable_ad.generation.config import RecurrentConfig, SelectionConfig
 from reliable_ad.generation.denoise import Denoiser
@@ -67,11 +67,12 @@ def validation_run(
     pool: list[PromptConfig],
     recurrent: RecurrentConfig,
     cfg: SelectionConfig,
+    source: ProductSource,
 ) -> RunStats:
     """One candidate's first attempts on the validation products, images kept for the verdicts."""
     first = recurrent.model_copy(update={"max_attempts": 1, "early_reject": False})
     denoiser = Denoiser.from_folders(generator, controlnet, first)
-    products = held_out_products(cfg.products, cfg.product_seed)
+    products = source.products(cfg.products, cfg.product_seed, "validation")
     return recurrent_generate(denoiser, judge, products, pool, first, keep_images=True, progress=False)
 
 
@@ -83,6 +84,7 @@ def select_snapshot(
     pool: list[PromptConfig],
     recurrent: RecurrentConfig,
     cfg: SelectionConfig,
+    source: ProductSource,
     progress: bool = True,
     selector: Judge | None = None,
     start_pool: list[PromptConfig] | None = None,
@@ -103,13 +105,13 @@ def select_snapshot(
         raise InputError(f"{run / SNAPSHOTS}: no snapshots to choose from (select.every was 0?)")
     if cfg.by == "judge" and selector is None:
         raise InputError(f"select.by is 'judge' but the selecting judge {cfg.judge} was not given")
-    products = held_out_products(cfg.products, cfg.product_seed)
+    products = source.products(cfg.products, cfg.product_seed, "validation")
     everyone = [(0, start if start is not None else generator / "controlnet"), *found]
     table, verdicts = [], []
     for step, folder in tqdm(everyone, desc="select snapshot", unit="snapshot", disable=not progress):
         prompts = start_pool if step == 0 and start_pool is not None else pool
         known = start_run if step == 0 else None
-        attempts = (known or validation_run(generator, folder, judge, prompts, recurrent, cfg)).attempts
+        attempts = (known or validation_run(generator, folder, judge, prompts, recurrent, cfg, source)).attempts
         judged = float(np.mean([a.status == "accepted" for a in attempts]))
         if selector is None:
             good = np.array([a.reviewer_label == AVAILABLE for a in attempts], float)
