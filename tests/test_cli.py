@@ -87,6 +87,23 @@ def test_recurrent_records_every_attempt(project: Path, tmp_path: Path) -> None:
         assert "reviewer_label" not in item.metadata and item.metadata["height_cm"] > 0
 
 
+def test_a_catalog_given_to_rad_supplies_every_commands_products(project: Path, tmp_path: Path, write_catalog) -> None:
+    catalog = write_catalog(tmp_path / "catalog")
+    out = tmp_path / "recurrent"
+    args = (
+        *("--catalog", str(catalog), "recurrent", "--generator", str(project / "gen"), "--judge"),
+        *(str(project / "judge"), "--products", "2", "--out", str(out), "--params", str(project / "params.yaml")),
+    )
+    _run(*args)
+    attempts = pd.read_parquet(out / "attempts.parquet")
+    assert attempts["product"].str.startswith("item ").all()
+    assert attempts["reviewer_label"].isna().all()  # people label a catalog's images later, not the embedded reviewer
+    (catalog / "products.jsonl").write_text('{"image": "photos/item 0.png"}\n')
+    refused = CliRunner().invoke(app, list(args))
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "products.jsonl:1: field 'title' is missing" in refused.output
+
+
 def test_ablation_rows_can_be_run_one_at_a_time(project: Path, tiny_shards: Path, tmp_path: Path) -> None:
     common = ["--shards", str(tiny_shards), "--out", str(tmp_path / "runs"), "--params", str(project / "params.yaml")]
     files = ["--metrics", str(tmp_path / "ablation.json"), "--table", str(tmp_path / "ablation.md")]

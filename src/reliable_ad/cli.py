@@ -144,12 +144,33 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _params(path: Path | None) -> Params:
-    if path is None:
-        return Params()
+    """params.yaml's settings (or the defaults), with `rad --catalog` laid over them."""
     try:
-        return load_params(path)
+        params = Params() if path is None else load_params(path)
     except ParamsError as error:
         raise typer.BadParameter(str(error), param_hint="--params") from error
+    if _SESSION.get("catalog") is not None:
+        params.data.catalog.path = _SESSION["catalog"]
+    return params
+
+
+# what `rad`'s own options set for the command that follows
+_SESSION: dict[str, Any] = {}
+
+
+@app.callback()
+def _rad(
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            help="a folder of product photos with products.jsonl: every command draws its products from it "
+            "(data.catalog.path)",
+            show_default="RF1M-synth's products",
+        ),
+    ] = None,
+) -> None:
+    """ReliableAD: judge, regenerate and fine-tune ad image generation."""
+    _SESSION["catalog"] = catalog
 
 
 def _override(ctx: typer.Context, model: M, **values: Any) -> M:
