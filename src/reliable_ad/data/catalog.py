@@ -74,9 +74,9 @@ def _entry(folder: Path, line: int, text: str, simulated: bool) -> CatalogEntry:
         raise CatalogError(f"{where}: field 'height_cm' must be a positive number of centimetres, got {height!r}")
     if simulated and height is None:
         raise CatalogError(f"{where}: no 'height_cm': the simulated reviewer (data.catalog.reviewer) judges size by it")
-    category = row.get("category")
-    return CatalogEntry(str(product_id), image, row["title"], split, None if category is None else str(category),
-                        None if height is None else float(height))  # fmt: skip
+    category = None if row.get("category") is None else str(row["category"])
+    height_cm = None if height is None else float(height)
+    return CatalogEntry(str(product_id), image, row["title"], split, category, height_cm)
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,8 @@ class CatalogProducts:
         cfg = self.cfg
         cut = read_product(entry.image, cfg.white_tolerance, "data.catalog.white_tolerance")
         rgba = centre_zoom(cut, (cfg.size, cfg.size), cfg.image_scale)
-        simulated = cfg.reviewer == "simulated" and entry.height_cm is not None  # checked when opened
-        reviewer = reviewer_for(rgba, entry.height_cm) if simulated and entry.height_cm else None
+        # `open` refused a simulated reviewer for a product without its height
+        reviewer = reviewer_for(rgba, entry.height_cm) if cfg.reviewer == "simulated" and entry.height_cm else None
         return Product(entry.product_id, rgba, entry.title, entry.height_cm, entry.category, entry.split, reviewer)
 
     def version(self) -> str:
