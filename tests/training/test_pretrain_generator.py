@@ -7,7 +7,6 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from reliable_ad.data.reviewer import product_mask, review
 from reliable_ad.data.synth.products import held_out_products
 from reliable_ad.data.synth.world import draw_sample
 from reliable_ad.generation.config import PretrainConfig, RecurrentConfig
@@ -79,10 +78,7 @@ def _available(components: GeneratorComponents, products: list, pool: list) -> n
         while not denoiser.done(slots[0]):
             denoiser.advance(slots)
         images = denoiser.images(torch.cat([s.latents for s in slots]), slots)
-        verdicts += [
-            review(im, product_mask(j.product), j.height_cm).label == "available"
-            for im, j in zip(images, chunk, strict=True)
-        ]
+        verdicts += [j.reviewer(im) == "available" for im, j in zip(images, chunk, strict=True)]
     return np.array(verdicts, float)
 
 
